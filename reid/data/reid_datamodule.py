@@ -1,0 +1,136 @@
+"""The supervised datamodule: P x K training batches and a query + gallery validation set.
+
+The dataset is given as a partial loader (``conf/dataset/*.yaml``) and parsed once in
+:meth:`ReIDDataModule.setup`. For cross-domain experiments ``test_dataset`` names another loader:
+the model trains on ``dataset.train`` and is evaluated on ``test_dataset``'s query and gallery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from reid.data.image_dataset import ImageDataset
+from reid.data.records import DatasetInfo, ReIDDataset
+from reid.data.samplers import IdentitySampler
+from reid.data.transforms import TrainAugment, build_test_transform, build_train_transform
+
+
+class ReIDDataModule(L.LightningDataModule):
+    """Args:
+    dataset: zero-argument callable returning the :class:`ReIDDataset` to train on.
+    test_dataset: optional loader for evaluation on another domain (defaults to ``dataset``).
+    image_size: ``[height, width]`` fed to the network.
+    batch_size: images per step per rank (P x K).
+    num_instances: K, images per identity in a batch.
+    """
+
+    def __init__(
+        self,
+        dataset: Callable[[], ReIDDataset],
+        test_dataset: Callable[[], ReIDDataset] | None = None,
+        image_size: Sequence[int] = (256, 128),
+        batch_size: int = 64,
+        num_instances: int = 4,
+        test_batch_size: int = 256,
+        num_workers: int = 8,
+        pixel_mean: Sequence[float] = (0.5, 0.5, 0.5),
+        pixel_std: Sequence[float] = (0.5, 0.5, 0.5),
+        augment: TrainAugment | dict | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.load_dataset = dataset
+        self.load_test_dataset = test_dataset
+        self.image_size = tuple(image_size)
+        self.batch_size = batch_size
+        self.num_instances = num_instances
+        self.test_batch_size = test_batch_size
+        self.num_workers = num_workers
+        self.pixel_mean = tuple(pixel_mean)
+        self.pixel_std = tuple(pixel_std)
+        self.augment = TrainAugment(**augment) if isinstance(augment, dict) else augment
+        self.seed = seed
+        self.train_data: ReIDDataset | None = None
+        self.test_data: ReIDDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Parse the dataset(s) once; later calls are no-ops."""
+        if self.train_data is not None:
+            return
+        self.train_data = self.load_dataset()
+        self.test_data = self.load_test_dataset() if self.load_test_dataset else self.train_data
+        for name, records in (("train", self.train_data.train), ("query", self.test_data.query)):
+            if not records:
+                raise ValueError(f"dataset '{self.train_data.name}' has an empty {name} split")
+        if not self.test_data.gallery and not self.test_data.trials:
+            raise ValueError(f"dataset '{self.test_data.name}' has an empty gallery split")
+
+    @property
+    def info(self) -> DatasetInfo:
+        """Identities and cameras the model must be built for (cameras/views over both domains)."""
+        self.setup()
+        train, test = self.train_data, self.test_data
+        return DatasetInfo(
+            num_classes=train.num_train_pids,
+            num_cameras=max(train.num_cameras, test.num_cameras),
+            num_views=max(train.num_views, test.num_views),
+        )
+
+    @property
+    def num_query(self) -> int:
+        self.setup()
+        return len(self.test_data.query)
+
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        return {
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            "pin_memory": torch.cuda.is_available(),
+        }
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        world_size, rank = self._world()
+        records = self.train_data.train
+        transform = build_train_transform(self.image_size, self.pixel_mean, self.pixel_std, self.augment)
+        sampler = IdentitySampler(
+            [r.pid for r in records],
+            batch_size=self.batch_size,
+            num_instances=self.num_instances,
+            seed=self.seed,
+            num_replicas=world_size,
+            rank=rank,
+        )
+        return DataLoader(
+            ImageDataset(records, transform),
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            **self._loader_kwargs(),
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        """Query records followed by gallery records; ``index < num_query`` marks a query."""
+        self.setup()
+        world_size, rank = self._world()
+        records = [*self.test_data.query, *self.test_data.gallery]
+        dataset = ImageDataset(
+            records, build_test_transform(self.image_size, self.pixel_mean, self.pixel_std)
+        )
+        sampler = None
+        if world_size > 1:
+            # Pads with duplicates to equal shards; the evaluator drops them by index.
+            sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
+        return DataLoader(dataset, batch_size=self.test_batch_size, sampler=sampler, **self._loader_kwargs())
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

@@ -1,0 +1,110 @@
+"""P x K identity sampling (Hermans et al. 2017, "In Defense of the Triplet Loss"), correct under DDP.
+
+Every batch holds P identities with K images each, which is what batch-hard triplet mining needs.
+The epoch is planned once, globally, from ``(seed, epoch)``: each identity's images are shuffled
+and cut into chunks of K (identities with fewer than K images are sampled with replacement up to
+K; a final partial chunk is dropped, as in TransReID and fast-reid), then global batches of
+``P x world_size`` distinct identities are drawn, each taking one unused chunk of each identity.
+An epoch has a fixed number of batches, ``total chunks // (P x world_size)``, so that schedules
+sized at the start stay exact; when fewer than ``P x world_size`` identities still have unused
+chunks before that count is reached (the reference samplers end the epoch early there, making its
+length random), the chunk lists are refilled from a fresh shuffle.
+Rank ``r`` takes identities ``[r*P, (r+1)*P)`` of every global batch, so in every step the ranks
+see disjoint identities, all ranks run the same number of steps, and the union over ranks of one
+epoch is exactly the single-process epoch of a ``P x world_size`` batch.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from torch.utils.data import Sampler
+
+
+class IdentitySampler(Sampler[int]):
+    """Yields dataset indices for P x K batches; call :meth:`set_epoch` before each epoch.
+
+    Args:
+        pids: identity of every item of the dataset, in dataset order.
+        batch_size: images per batch on one rank (P x K).
+        num_instances: K, images per identity in a batch.
+        seed: the epoch plan depends only on ``seed`` and the epoch.
+        num_replicas: world size (1 without DDP).
+        rank: this process' rank.
+    """
+
+    def __init__(
+        self,
+        pids: Sequence[int],
+        batch_size: int,
+        num_instances: int,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        if num_instances < 1 or batch_size % num_instances != 0:
+            raise ValueError(
+                f"batch_size ({batch_size}) must be a positive multiple of num_instances ({num_instances})"
+            )
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is outside [0, num_replicas={num_replicas})")
+        self.num_instances = num_instances
+        self.ids_per_batch = batch_size // num_instances
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+        self._index_by_pid: dict[int, list[int]] = defaultdict(list)
+        for index, pid in enumerate(pids):
+            self._index_by_pid[int(pid)].append(index)
+        needed = self.ids_per_batch * num_replicas
+        if len(self._index_by_pid) < needed:
+            raise ValueError(
+                f"a batch needs {needed} distinct identities ({self.ids_per_batch} per rank x {num_replicas} "
+                f"ranks) but the training set has only {len(self._index_by_pid)}; lower data.batch_size or "
+                "raise data.num_instances"
+            )
+        total_chunks = sum(max(1, len(v) // num_instances) for v in self._index_by_pid.values())
+        self.batches_per_epoch = total_chunks // needed
+        self._length = self.batches_per_epoch * self.ids_per_batch * num_instances
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _chunks(self, rng: np.random.Generator) -> dict[int, list[list[int]]]:
+        """Each identity's images, shuffled and cut into chunks of K."""
+        chunks: dict[int, list[list[int]]] = {}
+        for pid in sorted(self._index_by_pid):
+            indices = np.asarray(self._index_by_pid[pid])
+            if len(indices) < self.num_instances:
+                indices = rng.choice(indices, size=self.num_instances, replace=True)
+            indices = rng.permutation(indices)
+            usable = len(indices) - len(indices) % self.num_instances
+            chunks[pid] = [c.tolist() for c in np.split(indices[:usable], usable // self.num_instances)]
+        return chunks
+
+    def _plan(self, epoch: int) -> list[list[list[int]]]:
+        """Global batches for ``epoch``: a list of batches, each a list of K-index chunks."""
+        rng = np.random.default_rng([self.seed, epoch])
+        chunks = self._chunks(rng)
+        batch_ids = self.ids_per_batch * self.num_replicas
+        batches: list[list[list[int]]] = []
+        while len(batches) < self.batches_per_epoch:
+            available = [pid for pid in sorted(chunks) if chunks[pid]]
+            if len(available) < batch_ids:
+                chunks = self._chunks(rng)
+                continue
+            chosen = rng.choice(len(available), size=batch_ids, replace=False)
+            batches.append([chunks[available[i]].pop() for i in chosen])
+        return batches
+
+    def __iter__(self) -> Iterator[int]:
+        start = self.rank * self.ids_per_batch
+        for batch in self._plan(self.epoch):
+            for chunk in batch[start : start + self.ids_per_batch]:
+                yield from chunk
+
+    def __len__(self) -> int:
+        return self._length

@@ -1,0 +1,107 @@
+"""Entry point: ``python -m reid.run [experiment=NAME] [overrides...]``.
+
+Composes ``conf/run.yaml``, builds the datamodule, the task (LightningModule), callbacks, loggers
+and trainer from their ``_target_``s, then fits and/or tests. Results are printed as a table and
+written to ``<output_dir>/results.json``. Returns ``optimized_metric`` for Hydra sweepers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from reid.config import CONFIG_DIR, register_resolvers
+
+log = logging.getLogger("reid")
+register_resolvers()
+
+
+def _instantiate_dict(section: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a ``name: {_target_: ...}`` mapping, skipping nulls."""
+    if not section:
+        return []
+    return [instantiate(entry) for entry in section.values() if entry is not None and "_target_" in entry]
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
+    """``"last"`` means ``<output_dir>/checkpoints/last.ckpt``; a named file must exist."""
+    if ckpt_path is None:
+        return None
+    path = Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if not path.is_file():
+        hint = " (resume a run by re-using its folder: hydra.run.dir=<run folder> ckpt_path=last)"
+        raise FileNotFoundError(f"ckpt_path={ckpt_path!r}: no checkpoint at {path}{hint}")
+    return str(path)
+
+
+def _metrics(results: list[dict[str, float]], prefix: str) -> dict[str, float]:
+    """The first dataloader's ``prefix/*`` metrics with the prefix stripped."""
+    found = results[0] if results else {}
+    return {key.split("/", 1)[1]: float(value) for key, value in found.items() if key.startswith(prefix)}
+
+
+def _print_comparison(untrained: dict[str, float], final: dict[str, float]) -> None:
+    keys = [k for k in ("mAP", "R1", "R5", "R10", "mINP") if k in final]
+    lines = ["", f"{'':<10}" + "".join(f"{k:>8}" for k in keys)]
+    for name, values in (("untrained", untrained), ("trained", final)):
+        if values:
+            lines.append(f"{name:<10}" + "".join(f"{values.get(k, math.nan):>8.2f}" for k in keys))
+    print("\n".join(lines))
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Fit and/or test as ``cfg`` says; returns the summary written to ``results.json``."""
+    output_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    evaluation = instantiate(cfg.eval)
+    data_info = datamodule.info
+    log.info("data: %s", data_info)
+    model = instantiate(cfg.model, data_info=data_info, evaluation=evaluation, _recursive_=False)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=_instantiate_dict(cfg.get("callbacks")),
+        logger=_instantiate_dict(cfg.get("logger")) or False,
+    )
+    summary: dict[str, Any] = {"output_dir": str(output_dir)}
+    if cfg.get("validate_before_fit"):
+        summary["untrained"] = _metrics(trainer.validate(model, datamodule=datamodule), "val/")
+    if cfg.train:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, output_dir))
+        summary["best_checkpoint"] = _best_checkpoint(trainer)
+    if cfg.test:
+        ckpt = summary.get("best_checkpoint") if cfg.train else resolve_ckpt_path(cfg.ckpt_path, output_dir)
+        summary["test"] = _metrics(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt), "test/")
+    if trainer.is_global_zero:
+        _print_comparison(summary.get("untrained", {}), summary.get("test", {}))
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "results.json").write_text(json.dumps(summary, indent=2))
+        log.info("results written to %s", output_dir / "results.json")
+    metric = trainer.callback_metrics.get(cfg.get("optimized_metric") or "", None)
+    summary["optimized_metric"] = float(metric) if metric is not None else None
+    return summary
+
+
+def _best_checkpoint(trainer: L.Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    if callback is None:
+        return None
+    return getattr(callback, "best_model_path", None) or getattr(callback, "last_model_path", None) or None
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="run")
+def main(cfg: DictConfig) -> float | None:
+    log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
+    return run(cfg)["optimized_metric"]
+
+
+if __name__ == "__main__":
+    main()

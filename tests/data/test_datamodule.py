@@ -1,0 +1,93 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reid.data.image_dataset import ImageDataset, ImageReadError, read_image
+from reid.data.records import Record, ReIDDataset
+from reid.data.reid_datamodule import ReIDDataModule
+from reid.data.transforms import TrainAugment, build_test_transform, build_train_transform
+
+
+def _write(path: Path, value: int) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((32, 16, 3), value, dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def _dataset(root: Path) -> ReIDDataset:
+    train = [Record(_write(root / f"t{p}_{i}.png", 10 * p + i), p, i % 2) for p in range(4) for i in range(4)]
+    query = [Record(_write(root / f"q{p}.png", 100 + p), 10 + p, 0) for p in range(3)]
+    gallery = [Record(_write(root / f"g{p}.png", 150 + p), 10 + p, 1) for p in range(3)]
+    return ReIDDataset("toy", train, query, gallery)
+
+
+def test_train_batches_follow_pk_and_the_batch_contract(tmp_path):
+    dm = ReIDDataModule(
+        lambda: _dataset(tmp_path), image_size=(16, 8), batch_size=4, num_instances=2, num_workers=0
+    )
+    assert dm.info.num_classes == 4 and dm.info.num_cameras == 2
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch) == {"image", "pid", "camid", "viewid", "index"}
+    assert batch["image"].shape == (4, 3, 16, 8)
+    assert sorted(torch.bincount(batch["pid"]).tolist())[-2:] == [2, 2]
+
+
+def test_val_loader_is_query_then_gallery(tmp_path):
+    dm = ReIDDataModule(
+        lambda: _dataset(tmp_path),
+        image_size=(16, 8),
+        batch_size=4,
+        num_instances=2,
+        num_workers=0,
+        test_batch_size=100,
+    )
+    batch = next(iter(dm.val_dataloader()))
+    assert dm.num_query == 3
+    assert batch["index"].tolist() == list(range(6))
+    assert batch["camid"].tolist() == [0, 0, 0, 1, 1, 1]
+    # test transform is deterministic: normalised constant images
+    expected = (100 / 255 - 0.5) / 0.5
+    assert torch.allclose(batch["image"][0], torch.full((3, 16, 8), expected), atol=1e-6)
+
+
+def test_cross_domain_uses_train_of_one_and_test_of_other(tmp_path):
+    source = _dataset(tmp_path / "a")
+    target = ReIDDataset("other", [], source.query[:2], source.gallery[:1])
+    dm = ReIDDataModule(
+        lambda: source,
+        test_dataset=lambda: target,
+        image_size=(16, 8),
+        batch_size=4,
+        num_instances=2,
+        num_workers=0,
+    )
+    assert dm.num_query == 2 and len(dm.val_dataloader().dataset) == 3
+    assert len(dm.train_dataloader().dataset) == 16
+
+
+def test_empty_split_is_reported(tmp_path):
+    empty = ReIDDataset("emptyset", [], [], [])
+    with pytest.raises(ValueError, match="'emptyset' has an empty train split"):
+        ReIDDataModule(lambda: empty).setup()
+
+
+def test_unreadable_image_names_its_path(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    with pytest.raises(ImageReadError, match="broken.jpg"):
+        read_image(str(bad))
+    with pytest.raises(ImageReadError, match="not found: .*missing.jpg"):
+        ImageDataset([Record(str(tmp_path / "missing.jpg"), 0, 0)], lambda x: x)[0]
+
+
+def test_train_transform_shapes_and_no_augment_equals_test(tmp_path):
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 20, 3), dtype=np.uint8))
+    plain = TrainAugment(flip_prob=0, padding=0, erasing_prob=0)
+    train = build_train_transform((32, 16), (0.5,) * 3, (0.5,) * 3, plain)(image)
+    test = build_test_transform((32, 16), (0.5,) * 3, (0.5,) * 3)(image)
+    assert train.shape == (3, 32, 16) and torch.equal(train, test)
+    with pytest.raises(ValueError, match="image_size"):
+        build_test_transform((32,), (0.5,) * 3, (0.5,) * 3)
