@@ -1,0 +1,156 @@
+"""The re-identification network: ViT backbone -> global branch (+ JPM local branches) -> BNNeck heads.
+
+TransReID (Sec. 3.1, 3.3): the backbone runs all but its last block; the global branch is the last block
+and the final norm, its [CLS] output the global feature ``f_g``; with JPM, ``k`` local branches (a shared
+copy of the last block and norm) give ``f_l^1 .. f_l^k``. Every branch feature goes to the triplet loss
+and, through its own BNNeck, to an ID classifier. Training loss (official weights)
+
+    L = 0.5 * L(f_g) + 0.5 * (1/k) sum_j L(f_l^j)           (``branch_weights``)
+
+and the retrieval feature is ``cat(f_g, f_l^1 / k, .., f_l^k / k)``, taken before the BNNeck by default
+(official ``TEST.NECK_FEAT 'before'``), or after it.
+
+PASS fine-tuning (``feature="cls_parts"``): the global feature is ``cat(f_cls, mean_i f_part_i)`` (2D),
+with the PASS multi-neck head (``heads.ClsPartsNeckHead``).
+
+Differences from the official module layout, on purpose: the global branch *is* the backbone's last block
+and norm (the official ``build_transformer_local`` keeps an unused ``base.blocks[-1]``/``base.norm`` beside
+a copy ``b1``), and there is no unused ImageNet ``fc`` layer; so nothing here is a parameter without a
+gradient. Key names: ``backbone.*``, ``jpm.{block,norm}.*``, ``global_head.*``, ``local_heads.{j}.*``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from reid.models.heads import BNNeckHead, ClsPartsNeckHead, NeckOutput
+from reid.models.jpm import JigsawPatchModule, JPMConfig, as_jpm_config
+from reid.models.vit import VisionTransformer
+
+NeckFeat = Literal["before", "after"]
+GlobalFeature = Literal["cls", "cls_parts"]
+
+
+class ReIDModelOutput(NamedTuple):
+    feats: tuple[Tensor, ...]  # per branch [global, local_1..k], before the BNNeck (triplet input)
+    logits: tuple[Tensor, ...]  # per branch ID logits; () in eval mode
+    embedding: Tensor  # retrieval feature [B, embedding_dim]
+
+
+class GlobalBranchOutput(NamedTuple):
+    feat: Tensor  # the global feature: [CLS] [B, D], or cat(cls, mean(parts)) [B, 2D]
+    cls: Tensor  # [CLS] after the last block and norm, [B, D]
+    parts: Tensor | None  # part tokens [B, L, D] when feature == "cls_parts"
+
+
+class ReIDNet(nn.Module):
+    """Backbone + global branch + optional JPM local branches + BNNeck heads."""
+
+    def __init__(
+        self,
+        backbone: VisionTransformer,
+        num_classes: int,
+        jpm: JPMConfig | Mapping[str, Any] | None = None,
+        neck_feat: NeckFeat = "before",
+        feature: GlobalFeature = "cls",
+    ) -> None:
+        super().__init__()
+        if neck_feat not in ("before", "after"):
+            raise ValueError(f"ReIDNet: neck_feat must be 'before' or 'after', got {neck_feat!r}")
+        if feature not in ("cls", "cls_parts"):
+            raise ValueError(f"ReIDNet: feature must be 'cls' or 'cls_parts', got {feature!r}")
+        num_parts = getattr(backbone, "num_parts", 0)
+        if feature == "cls_parts" and num_parts < 1:
+            raise ValueError("ReIDNet: feature='cls_parts' needs a backbone with num_parts >= 1")
+        self.backbone = backbone
+        self.neck_feat = neck_feat
+        self.feature = feature
+        self.jpm_config = as_jpm_config(jpm)
+        dim = backbone.embed_dim
+        self.global_head: BNNeckHead | ClsPartsNeckHead = (
+            BNNeckHead(dim, num_classes)
+            if feature == "cls"
+            else ClsPartsNeckHead(dim, num_parts, num_classes)
+        )
+        self.jpm = (
+            JigsawPatchModule(backbone.blocks[-1], backbone.norm, self.jpm_config)
+            if self.jpm_config is not None
+            else None
+        )
+        num_local = 0 if self.jpm_config is None else self.jpm_config.num_local
+        self.local_heads = nn.ModuleList(BNNeckHead(dim, num_classes) for _ in range(num_local))
+
+    @property
+    def num_local(self) -> int:
+        return len(self.local_heads)
+
+    @property
+    def branch_weights(self) -> tuple[float, ...]:
+        """Loss weight per branch: (1.0,) without JPM, (0.5, 0.5/k, ..., 0.5/k) with k local branches."""
+        if not self.num_local:
+            return (1.0,)
+        return (0.5, *([0.5 / self.num_local] * self.num_local))
+
+    @property
+    def embedding_dim(self) -> int:
+        dim = self.backbone.embed_dim
+        return dim * (2 if self.feature == "cls_parts" else 1) + dim * self.num_local
+
+    def reset_local_branch(self) -> None:
+        """Copy the backbone's last block and norm into the JPM branch. Call after loading backbone
+        weights (the official code builds its copies after loading the ImageNet checkpoint)."""
+        if self.jpm is not None:
+            self.jpm.load_from_backbone(self.backbone.blocks[-1], self.backbone.norm)
+
+    def no_weight_decay(self) -> set[str]:
+        return {f"backbone.{name}" for name in self.backbone.no_weight_decay()}
+
+    def _global_branch(self, tokens: Tensor) -> GlobalBranchOutput:
+        """The last block + norm on the tokens before it; the global feature is [CLS] or cat(cls, parts)."""
+        final = self.backbone.norm(self.backbone.blocks[-1](tokens))
+        cls = final[:, 0]
+        if self.feature == "cls":
+            return GlobalBranchOutput(cls, cls, None)
+        parts = final[:, 1 : self.backbone.num_prefix_tokens]
+        return GlobalBranchOutput(torch.cat((cls, parts.mean(dim=1)), dim=1), cls, parts)
+
+    def _heads(self, branch: GlobalBranchOutput, local_feats: tuple[Tensor, ...]) -> list[NeckOutput]:
+        if isinstance(self.global_head, ClsPartsNeckHead):
+            first = self.global_head(branch.cls, branch.parts)
+        else:
+            first = self.global_head(branch.feat)
+        return [first, *(head(f) for head, f in zip(self.local_heads, local_feats, strict=True))]
+
+    def _necks(self, branch: GlobalBranchOutput, local_feats: tuple[Tensor, ...]) -> list[Tensor]:
+        """BNNeck features only (evaluation with ``neck_feat="after"``: no classifier)."""
+        if isinstance(self.global_head, ClsPartsNeckHead):
+            first = self.global_head.neck(branch.cls, branch.parts)
+        else:
+            first = self.global_head.neck(branch.feat)
+        return [first, *(head.neck(f) for head, f in zip(self.local_heads, local_feats, strict=True))]
+
+    def _embedding(self, branch_feats: list[Tensor] | tuple[Tensor, ...]) -> Tensor:
+        """``cat(global, local_1 / k, .., local_k / k)`` (official test feature)."""
+        scale = 1.0 / max(self.num_local, 1)
+        return torch.cat([branch_feats[0], *(f * scale for f in branch_feats[1:])], dim=1)
+
+    def forward(
+        self, images: Tensor, camids: Tensor | None = None, viewids: Tensor | None = None
+    ) -> ReIDModelOutput:
+        tokens = self.backbone.forward_tokens(images, camids, viewids, depth=-1)
+        branch = self._global_branch(tokens)
+        local_feats = self.jpm(tokens, self.backbone.num_prefix_tokens) if self.jpm is not None else ()
+        feats = (branch.feat, *local_feats)
+        if self.training:
+            heads = self._heads(branch, local_feats)
+            logits = tuple(out.logits for out in heads)
+            neck_feats = [out.neck_feat for out in heads]
+        else:
+            logits = ()
+            neck_feats = self._necks(branch, local_feats) if self.neck_feat == "after" else []
+        embedding = self._embedding(feats if self.neck_feat == "before" else neck_feats)
+        return ReIDModelOutput(feats, logits, embedding)
