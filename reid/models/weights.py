@@ -1,0 +1,360 @@
+"""Loading external checkpoints into our ViT / ReIDNet key names.
+
+One filter function per checkpoint layout maps its keys and tensors into our names
+(``reid/models/vit.py``: ``cls_token``, ``cls_pos``, ``part_tokens``, ``part_pos``, patch-only
+``pos_embed``, ``sie_embed``, ``blocks.*``, ``norm.*``; ``reid/models/reid_net.py``:
+``backbone.*``, ``jpm.{block,norm}.*``, ``global_head.*``, ``local_heads.{j}.*``):
+
+========== ===================================================================================
+layout     source
+========== ===================================================================================
+timm       ImageNet ViTs saved by timm (``jx_vit_base_p16_224-80ecf9dd.pth``, safetensors);
+           ``pos_embed`` holds [CLS] + patches; ``head.*`` dropped
+npz        Google JAX/Flax ``ViT-B_16.npz`` (``Transformer/encoderblock_{i}/...``)
+dino       DINO / TransReID-SSL LUPerson checkpoints: ``{"teacher": {"backbone.<key>": ...}}``
+           (``patch_embed.conv`` = the ICS stem, ours ``patch_embed.stem``)
+pass       PASS checkpoints (a dino layout with ``part_token{i}``, ``cls_pos``, ``part{i}_pos`` and a
+           patch-only ``pos_embed``)
+transreid  TransReID's own trained models: ``base.*``, ``b1``/``b2`` (last block + norm of the
+           global / JPM branch), ``bottleneck[_j]``, ``classifier[_j]``
+reid       our own ReIDNet state dicts (``net.`` prefix of a Lightning module optional)
+========== ===================================================================================
+
+A patch position grid of another size is resized bilinearly (input size or stride changed).
+Any other shape mismatch is refused with the tensor name, both shapes and the likely cause.
+Files are read without unpickling code: ``torch.load(weights_only=True)``, safetensors or npz.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from reid.models.position import resize_pos_embed
+
+StateDict = dict[str, Tensor]
+LAYOUTS = ("timm", "npz", "dino", "pass", "transreid", "reid")
+
+
+@dataclass
+class LoadReport:
+    """What a load did: model keys filled, model keys left as they were, checkpoint keys unused."""
+
+    path: str
+    layout: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    resized: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"weights {self.path} (layout {self.layout}): loaded {len(self.loaded)} tensors"]
+        lines += [f"  resized {name}" for name in self.resized]
+        if self.missing:
+            lines.append(f"  missing (kept initialisation): {', '.join(self.missing)}")
+        if self.unexpected:
+            lines.append(f"  unexpected (ignored): {', '.join(self.unexpected)}")
+        return "\n".join(lines)
+
+
+# ---- reading ------------------------------------------------------------------------------------
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw mapping stored in ``path`` (.safetensors, .npz, or a torch file read weights-only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights: no checkpoint file at {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return dict(load_file(str(path)))
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as arrays:
+            return {key: torch.from_numpy(np.array(arrays[key])) for key in arrays.files}
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle.UnpicklingError and friends
+        raise ValueError(
+            f"weights: {path} cannot be read with torch.load(weights_only=True) ({error}); it stores "
+            "Python objects besides tensors. Re-save its state dict: torch.save(ckpt['state_dict'], ...)"
+        ) from error
+
+
+def _unwrap(raw: Mapping[str, Any]) -> tuple[dict[str, Tensor], bool]:
+    """Descend into teacher / state_dict / model entries; returns (flat tensors, came from a teacher)."""
+    from_teacher = False
+    current: Mapping[str, Any] = raw
+    for key in ("teacher", "state_dict", "model"):
+        inner = current.get(key)
+        if isinstance(inner, Mapping):
+            from_teacher = from_teacher or key == "teacher"
+            current = inner
+    tensors = {}
+    for key, value in current.items():
+        if isinstance(value, Tensor):
+            tensors[key.removeprefix("module.")] = value
+    return tensors, from_teacher
+
+
+def detect_layout(state: Mapping[str, Tensor], from_teacher: bool = False) -> str:
+    """Guess the layout of an unwrapped state dict (see the module table)."""
+    keys = list(state)
+    if any(k.startswith("Transformer/") for k in keys):
+        return "npz"
+    if any(k.startswith("base.") for k in keys):
+        return "transreid"
+    if any(k.startswith(("global_head.", "net.global_head.")) for k in keys):
+        return "reid"
+    if from_teacher or any(k.startswith("backbone.") for k in keys):
+        has_parts = any(re.search(r"(^|\.)part_token\d+$", k) for k in keys)
+        return "pass" if has_parts else "dino"
+    if "part_token1" in state:
+        return "pass"
+    return "timm"
+
+
+# ---- one filter per layout ----------------------------------------------------------------------
+_DROPPED_VIT_PREFIXES = ("head.", "fc.", "fc_norm.", "pre_logits.", "dist_token", "head_dist.")
+
+
+def filter_timm(state: Mapping[str, Tensor]) -> StateDict:
+    """timm / official-TransReID ViT names -> ours: split ``pos_embed`` into ``cls_pos`` + patches."""
+    out: StateDict = {}
+    for key, value in state.items():
+        if key.startswith(_DROPPED_VIT_PREFIXES):
+            continue
+        out[key.replace("patch_embed.conv.", "patch_embed.stem.")] = value
+    if "pos_embed" in out and "cls_pos" not in out:
+        full = out.pop("pos_embed")
+        out["cls_pos"], out["pos_embed"] = full[:, :1], full[:, 1:]
+    return out
+
+
+def _jax_to_torch(array: Tensor) -> Tensor:
+    """Flax kernel layout -> PyTorch (timm's ``_n2p``): HWIO -> OIHW, [in, out] -> [out, in]."""
+    if array.ndim == 4:
+        return array.permute(3, 2, 0, 1)
+    if array.ndim == 3:
+        return array.permute(2, 0, 1)
+    if array.ndim == 2:
+        return array.t()
+    return array
+
+
+def _npz_block(state: Mapping[str, Tensor], i: int) -> StateDict:
+    pre = f"Transformer/encoderblock_{i}/"
+    mha = pre + "MultiHeadDotProductAttention_1/"
+    qkv = ("query", "key", "value")
+    return {
+        f"blocks.{i}.norm1.weight": state[pre + "LayerNorm_0/scale"],
+        f"blocks.{i}.norm1.bias": state[pre + "LayerNorm_0/bias"],
+        f"blocks.{i}.attn.qkv.weight": torch.cat([state[f"{mha}{n}/kernel"].flatten(1).t() for n in qkv]),
+        f"blocks.{i}.attn.qkv.bias": torch.cat([state[f"{mha}{n}/bias"].reshape(-1) for n in qkv]),
+        f"blocks.{i}.attn.proj.weight": _jax_to_torch(state[mha + "out/kernel"]).flatten(1),
+        f"blocks.{i}.attn.proj.bias": state[mha + "out/bias"],
+        f"blocks.{i}.norm2.weight": state[pre + "LayerNorm_2/scale"],
+        f"blocks.{i}.norm2.bias": state[pre + "LayerNorm_2/bias"],
+        f"blocks.{i}.mlp.fc1.weight": _jax_to_torch(state[pre + "MlpBlock_3/Dense_0/kernel"]),
+        f"blocks.{i}.mlp.fc1.bias": state[pre + "MlpBlock_3/Dense_0/bias"],
+        f"blocks.{i}.mlp.fc2.weight": _jax_to_torch(state[pre + "MlpBlock_3/Dense_1/kernel"]),
+        f"blocks.{i}.mlp.fc2.bias": state[pre + "MlpBlock_3/Dense_1/bias"],
+    }
+
+
+def filter_npz(state: Mapping[str, Tensor]) -> StateDict:
+    """Google JAX ViT (``ViT-B_16.npz``) -> timm names -> ours (mapping of timm's ``_load_weights``)."""
+    depth = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"Transformer/encoderblock_(\d+)/", k)))
+    timm_state: StateDict = {
+        "patch_embed.proj.weight": _jax_to_torch(state["embedding/kernel"]),
+        "patch_embed.proj.bias": state["embedding/bias"],
+        "cls_token": state["cls"],
+        "pos_embed": state["Transformer/posembed_input/pos_embedding"],
+        "norm.weight": state["Transformer/encoder_norm/scale"],
+        "norm.bias": state["Transformer/encoder_norm/bias"],
+    }
+    for i in range(depth):
+        timm_state.update(_npz_block(state, i))
+    return filter_timm(timm_state)
+
+
+def _backbone_only(state: Mapping[str, Tensor]) -> StateDict:
+    """Keep ``backbone.*`` entries (the DINO teacher's projection ``head.*`` is dropped)."""
+    if not any(k.startswith("backbone.") for k in state):
+        return dict(state)
+    return {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+
+
+def filter_dino(state: Mapping[str, Tensor]) -> StateDict:
+    """DINO / TransReID-SSL teacher -> ours."""
+    return filter_timm(_backbone_only(state))
+
+
+def filter_pass(state: Mapping[str, Tensor]) -> StateDict:
+    """PASS teacher -> ours: ``part_token{i}`` / ``part{i}_pos`` (1x1xD each) -> ``part_tokens`` /
+    ``part_pos`` (1xLxD); ``cls_pos`` and the patch-only ``pos_embed`` keep their names."""
+    plain = _backbone_only(state)
+    count = sum(1 for k in plain if re.fullmatch(r"part_token\d+", k))
+    parts = [f"part_token{i}" for i in range(1, count + 1)]
+    positions = [f"part{i}_pos" for i in range(1, count + 1)]
+    missing = [k for k in [*parts, *positions] if k not in plain]
+    if missing:
+        raise ValueError(f"weights (pass layout): expected {missing} beside part_token1..{count}")
+    out = {k: v for k, v in plain.items() if k not in parts and k not in positions}
+    out["part_tokens"] = torch.cat([plain[k] for k in parts], dim=1)
+    out["part_pos"] = torch.cat([plain[k] for k in positions], dim=1)
+    return filter_timm(out)
+
+
+def _transreid_head(key: str) -> str | None:
+    """``bottleneck[_j]`` / ``classifier[_j]`` -> our head names."""
+    match = re.fullmatch(r"(bottleneck|classifier)(?:_(\d+))?\.(.+)", key)
+    if match is None:
+        return None
+    kind, branch, rest = match.groups()
+    head = "global_head" if branch is None else f"local_heads.{int(branch) - 1}"
+    return f"{head}.{kind}.{rest}"
+
+
+def filter_transreid(state: Mapping[str, Tensor]) -> StateDict:
+    """Official TransReID model -> ReIDNet names.
+
+    Without JPM ``base.*`` is the whole backbone. With JPM the trained global last block and norm
+    live in ``b1.{0,1}`` (the official ``base.blocks[-1]``/``base.norm`` are unused copies and
+    dropped) and the JPM branch in ``b2.{0,1}``.
+    """
+    backbone = filter_timm({k.removeprefix("base."): v for k, v in state.items() if k.startswith("base.")})
+    has_jpm = any(k.startswith("b1.") for k in state)
+    out: StateDict = {}
+    if has_jpm:
+        last = max(int(m.group(1)) for k in backbone if (m := re.match(r"blocks\.(\d+)\.", k)))
+        backbone = {k: v for k, v in backbone.items() if not k.startswith((f"blocks.{last}.", "norm."))}
+        for src, dst in (("b1.0.", f"backbone.blocks.{last}."), ("b1.1.", "backbone.norm."),
+                         ("b2.0.", "jpm.block."), ("b2.1.", "jpm.norm.")):  # fmt: skip
+            out.update({dst + k.removeprefix(src): v for k, v in state.items() if k.startswith(src)})
+    out.update({f"backbone.{k}": v for k, v in backbone.items()})
+    for key, value in state.items():
+        head_key = _transreid_head(key)
+        if head_key is not None:
+            out[head_key] = value
+    return out
+
+
+def filter_reid(state: Mapping[str, Tensor]) -> StateDict:
+    """Our own ReIDNet (optionally inside a Lightning module as ``net.``)."""
+    return {k.removeprefix("net."): v for k, v in state.items()}
+
+
+FILTERS: dict[str, Callable[[Mapping[str, Tensor]], StateDict]] = {
+    "timm": filter_timm,
+    "npz": filter_npz,
+    "dino": filter_dino,
+    "pass": filter_pass,
+    "transreid": filter_transreid,
+    "reid": filter_reid,
+}
+
+
+# ---- fitting into a model ----------------------------------------------------------------------
+def infer_old_grid(num_patches: int, target_grid: tuple[int, int]) -> tuple[int, int]:
+    """Grid of a checkpoint's patch positions: square when possible (ImageNet 14 x 14), otherwise
+    the factorisation whose aspect ratio is closest to the target grid (LUPerson 16 x 8)."""
+    side = math.isqrt(num_patches)
+    if side * side == num_patches:
+        return side, side
+    ratio = target_grid[0] / target_grid[1]
+    pairs = [(r, num_patches // r) for r in range(1, num_patches + 1) if num_patches % r == 0]
+    return min(pairs, key=lambda rc: abs(math.log((rc[0] / rc[1]) / ratio)))
+
+
+def _likely_cause(name: str, saved: tuple[int, ...], wanted: tuple[int, ...]) -> str:
+    if "classifier" in name:
+        return "class count differs (checkpoint trained on another dataset's identities)"
+    if name.endswith("sie_embed"):
+        return "camera/view count differs (SIE table = cameras x views), or SIE is set differently"
+    if name.endswith(("part_tokens", "part_pos")):
+        return "number of part tokens (num_parts) differs"
+    if name.endswith("patch_embed.proj.weight") and saved[2:] != wanted[2:]:
+        return "patch size or stem differs (model.backbone.patch_size / stem=ics halves the kernel)"
+    if saved and wanted and saved[-1] != wanted[-1]:
+        return "embedding width differs (e.g. ViT-S 384 vs ViT-B 768)"
+    return "architecture differs (depth, heads, MLP ratio or input size)"
+
+
+def _backbone_of(model: nn.Module) -> tuple[nn.Module, str]:
+    backbone = getattr(model, "backbone", None)
+    return (backbone, "backbone.") if isinstance(backbone, nn.Module) else (model, "")
+
+
+def _place(mapped: StateDict, layout: str, model: nn.Module) -> StateDict:
+    """Prefix backbone-only layouts for a ReIDNet; strip network layouts for a bare backbone."""
+    _, prefix = _backbone_of(model)
+    whole_net = layout in ("transreid", "reid")
+    if whole_net and not prefix:
+        return {k.removeprefix("backbone."): v for k, v in mapped.items() if k.startswith("backbone.")}
+    if not whole_net and prefix:
+        return {prefix + k: v for k, v in mapped.items()}
+    return mapped
+
+
+def _fit_pos_embed(
+    state: StateDict, model: nn.Module, report: LoadReport, old_grid: tuple[int, int] | None
+) -> None:
+    backbone, prefix = _backbone_of(model)
+    key = prefix + "pos_embed"
+    target = getattr(backbone, "pos_embed", None)
+    if key not in state or target is None or state[key].shape == target.shape:
+        return
+    saved = state[key]
+    if saved.ndim != 3 or saved.shape[-1] != target.shape[-1]:
+        return  # a width mismatch is reported by the shape check
+    new_grid = tuple(backbone.patch_embed.grid_size)
+    grid = old_grid or infer_old_grid(saved.shape[1], new_grid)
+    state[key] = resize_pos_embed(saved, new_grid, grid)
+    report.resized.append(f"{key} {grid[0]}x{grid[1]} -> {new_grid[0]}x{new_grid[1]} (input size/stride)")
+
+
+def _check_shapes(state: StateDict, wanted: Mapping[str, Tensor], path: str, layout: str) -> None:
+    problems = [
+        f"  {name}: checkpoint {tuple(value.shape)} vs model {tuple(wanted[name].shape)} -- "
+        + _likely_cause(name, tuple(value.shape), tuple(wanted[name].shape))
+        for name, value in state.items()
+        if name in wanted and value.shape != wanted[name].shape
+    ]
+    if problems:
+        raise ValueError(f"weights: {path} (layout {layout}) does not fit the model:\n" + "\n".join(problems))
+
+
+def load_pretrained(
+    model: nn.Module, path: str | Path, layout: str = "auto", old_grid: tuple[int, int] | None = None
+) -> LoadReport:
+    """Load ``path`` into ``model`` (a ``ReIDNet`` or a bare ``VisionTransformer``).
+
+    ``layout`` is one of :data:`LAYOUTS` or ``"auto"`` (:func:`detect_layout`); ``old_grid`` is the
+    checkpoint's patch grid when it cannot be inferred. After a backbone-only load the JPM branch
+    is re-copied from the loaded last block (the official code copies after loading too).
+    """
+    state, from_teacher = _unwrap(read_checkpoint(path))
+    if layout == "auto":
+        layout = detect_layout(state, from_teacher)
+    if layout not in FILTERS:
+        raise ValueError(f"weights: layout must be 'auto' or one of {LAYOUTS}, got {layout!r}")
+    mapped = _place(FILTERS[layout](state), layout, model)
+    report = LoadReport(str(path), layout)
+    _fit_pos_embed(mapped, model, report, old_grid)
+    wanted = model.state_dict()
+    _check_shapes(mapped, wanted, str(path), layout)
+    usable = {k: v for k, v in mapped.items() if k in wanted}
+    model.load_state_dict(usable, strict=False)
+    report.loaded = sorted(usable)
+    report.unexpected = sorted(k for k in mapped if k not in wanted)
+    report.missing = sorted(k for k in wanted if k not in mapped and not k.endswith("num_batches_tracked"))
+    if layout not in ("transreid", "reid") and hasattr(model, "reset_local_branch"):
+        model.reset_local_branch()
+    return report

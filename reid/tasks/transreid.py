@@ -1,0 +1,208 @@
+"""The supervised re-ID task: TransReID (He et al., ICCV 2021) and its ViT baseline.
+
+``ReIDNet`` (backbone -> global/JPM branches -> BNNeck heads) is trained with the ID + triplet
+objective summed over branches (``reid.losses.ReIDObjective``); validation embeds query and
+gallery images and ranks them with ``reid.evaluation.ReIDEvaluator``. Optimiser, parameter
+groups and the per-step lr array are built here from the ``_partial_`` configs.
+
+Built by ``reid/run.py`` as ``instantiate(cfg.model, data_info=..., evaluation=...,
+_recursive_=False)``, so the sub-configs arrive as DictConfigs and are instantiated here (the
+backbone needs the camera/view counts of the data).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from reid.data.records import DatasetInfo
+from reid.evaluation import EvalConfig, ReIDEvaluator
+from reid.losses import ReIDObjective
+from reid.models.reid_net import ReIDModelOutput, ReIDNet
+from reid.models.weights import load_pretrained
+from reid.optim import ArrayLR, ParamGroupConfig, build_param_groups
+
+METRIC_KEYS = ("mAP", "R1", "R5", "R10", "mINP")
+
+
+def _plain(node: Any) -> Any:
+    """DictConfig/ListConfig -> plain containers; other values unchanged."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def camera_embed_settings(sie: Mapping[str, Any] | None, data_info: DatasetInfo) -> dict[str, Any] | None:
+    """``model.sie`` ({camera, view, coefficient}) + the data's counts -> the backbone's ``camera_embed``.
+
+    TransReID embeds cameras for person data (``SIE_CAMERA``) and cameras and views for VeRi
+    (``SIE_VIEW``); a side with a single value is dropped by the backbone.
+    """
+    if not sie:
+        return None
+    unknown = set(sie) - {"camera", "view", "coefficient"}
+    if unknown:
+        raise ValueError(f"model.sie: unknown keys {sorted(unknown)}; expected camera, view, coefficient")
+    if not sie.get("camera", False) and not sie.get("view", False):
+        return None
+    return {
+        "num_cameras": data_info.num_cameras if sie.get("camera", False) else 0,
+        "num_views": data_info.num_views if sie.get("view", False) else 0,
+        "coefficient": float(sie.get("coefficient", 3.0)),
+    }
+
+
+class TransReIDTask(L.LightningModule):
+    """Args:
+    data_info: classes / cameras / views of the training data.
+    evaluation: how retrieval is scored (metric, normalisation, flip, AQE, re-ranking).
+    backbone: ``_partial_`` config of a ``reid.models.vit`` factory.
+    sie: ``{camera: bool, view: bool, coefficient: float}`` side-information embedding settings.
+    jpm: ``{shift, groups, num_local}`` or ``None`` (no jigsaw branches).
+    neck_feat: ``"before"`` | ``"after"`` the BNNeck for the retrieval feature.
+    feature: ``"cls"`` | ``"cls_parts"`` (PASS fine-tuning).
+    loss: config of a :class:`ReIDObjective`.
+    optimizer: ``_partial_`` optimiser config whose ``lr`` / ``weight_decay`` are the base values.
+    param_groups: :class:`ParamGroupConfig` fields.
+    schedule: ``_partial_`` schedule function ``(base, epochs, steps_per_epoch) -> array``, or None.
+    weights: path of a checkpoint to initialise from (see ``reid.models.weights``), or None.
+    """
+
+    def __init__(
+        self,
+        data_info: DatasetInfo,
+        evaluation: EvalConfig,
+        backbone: DictConfig | Mapping,
+        loss: DictConfig | Mapping,
+        optimizer: DictConfig | Mapping,
+        sie: DictConfig | Mapping | None = None,
+        jpm: DictConfig | Mapping | None = None,
+        neck_feat: str = "before",
+        feature: str = "cls",
+        param_groups: DictConfig | Mapping | None = None,
+        schedule: DictConfig | Mapping | None = None,
+        weights: str | None = None,
+    ) -> None:
+        super().__init__()
+        # plain containers only, so Lightning checkpoints load with torch.load(weights_only=True)
+        hparams = {"backbone": backbone, "loss": loss, "optimizer": optimizer, "sie": sie, "jpm": jpm}
+        hparams |= {"param_groups": param_groups, "schedule": schedule}
+        self.save_hyperparameters(
+            {k: _plain(v) for k, v in hparams.items()}
+            | {"neck_feat": neck_feat, "feature": feature, "weights": weights}
+        )
+        self.data_info = data_info
+        self.evaluation = evaluation
+        build_backbone = instantiate(backbone)
+        net_backbone = build_backbone(camera_embed=camera_embed_settings(_plain(sie), data_info))
+        self.net = ReIDNet(
+            net_backbone, data_info.num_classes, jpm=_plain(jpm), neck_feat=neck_feat, feature=feature
+        )
+        self.objective: ReIDObjective = instantiate(loss)
+        self.optimizer_factory = instantiate(optimizer)
+        self.param_group_config = ParamGroupConfig(**(_plain(param_groups) or {}))
+        self.schedule_factory = instantiate(schedule) if schedule is not None else None
+        self.evaluator: ReIDEvaluator | None = None
+        if weights:
+            self.load_weights(weights)
+
+    def load_weights(self, path: str) -> None:
+        """Initialise ``self.net`` from a checkpoint file; logs what was missing or unexpected."""
+        rank_zero_info(load_pretrained(self.net, path).summary())
+
+    def forward(self, images: Tensor, camids: Tensor | None = None, viewids: Tensor | None = None) -> Tensor:
+        """Retrieval embedding [B, D] (eval mode), flip-averaged when ``evaluation.flip``."""
+        embedding = self.net(images, camids, viewids).embedding
+        if self.evaluation.flip:
+            flipped = self.net(torch.flip(images, dims=[3]), camids, viewids).embedding
+            embedding = (embedding + flipped) / 2
+        return embedding
+
+    # ---- training -------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        out: ReIDModelOutput = self.net(batch["image"], batch["camid"], batch["viewid"])
+        losses = self.objective(out.feats, out.logits, batch["pid"], self.net.branch_weights)
+        acc = (out.logits[0].argmax(dim=1) == batch["pid"]).float().mean()
+        size = batch["image"].shape[0]
+        self.log("train/loss", losses.total, prog_bar=True, batch_size=size)
+        self.log("train/loss_id", losses.id, batch_size=size)
+        self.log("train/loss_tri", losses.triplet, batch_size=size)
+        self.log("train/acc", acc, prog_bar=True, batch_size=size)
+        self.log("train/lr", self._base_group_lr(), batch_size=size)
+        return losses.total
+
+    def _base_group_lr(self) -> float:
+        if self._trainer is None or not self.trainer.optimizers:
+            return math.nan
+        groups = self.trainer.optimizers[0].param_groups
+        base = [g for g in groups if g.get("lr_factor", 1.0) == 1.0] or groups
+        return float(base[0]["lr"])
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        base_lr = float(self.optimizer_factory.keywords["lr"])
+        weight_decay = float(self.optimizer_factory.keywords.get("weight_decay", 0.0))
+        groups = build_param_groups(self.net, base_lr, weight_decay, self.param_group_config)
+        optimizer = self.optimizer_factory(groups)
+        if self.schedule_factory is None:
+            return {"optimizer": optimizer}
+        epochs = self.trainer.max_epochs
+        if epochs is None or epochs <= 0:
+            raise ValueError(
+                f"TransReIDTask: the lr schedule is sized by trainer.max_epochs, got {epochs}; "
+                "set trainer.max_epochs or model.schedule=null"
+            )
+        steps_per_epoch = max(1, math.ceil(self.trainer.estimated_stepping_batches / epochs))
+        values = self.schedule_factory(base=base_lr, epochs=epochs, steps_per_epoch=steps_per_epoch)
+        scheduler = ArrayLR(optimizer, values, base_lr=base_lr)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- evaluation -----------------------------------------------------------------------
+    def _start_evaluation(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "num_query"):
+            raise RuntimeError(
+                "TransReIDTask: evaluation needs a datamodule with `num_query` (query records first, "
+                "then gallery); pass datamodule= to trainer.fit/validate/test"
+            )
+        trials = getattr(getattr(datamodule, "test_data", None), "trials", ()) or ()
+        self.evaluator = ReIDEvaluator(datamodule.num_query, self.evaluation, trials=trials)
+        if isinstance(self.evaluator, torch.nn.Module):
+            self.evaluator.to(self.device)
+
+    def _evaluation_step(self, batch: dict[str, Tensor]) -> None:
+        embedding = self(batch["image"], batch["camid"], batch["viewid"])
+        self.evaluator.update(embedding, batch["pid"], batch["camid"], batch["index"])
+
+    def _finish_evaluation(self, prefix: str) -> dict[str, float]:
+        result = self.evaluator.compute().as_dict()
+        self.evaluator = None
+        metrics = {f"{prefix}/{key}": float(result[key]) for key in METRIC_KEYS}
+        self.log_dict(metrics, sync_dist=False)
+        header = "".join(f"{key:>8}" for key in METRIC_KEYS)
+        row = "".join(f"{result[key]:>8.2f}" for key in METRIC_KEYS)
+        self.print(f"\n[{prefix}] epoch {self.current_epoch}\n{header}\n{row}")
+        return metrics
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_evaluation()
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluation_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_evaluation("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start_evaluation()
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluation_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_evaluation("test")
