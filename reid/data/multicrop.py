@@ -1,0 +1,224 @@
+"""DINO multi-crop augmentation and PASS part-region local crops.
+
+DINO (Caron et al., ICCV 2021, Sec. 3.1 and App. D): two global crops (here 256x128, area scale
+0.4-1) and ``n`` local crops (128x64, scale 0.05-0.4), each with a horizontal flip, colour jitter
+(brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1, p 0.8), grayscale (p 0.2), Gaussian blur
+(p 1.0 on the first global crop, 0.1 on the second, 0.5 on the locals, sigma 0.1-2.0) and
+solarisation (p 0.2, second global crop only).
+
+PASS (Zhu et al., ECCV 2022, Sec. 3.2): the local crops are drawn from ``L`` overlapping horizontal
+bands instead of the whole image, ``n // L`` from each, so that part token ``r`` of the student sees
+band ``r``. For L = 3 the bands are the top half, the middle half (0.25h-0.75h) and the bottom
+half; in general band ``r`` spans ``[r h / (L+1), (r+2) h / (L+1))``.
+
+All randomness comes from a ``torch.Generator`` seeded by the caller, so the crops of an image are
+a pure function of (seed, image): worker count, worker order and resuming do not change them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class PhotometricConfig:
+    """Probabilities of the photometric augmentations of one crop kind."""
+
+    blur_p: float
+    solarize_p: float = 0.0
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+
+
+GLOBAL_1 = PhotometricConfig(blur_p=1.0)
+GLOBAL_2 = PhotometricConfig(blur_p=0.1, solarize_p=0.2)
+LOCAL = PhotometricConfig(blur_p=0.5)
+
+
+@dataclass(frozen=True)
+class MultiCropViews:
+    """The crops of one image: globals first, then locals; ``regions[j]`` is the band of local j
+    (0 for every local crop in plain DINO)."""
+
+    crops: list[torch.Tensor]
+    regions: list[int]
+
+
+def _uniform(gen: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * torch.rand((), generator=gen).item()
+
+
+def _coin(gen: torch.Generator, p: float) -> bool:
+    return p > 0 and torch.rand((), generator=gen).item() < p
+
+
+def sample_resized_crop_box(
+    width: int,
+    height: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    gen: torch.Generator,
+) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a random crop with area fraction in ``scale`` and aspect w/h in
+    ``ratio`` (the RandomResizedCrop rule: 10 tries, then the largest centred crop)."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * _uniform(gen, *scale)
+        aspect = math.exp(_uniform(gen, *log_ratio))
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, (), generator=gen))
+            left = int(torch.randint(0, width - w + 1, (), generator=gen))
+            return top, left, h, w
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        w, h = round(height * ratio[1]), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def region_bands(height: int, num_regions: int) -> list[tuple[int, int]]:
+    """(top, band height) of the ``num_regions`` overlapping horizontal bands of an image.
+
+    Band r covers rows [r h/(L+1), (r+2) h/(L+1)); L = 3 gives PASS's top half, middle half and
+    bottom half, L = 1 the whole image.
+    """
+    if num_regions < 1:
+        raise ValueError(f"num_regions must be >= 1, got {num_regions}")
+    step = height / (num_regions + 1)
+    return [(int(r * step), max(1, int((r + 2) * step) - int(r * step))) for r in range(num_regions)]
+
+
+class MultiCropAugmentation:
+    """Image -> :class:`MultiCropViews` (DINO multi-crop; PASS region crops when ``num_regions > 0``).
+
+    Args:
+        global_size: (h, w) of the global crops.
+        local_size: (h, w) of the local crops.
+        num_local: number of local crops (DINO); with regions it must be a multiple of ``num_regions``.
+        num_regions: 0 for DINO (locals from the whole image), L > 0 for PASS bands.
+        locals_per_region: PASS only: crops per band, overriding ``num_local`` with
+            ``locals_per_region * num_regions`` (so ``model.num_parts=1,2,3,4`` sweeps need no edit).
+        global_scale, local_scale: area fractions of the crops (of the band for PASS locals).
+        ratio: aspect range w/h of the crop relative to the output aspect (RandomResizedCrop's
+            (3/4, 4/3) multiplied by the output w/h so a 2:1 person crop stays person-shaped).
+    """
+
+    def __init__(
+        self,
+        global_size: tuple[int, int] = (256, 128),
+        local_size: tuple[int, int] = (128, 64),
+        num_local: int = 8,
+        num_regions: int = 0,
+        global_scale: tuple[float, float] = (0.4, 1.0),
+        local_scale: tuple[float, float] = (0.05, 0.4),
+        locals_per_region: int | None = None,
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+    ) -> None:
+        if locals_per_region is not None and num_regions > 0:
+            num_local = locals_per_region * num_regions
+        if num_local < 0:
+            raise ValueError(f"num_local must be >= 0, got {num_local}")
+        if num_regions > 0 and num_local % num_regions != 0:
+            raise ValueError(
+                f"num_local={num_local} must be a multiple of num_regions={num_regions} "
+                "(PASS draws num_local // num_regions crops from each band)"
+            )
+        self.global_size = tuple(global_size)
+        self.local_size = tuple(local_size)
+        self.num_local = num_local
+        self.num_regions = num_regions
+        self.global_scale = tuple(global_scale)
+        self.local_scale = tuple(local_scale)
+        self.ratio = tuple(ratio)
+        self.mean = list(mean)
+        self.std = list(std)
+
+    @property
+    def local_regions(self) -> list[int]:
+        """Band index of every local crop, in output order."""
+        if self.num_regions == 0:
+            return [0] * self.num_local
+        per_region = self.num_local // self.num_regions
+        return [r for r in range(self.num_regions) for _ in range(per_region)]
+
+    def __call__(self, image: Image.Image, seed: int) -> MultiCropViews:
+        gen = torch.Generator().manual_seed(seed)
+        image = image.convert("RGB")
+        crops = [
+            self._crop(image, self.global_size, self.global_scale, GLOBAL_1, gen),
+            self._crop(image, self.global_size, self.global_scale, GLOBAL_2, gen),
+        ]
+        regions = self.local_regions
+        bands = region_bands(image.height, self.num_regions) if self.num_regions else []
+        for region in regions:
+            source = image
+            if bands:
+                top, band_h = bands[region]
+                source = image.crop((0, top, image.width, top + band_h))
+            crops.append(self._crop(source, self.local_size, self.local_scale, LOCAL, gen))
+        return MultiCropViews(crops, regions)
+
+    def _crop(
+        self,
+        image: Image.Image,
+        size: tuple[int, int],
+        scale: tuple[float, float],
+        photometric: PhotometricConfig,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
+        aspect = size[1] / size[0]
+        ratio = (self.ratio[0] * aspect, self.ratio[1] * aspect)
+        top, left, h, w = sample_resized_crop_box(image.width, image.height, scale, ratio, gen)
+        out = TF.resized_crop(image, top, left, h, w, list(size), TF.InterpolationMode.BICUBIC)
+        out = apply_photometric(out, photometric, gen)
+        tensor = TF.to_tensor(out)
+        return TF.normalize(tensor, self.mean, self.std)
+
+
+def apply_photometric(image: Image.Image, cfg: PhotometricConfig, gen: torch.Generator) -> Image.Image:
+    """Flip, colour jitter (random order), grayscale, blur and solarisation as in DINO."""
+    if _coin(gen, cfg.flip_p):
+        image = TF.hflip(image)
+    if _coin(gen, cfg.jitter_p):
+        image = _colour_jitter(image, gen)
+    if _coin(gen, cfg.grayscale_p):
+        image = TF.rgb_to_grayscale(image, num_output_channels=3)
+    if _coin(gen, cfg.blur_p):
+        sigma = _uniform(gen, 0.1, 2.0)
+        kernel = 2 * math.ceil(3 * sigma) + 1
+        image = TF.gaussian_blur(image, [kernel, kernel], [sigma, sigma])
+    if _coin(gen, cfg.solarize_p):
+        image = TF.solarize(image, 128)
+    return image
+
+
+def _colour_jitter(image: Image.Image, gen: torch.Generator) -> Image.Image:
+    """ColorJitter(brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1) in a random order."""
+    order = torch.randperm(4, generator=gen).tolist()
+    factors = [
+        _uniform(gen, 0.6, 1.4),
+        _uniform(gen, 0.6, 1.4),
+        _uniform(gen, 0.8, 1.2),
+        _uniform(gen, -0.1, 0.1),
+    ]
+    ops = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
+    for k in order:
+        image = ops[k](image, factors[k])
+    return image

@@ -1,0 +1,258 @@
+"""The self-supervised datamodule: multi-crop batches of unlabelled images, resumable mid-epoch.
+
+Training images come from a partial loader (LUPerson, or any labelled dataset whose ``train``
+split is used without its labels). Each item is decoded and cropped in a worker; the collate
+groups crops by resolution so the model runs one forward per resolution:
+``{"crops": [Tensor[B,3,Hg,Wg] x 2, Tensor[B,3,Hl,Wl] x n], "regions": long[n], "index": long[B]}``.
+
+Determinism and resume: the sampler yields *keys* ``epoch * N + i`` from a permutation seeded by
+(seed, epoch); the crops of key k are drawn from a generator seeded by (seed, k). A checkpoint
+stores (epoch, batches done); on resume the sampler starts at that position, so an interrupted
+run sees exactly the batches of an uninterrupted one, whatever the number of workers.
+
+An optional labelled ``monitor_dataset`` provides the kNN monitor's query + gallery loader in the
+supervised batch format (``reid.data.image_dataset.ImageDataset``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from reid.data.image_dataset import ImageDataset, read_image
+from reid.data.multicrop import MultiCropAugmentation
+from reid.data.records import Record, ReIDDataset
+
+_SEED_MIX = 0x9E3779B97F4A7C15
+
+
+def item_seed(seed: int, key: int) -> int:
+    """The crop seed of sample key ``key`` (a 63-bit mix of the run seed and the key)."""
+    return (seed * _SEED_MIX + key * 0x632BE59BD9B4E019 + 1) % (1 << 63)
+
+
+class MultiCropDataset(Dataset):
+    """Key ``epoch * N + i`` -> (crops of image i for that epoch, i)."""
+
+    def __init__(self, records: Sequence[Record], augment: MultiCropAugmentation, seed: int = 0) -> None:
+        self.records = list(records)
+        self.augment = augment
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key: int) -> tuple[list[torch.Tensor], list[int], int]:
+        index = key % len(self.records)
+        views = self.augment(read_image(self.records[index].path), item_seed(self.seed, key))
+        return views.crops, views.regions, index
+
+
+def collate_multicrop(items: Sequence[tuple[list[torch.Tensor], list[int], int]]) -> dict[str, Any]:
+    """Stack crop j of every item into one tensor per crop position (one resolution each)."""
+    regions = items[0][1]
+    if any(item[1] != regions for item in items):
+        raise ValueError("collate_multicrop: items disagree on the local crop regions")
+    num_crops = len(items[0][0])
+    return {
+        "crops": [torch.stack([item[0][j] for item in items]) for j in range(num_crops)],
+        "regions": torch.tensor(regions, dtype=torch.long),
+        "index": torch.tensor([item[2] for item in items], dtype=torch.long),
+    }
+
+
+@dataclass
+class SamplerPosition:
+    """Where the training stream stands: epoch and batches already consumed in it."""
+
+    epoch: int = 0
+    batches_done: int = 0
+
+
+class ResumableRandomSampler(Sampler[int]):
+    """A seeded permutation per epoch, sharded over ranks, that can start mid-epoch.
+
+    Yields keys ``epoch * num_samples + i``. Every rank gets ``num_samples // world_size`` keys.
+    ``resume_from(position)`` makes the next iteration of that epoch skip the consumed batches.
+    """
+
+    def __init__(
+        self, num_samples: int, batch_size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0
+    ) -> None:
+        if num_samples < num_replicas * batch_size:
+            raise ValueError(
+                f"ResumableRandomSampler: {num_samples} images cannot fill one batch of {batch_size} "
+                f"on each of {num_replicas} ranks"
+            )
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+        self._resume: SamplerPosition | None = None
+
+    @property
+    def per_rank(self) -> int:
+        return self.num_samples // self.num_replicas
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.per_rank // self.batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def resume_from(self, position: SamplerPosition) -> None:
+        self._resume = position
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+    def __iter__(self) -> Iterator[int]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.num_samples, generator=gen)
+        shard = order[self.rank : self.per_rank * self.num_replicas : self.num_replicas]
+        start = 0
+        if self._resume is not None and self._resume.epoch == self.epoch:
+            start = self._resume.batches_done * self.batch_size
+        self._resume = None
+        keys = shard[start:] + self.epoch * self.num_samples
+        return iter(keys.tolist())
+
+
+class SSLDataModule(L.LightningDataModule):
+    """Args:
+    dataset: zero-argument callable returning the images (``train`` split, labels ignored).
+    augment: the :class:`MultiCropAugmentation` (Hydra builds it from ``conf/data/*_ssl.yaml``).
+    batch_size: images per rank per step (each gives 2 + n crops).
+    monitor_dataset: optional labelled loader whose query + gallery feed the kNN monitor.
+    monitor_image_size, pixel_mean, pixel_std: test transform of the monitor set.
+    """
+
+    def __init__(
+        self,
+        dataset: Callable[[], ReIDDataset],
+        augment: MultiCropAugmentation,
+        batch_size: int = 64,
+        num_workers: int = 8,
+        seed: int = 0,
+        monitor_dataset: Callable[[], ReIDDataset] | None = None,
+        monitor_image_size: Sequence[int] = (256, 128),
+        monitor_batch_size: int = 256,
+        pixel_mean: Sequence[float] = (0.5, 0.5, 0.5),
+        pixel_std: Sequence[float] = (0.5, 0.5, 0.5),
+    ) -> None:
+        super().__init__()
+        self.load_dataset = dataset
+        self.load_monitor_dataset = monitor_dataset
+        self.augment = augment
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.monitor_image_size = tuple(monitor_image_size)
+        self.monitor_batch_size = monitor_batch_size
+        self.pixel_mean = tuple(pixel_mean)
+        self.pixel_std = tuple(pixel_std)
+        self.train_records: list[Record] | None = None
+        self.monitor_data: ReIDDataset | None = None
+        self._sampler: ResumableRandomSampler | None = None
+        self._pending: SamplerPosition | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Parse the datasets once; later calls are no-ops."""
+        if self.train_records is not None:
+            return
+        data = self.load_dataset()
+        if not data.train:
+            raise ValueError(f"SSLDataModule: dataset '{data.name}' has no training images")
+        self.train_records = list(data.train)
+        if self.load_monitor_dataset is not None:
+            self.monitor_data = self.load_monitor_dataset()
+            name = self.monitor_data.name
+            if not self.monitor_data.query or not self.monitor_data.gallery:
+                raise ValueError(f"SSLDataModule: monitor dataset '{name}' has no query or no gallery images")
+
+    @property
+    def info(self) -> None:
+        """Self-supervised data has no classes to build a head for."""
+        return None
+
+    @property
+    def num_query(self) -> int:
+        self.setup()
+        return len(self.monitor_data.query) if self.monitor_data else 0
+
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        return {
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            "pin_memory": True,
+        }
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        world_size, rank = self._world()
+        self._sampler = ResumableRandomSampler(
+            len(self.train_records), self.batch_size, self.seed, num_replicas=world_size, rank=rank
+        )
+        if self._pending is not None:
+            self._sampler.resume_from(self._pending)
+            self._pending = None
+        dataset = MultiCropDataset(self.train_records, self.augment, self.seed)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=self._sampler,
+            drop_last=True,
+            collate_fn=collate_multicrop,
+            **self._loader_kwargs(),
+        )
+
+    def monitor_dataloader(self) -> DataLoader | None:
+        """Query then gallery of the monitor set in the supervised batch format (None without one)."""
+        self.setup()
+        if self.monitor_data is None:
+            return None
+        from reid.data.transforms import build_test_transform
+
+        records = [*self.monitor_data.query, *self.monitor_data.gallery]
+        transform = build_test_transform(self.monitor_image_size, self.pixel_mean, self.pixel_std)
+        return DataLoader(ImageDataset(records, transform), batch_size=self.monitor_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader | list:
+        """The monitor set (``reid.run``'s final test scores the teacher on it); [] without one."""
+        loader = self.monitor_dataloader()
+        return [] if loader is None else loader
+
+    def state_dict(self) -> dict[str, int]:
+        """The sampler position derived from the trainer's step count (drop_last batches)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or self._sampler is None:
+            return {}
+        steps = trainer.global_step  # one optimiser step per batch
+        per_epoch = self._sampler.batches_per_epoch
+        return {"epoch": steps // per_epoch, "batches_done": steps % per_epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state:
+            self._pending = SamplerPosition(int(state["epoch"]), int(state["batches_done"]))
+
+
+__all__ = [
+    "MultiCropDataset",
+    "ResumableRandomSampler",
+    "SSLDataModule",
+    "SamplerPosition",
+    "collate_multicrop",
+    "item_seed",
+]

@@ -1,0 +1,130 @@
+"""Turn a pretraining checkpoint into a backbone checkpoint for fine-tuning.
+
+    python -m reid.tools.export_backbone outputs/.../last.ckpt lup_pass_vit_small.safetensors
+
+Writes the teacher's backbone (``--which student`` for the student) in our ViT key layout
+(``patch_embed.proj.*``, ``cls_token``, ``part_tokens``, ``cls_pos``, ``part_pos``, ``pos_embed``,
+``blocks.{i}.*``, ``norm.*``), as ``.safetensors`` (with the metadata ``num_parts``, ``embed_dim``,
+``depth``) or ``.pth``; a fine-tuning experiment loads it with ``model.weights=<file>``.
+The same helpers load a backbone back from any of these files (used by the CFS tool).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from reid.models.position import grid_size
+from reid.models.vit import VisionTransformer
+
+PREFIXES = {"teacher": "teacher.backbone.", "student": "student.backbone."}
+
+
+def load_state(path: str | Path) -> dict[str, Tensor]:
+    """The tensor dict of a ``.safetensors`` file, or of a ``.ckpt``/``.pth`` (its ``state_dict`` if any)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    obj = torch.load(path, map_location="cpu", weights_only=True)  # tensors only, no code
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict of tensors")
+    return {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+
+
+def extract_backbone(state: Mapping[str, Tensor], which: str = "teacher") -> dict[str, Tensor]:
+    """Backbone tensors of an SSL checkpoint with the ``<which>.backbone.`` prefix removed.
+
+    A state that is already a backbone (has ``cls_token`` at top level) is returned as is.
+    """
+    if "cls_token" in state:
+        return dict(state)
+    if which not in PREFIXES:
+        raise ValueError(f"export_backbone: which must be one of {sorted(PREFIXES)}, got {which!r}")
+    prefix = PREFIXES[which]
+    backbone = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if not backbone:
+        sample = sorted(state)[:5]
+        raise ValueError(f"export_backbone: no '{prefix}*' keys in the checkpoint (keys start {sample})")
+    return backbone
+
+
+def architecture(state: Mapping[str, Tensor]) -> dict[str, int | str]:
+    """ViT constructor arguments readable from a backbone state (heads: 64 dims each)."""
+    if "patch_embed.proj.weight" not in state:
+        raise ValueError("backbone state has no patch_embed.proj.weight; is it a reid ViT backbone?")
+    embed_dim = int(state["patch_embed.proj.weight"].shape[0])
+    depth = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k)))
+    num_parts = int(state["part_tokens"].shape[1]) if "part_tokens" in state else 0
+    stem = "ics" if any(k.startswith("patch_embed.stem.") for k in state) else "patch"
+    kernel = int(state["patch_embed.proj.weight"].shape[-1])
+    return {
+        "embed_dim": embed_dim, "depth": depth, "num_heads": max(1, embed_dim // 64), "num_parts": num_parts,
+        "stem": stem, "patch_size": 2 * kernel if stem == "ics" else kernel,
+    }  # fmt: skip
+
+
+def infer_stride(state: Mapping[str, Tensor], img_size: Sequence[int], patch_size: int) -> int:
+    """The patch stride whose grid at ``img_size`` has as many positions as ``pos_embed``."""
+    count = int(state["pos_embed"].shape[1])
+    for stride in range(patch_size, 0, -1):
+        rows, cols = grid_size(tuple(img_size), patch_size, stride)
+        if rows * cols == count:
+            return stride
+    raise ValueError(
+        f"backbone pos_embed holds {count} positions: no stride <= {patch_size} gives that grid "
+        f"at {tuple(img_size)}"
+    )
+
+
+def build_backbone(
+    state: Mapping[str, Tensor], img_size: Sequence[int], stride: int | None = None
+) -> VisionTransformer:
+    """A ViT shaped like ``state`` with its weights loaded (strict); ``stride`` inferred when None."""
+    arch = architecture(state)
+    stride = stride or infer_stride(state, img_size, int(arch["patch_size"]))
+    model = VisionTransformer(img_size=tuple(img_size), stride=stride, **arch)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def export_backbone(ckpt: str | Path, out: str | Path, which: str = "teacher") -> dict[str, Tensor]:
+    """Write the backbone of ``ckpt`` to ``out`` (.safetensors or .pth); returns the exported state."""
+    out = Path(out)
+    backbone = {
+        k: v.detach().contiguous().clone() for k, v in extract_backbone(load_state(ckpt), which).items()
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".safetensors":
+        meta = {k: str(v) for k, v in architecture(backbone).items()} | {"source": str(ckpt), "which": which}
+        save_file(backbone, str(out), metadata=meta)
+    elif out.suffix in (".pth", ".pt"):
+        torch.save(backbone, out)
+    else:
+        raise ValueError(f"export_backbone: output {out} must end in .safetensors, .pth or .pt")
+    return backbone
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m reid.tools.export_backbone", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("ckpt", help="pretraining checkpoint (.ckpt) of reid.tasks.ssl_pretrain")
+    parser.add_argument("out", help="output file: .safetensors or .pth")
+    parser.add_argument("--which", choices=sorted(PREFIXES), default="teacher", help="network to export")
+    args = parser.parse_args(argv)
+    state = export_backbone(args.ckpt, args.out, args.which)
+    print(f"wrote {len(state)} tensors ({architecture(state)}) to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Multi-crop views, PASS bands, the resumable sampler and the collate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reid.data.multicrop import MultiCropAugmentation, region_bands, sample_resized_crop_box
+from reid.data.ssl_datamodule import ResumableRandomSampler, SamplerPosition
+from tests.ssl_pretrain.tiny import tiny_datamodule
+
+
+def test_region_bands_are_pass_halves_for_three_parts() -> None:
+    assert region_bands(256, 3) == [(0, 128), (64, 128), (128, 128)]
+    assert region_bands(256, 1) == [(0, 256)]
+    assert [top for top, _ in region_bands(250, 4)] == [0, 50, 100, 150]
+
+
+def test_crop_box_respects_scale_and_bounds() -> None:
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        top, left, h, w = sample_resized_crop_box(64, 128, (0.05, 0.4), (0.375, 0.667), gen)
+        assert top >= 0 and top + h <= 128 and left >= 0 and left + w <= 64
+        assert 0.04 <= h * w / (64 * 128) <= 0.41
+
+
+def test_views_are_deterministic_in_the_seed() -> None:
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 32, 3), dtype=np.uint8))
+    augment = MultiCropAugmentation((32, 16), (16, 8), num_local=4)
+    a, b, c = augment(image, 7), augment(image, 7), augment(image, 8)
+    assert [t.shape for t in a.crops] == [(3, 32, 16)] * 2 + [(3, 16, 8)] * 4
+    assert all(torch.equal(x, y) for x, y in zip(a.crops, b.crops))
+    assert not torch.equal(a.crops[0], c.crops[0])
+    assert a.regions == [0, 0, 0, 0]
+
+
+def test_pass_local_crops_come_from_their_band() -> None:
+    pixels = np.zeros((96, 32, 3), dtype=np.uint8)
+    pixels[:48] = 255  # white top half, black bottom half
+    augment = MultiCropAugmentation(
+        (32, 16), (16, 8), num_regions=3, locals_per_region=4, mean=(0, 0, 0), std=(1, 1, 1)
+    )
+    views = augment(Image.fromarray(pixels), seed=3)
+    assert views.regions == [0] * 4 + [1] * 4 + [2] * 4
+    top, bottom = views.crops[2:6], views.crops[10:14]
+    assert all(crop.min() >= 0.55 for crop in top)  # only brightness jitter (>= 0.6) darkens white
+    assert all(crop.abs().max() <= 1e-6 for crop in bottom)
+
+
+def test_pass_needs_a_multiple_of_the_parts() -> None:
+    with pytest.raises(ValueError, match="multiple of num_regions"):
+        MultiCropAugmentation(num_local=4, num_regions=3)
+
+
+def test_sampler_permutes_each_epoch_and_resumes_mid_epoch() -> None:
+    sampler = ResumableRandomSampler(10, batch_size=2, seed=1)
+    epoch0 = list(sampler)
+    assert sorted(epoch0) == list(range(10))
+    sampler.set_epoch(1)
+    epoch1 = list(sampler)
+    assert sorted(k - 10 for k in epoch1) == list(range(10)) and [k - 10 for k in epoch1] != epoch0
+    sampler.resume_from(SamplerPosition(epoch=1, batches_done=3))
+    assert list(sampler) == epoch1[6:]
+    assert list(sampler) == epoch1  # the resume offset is used once
+
+
+def test_sampler_shards_are_disjoint() -> None:
+    shards = [list(ResumableRandomSampler(11, 2, seed=0, num_replicas=2, rank=r)) for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 5 and not set(shards[0]) & set(shards[1])
+
+
+def test_datamodule_batches_group_crops_by_resolution(image_paths) -> None:
+    datamodule = tiny_datamodule(image_paths, num_parts=2)
+    batch = next(iter(datamodule.train_dataloader()))
+    assert [tuple(c.shape) for c in batch["crops"]] == [(4, 3, 32, 16)] * 2 + [(4, 3, 16, 8)] * 2
+    assert batch["regions"].tolist() == [0, 1]
+    assert batch["index"].shape == (4,) and batch["index"].max() < len(image_paths)
