@@ -3,6 +3,11 @@
 The dataset is given as a partial loader (``conf/dataset/*.yaml``) and parsed once in
 :meth:`ReIDDataModule.setup`. For cross-domain experiments ``test_dataset`` names another loader:
 the model trains on ``dataset.train`` and is evaluated on ``test_dataset``'s query and gallery.
+
+Training is resumable mid-epoch and exact: the P x K plan is a function of (seed, epoch), each
+item's augmentation is seeded by its (epoch, slot) in the stream, and the datamodule's
+``state_dict`` (saved in every checkpoint) records the batches already consumed, which the
+sampler skips on resume (``reid.training.resumable``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from reid.data.image_dataset import ImageDataset
 from reid.data.records import DatasetInfo, ReIDDataset
 from reid.data.samplers import IdentitySampler
 from reid.data.transforms import TrainAugment, build_test_transform, build_train_transform
+from reid.training.resumable import ItemSeededDataset, ResumableKeySampler, TrainPosition, train_position
 
 
 class ReIDDataModule(L.LightningDataModule):
@@ -57,6 +63,8 @@ class ReIDDataModule(L.LightningDataModule):
         self.seed = seed
         self.train_data: ReIDDataset | None = None
         self.test_data: ReIDDataset | None = None
+        self._train_sampler: ResumableKeySampler | None = None
+        self._pending_position: TrainPosition | None = None
 
     def setup(self, stage: str | None = None) -> None:
         """Parse the dataset(s) once; later calls are no-ops."""
@@ -102,7 +110,7 @@ class ReIDDataModule(L.LightningDataModule):
         world_size, rank = self._world()
         records = self.train_data.train
         transform = build_train_transform(self.image_size, self.pixel_mean, self.pixel_std, self.augment)
-        sampler = IdentitySampler(
+        identities = IdentitySampler(
             [r.pid for r in records],
             batch_size=self.batch_size,
             num_instances=self.num_instances,
@@ -110,10 +118,14 @@ class ReIDDataModule(L.LightningDataModule):
             num_replicas=world_size,
             rank=rank,
         )
+        self._train_sampler = ResumableKeySampler(identities, self.batch_size)
+        if self._pending_position is not None:
+            self._train_sampler.resume_from(self._pending_position)
+            self._pending_position = None
         return DataLoader(
-            ImageDataset(records, transform),
+            ItemSeededDataset(ImageDataset(records, transform), self.seed, rank),
             batch_size=self.batch_size,
-            sampler=sampler,
+            sampler=self._train_sampler,
             drop_last=True,
             **self._loader_kwargs(),
         )
@@ -134,3 +146,26 @@ class ReIDDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
+
+    def state_dict(self) -> dict[str, int]:
+        """The training position (epoch, batches done), written into every checkpoint."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or self._train_sampler is None:
+            return {}
+        position = train_position(trainer)
+        return {"epoch": position.epoch, "batches_done": position.batches_done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume: the next training epoch ``state["epoch"]`` skips the batches already consumed."""
+        if not state:
+            return
+        missing = {"epoch", "batches_done"} - set(state)
+        if missing:
+            raise KeyError(
+                f"ReIDDataModule.load_state_dict: checkpoint state lacks {sorted(missing)}: {state}"
+            )
+        position = TrainPosition(int(state["epoch"]), int(state["batches_done"]))
+        if self._train_sampler is not None:
+            self._train_sampler.resume_from(position)
+        else:
+            self._pending_position = position

@@ -1,0 +1,119 @@
+"""Crash-safe checkpoint files: write a temporary file beside the target, fsync, then rename.
+
+``os.replace`` is atomic on POSIX and Windows when source and target are on one filesystem (hence
+the temporary file lives in the target's folder): a reader, or a run resumed after a kill, sees
+either the previous complete ``last.ckpt`` or the new complete one, never a truncated file. The
+data is fsynced before the rename and the folder after it, so a power loss cannot reorder them.
+
+Loading is weights-only (``torch.load(weights_only=True)``: no arbitrary pickled code runs) with
+the few container types Lightning checkpoints hold (OmegaConf configs from
+``save_hyperparameters``, ``pathlib`` paths) allow-listed.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+_PATH = str | os.PathLike
+
+
+class CheckpointLoadError(RuntimeError):
+    """A checkpoint that cannot be read; the message names the file and the likely cause."""
+
+
+def _safe_globals() -> list[Any]:
+    """Types besides tensors and builtins that Lightning checkpoints of this project contain."""
+    import collections
+
+    from omegaconf import DictConfig, ListConfig, base, nodes
+    from omegaconf.base import ContainerMetadata, Metadata
+
+    allowed: list[Any] = [DictConfig, ListConfig, ContainerMetadata, Metadata, typing.Any]
+    allowed += [dict, list, tuple, set, int, float, str, bool, bytes, type(None)]
+    allowed += [collections.defaultdict, collections.OrderedDict, base.Node]
+    allowed += [v for v in vars(nodes).values() if isinstance(v, type) and issubclass(v, base.Node)]
+    allowed += [pathlib.Path, pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath]
+    return allowed
+
+
+def write_atomically(write: Callable[[typing.BinaryIO], None], path: _PATH) -> None:
+    """Call ``write(file)`` on a temporary file in ``path``'s folder, fsync it, then rename it to ``path``.
+
+    If ``write`` raises (or the process dies) the temporary file is removed (or left as a
+    ``.tmp`` file) and ``path`` keeps its previous content.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    _fsync_folder(folder)
+
+
+def _fsync_folder(folder: str) -> None:
+    """Persist the rename (POSIX); folders cannot be opened for fsync on Windows."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning ``CheckpointIO`` whose saves are atomic on local disks and whose loads are weights-only.
+
+    Remote paths (``s3://`` and other fsspec URLs) fall back to Lightning's own writer.
+    Wired in through ``conf/trainer/default.yaml`` (``plugins:``).
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"AtomicCheckpointIO: storage_options is not supported (saving {path})")
+        if "://" in str(path) and not str(path).startswith("file://"):
+            super().save_checkpoint(checkpoint, path)
+            return
+        write_atomically(lambda file: torch.save(checkpoint, file), str(path).removeprefix("file://"))
+
+    def load_checkpoint(
+        self,
+        path: _PATH,
+        map_location: Any | None = lambda storage, loc: storage,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        """``weights_only`` None or True: the safe loader; False: full unpickling (trusted files only)."""
+        fs = get_filesystem(path)
+        if not fs.exists(path):
+            raise FileNotFoundError(f"AtomicCheckpointIO: checkpoint file not found: {path}")
+        if weights_only is False:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=False)
+        try:
+            with torch.serialization.safe_globals(_safe_globals()), fs.open(path, "rb") as file:
+                return torch.load(file, map_location=map_location, weights_only=True)
+        except Exception as error:
+            raise CheckpointLoadError(
+                f"cannot load checkpoint {path} weights-only: {error}. A truncated file means an interrupted "
+                "copy; an unsupported global means the file holds objects beyond tensors and configs "
+                "(load it with weights_only=False only if you trust its source)"
+            ) from error

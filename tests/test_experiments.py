@@ -1,0 +1,77 @@
+"""Every experiment composes, instantiates and runs a fast_dev_run on CPU with tiny variants.
+
+The experiment's own structure (data module, task, heads, JPM/SIE, schedules, callbacks) is kept;
+only sizes are swapped: the synthetic tiny dataset for the real one, `vit_tiny` for ViT-S/B,
+small images and batches, a small DINO head.
+"""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from reid.config import CONFIG_DIR
+from reid.run import run
+
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+TINY_DATASET = [
+    "data.dataset.num_train_ids=8",
+    "data.dataset.num_test_ids=6",
+    "data.dataset.num_cameras=3",
+    "data.dataset.images_per_id=6",
+    "data.dataset.num_distractors=10",
+    "data.dataset.num_junk=5",
+    "data.num_workers=0",
+]
+COMMON = [
+    "trainer=cpu",
+    "logger=csv",
+    "+trainer.fast_dev_run=1",
+    "trainer.enable_model_summary=false",
+    "callbacks.progress_bar=null",
+    "test=false",
+    "validate_before_fit=false",
+    "model.backbone._target_=reid.models.vit.vit_tiny",
+]
+
+
+def _is_ssl(name: str, compose_config) -> bool:
+    cfg = compose_config(f"experiment={name}")
+    return "SSL" in cfg.model._target_
+
+
+def _overrides(name: str, ssl: bool, data_dir) -> list[str]:
+    root = f"data.dataset.root={data_dir}/synthetic_tiny"
+    if ssl:
+        return [
+            "data=synthetic_ssl",
+            root,
+            *TINY_DATASET,
+            "data.batch_size=4",
+            "data.augment.num_local=2",
+            "data.augment.locals_per_region=1",
+            "model.out_dim=256",
+            "model.hidden_dim=64",
+            "model.bottleneck_dim=32",
+            "model.warmup_epochs=0",
+        ]
+    return [
+        "dataset@data.dataset=synthetic",
+        root,
+        *TINY_DATASET,
+        "data.image_size=[64,32]",
+        "data.batch_size=8",
+        "data.num_instances=2",
+        "data.test_batch_size=512",
+        "model.weights=null",
+        "model.schedule.warmup_epochs=0",
+    ]
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_runs_fast_dev_run_with_tiny_variants(name, compose_config, tiny_data_dir):
+    ssl = _is_ssl(name, compose_config)
+    cfg = compose_config(f"experiment={name}", *COMMON, *_overrides(name, ssl, tiny_data_dir))
+    OmegaConf.resolve(cfg)  # every interpolation resolves
+    summary = run(cfg)
+    assert summary["output_dir"] == cfg.paths.output_dir

@@ -1,0 +1,46 @@
+"""Callbacks the training tests inject through Hydra (``+callbacks.<name>._target_=...``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+
+
+class SimulatedKillError(RuntimeError):
+    """Stands for SIGKILL / a node failure in the middle of training."""
+
+
+class KillAfterSteps(L.Callback):
+    """Dies in ``on_train_batch_end`` of step ``steps``, before that step's checkpoint is written
+    (Lightning runs checkpoint callbacks after all others)."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.steps:
+            raise SimulatedKillError(f"killed at step {trainer.global_step}")
+
+
+class BatchRecorder(L.Callback):
+    """Writes ``rank<r>.json``: the pids of every training batch this rank saw, as (epoch, step, pids)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+        self.batches: list[dict] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.batches.append(
+            {
+                "epoch": trainer.current_epoch,
+                "step": batch_idx,
+                "pids": batch["pid"].tolist(),
+                "index": batch["index"].tolist(),
+            }
+        )
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.batches))
