@@ -87,7 +87,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.info("results written to %s", output_dir / "results.json")
     metric = trainer.callback_metrics.get(cfg.get("optimized_metric") or "", None)
     summary["optimized_metric"] = float(metric) if metric is not None else None
+    _finish_loggers(trainer)
     return summary
+
+
+def _finish_loggers(trainer: L.Trainer) -> None:
+    """Close wandb runs so each job of a multirun gets its own run record."""
+    for logger in trainer.loggers:
+        experiment = getattr(logger, "_experiment", None)
+        if experiment is not None and hasattr(experiment, "finish"):
+            experiment.finish()
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str | None:

@@ -23,6 +23,7 @@ TINY_RUN = [
     "trainer.log_every_n_steps=1",
     "trainer.enable_model_summary=false",
     "callbacks.progress_bar=null",
+    "validate_before_fit=false",
 ]
 
 

@@ -32,8 +32,6 @@ RESUMABLE = [
     "callbacks.learning_rate_monitor=null",
     "callbacks.model_checkpoint.monitor=null",
     "+callbacks.model_checkpoint.every_n_train_steps=1",
-    "+callbacks.reseed._target_=reid.training.resumable.ReseedEveryStep",
-    "+callbacks.reseed.seed=${seed}",
 ]
 KILL_AFTER = 8  # steps: mid-way through epoch 1
 
