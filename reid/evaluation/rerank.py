@@ -82,35 +82,35 @@ def nearest_neighbours(base: BaseDistance, k: int, chunk_size: int) -> tuple[Ten
 
     The distance matrix is symmetric, so only the blocks on and above the diagonal are computed;
     each gives top-k candidates to its rows and, transposed, to its columns (half the multiply-adds
-    of a full pass); one final top-k per row picks among the candidates of all blocks.
+    of a full pass). Every row keeps a running top-k that each block's candidates are merged into in
+    place, so the search holds ``O(N k)`` memory plus one block, whatever N (keeping all blocks'
+    candidates for one final selection would cost ``O(N^2 k / block)`` and fragment the heap).
     """
     n, device, dtype = base.features.shape[0], base.features.device, base.features.dtype
     size = max(k, min(chunk_size, int(NEIGHBOUR_BLOCK_ELEMENTS**0.5)))
-    starts = list(range(0, n, size))
-    values: list[list[Tensor]] = [[] for _ in starts]
-    indices: list[list[Tensor]] = [[] for _ in starts]
+    best_val = torch.full((n, k), torch.inf, dtype=dtype, device=device)
+    best_idx = torch.full((n, k), -1, dtype=torch.long, device=device)
     row_max = torch.full((n,), -torch.inf, dtype=dtype, device=device)
-    for a, sa in enumerate(starts):
+
+    def merge(rows: slice, block: Tensor, col_offset: int) -> None:
+        val, idx = torch.topk(block, min(k, block.shape[1]), dim=1, largest=False, sorted=False)
+        cand_val = torch.cat((best_val[rows], val), 1)
+        cand_idx = torch.cat((best_idx[rows], idx.add_(col_offset)), 1)
+        keep_val, pick = torch.topk(cand_val, k, dim=1, largest=False, sorted=False)
+        best_val[rows] = keep_val
+        best_idx[rows] = cand_idx.gather(1, pick)
+        row_max[rows] = torch.maximum(row_max[rows], block.amax(1))
+
+    for sa in range(0, n, size):
         rows = slice(sa, sa + size)
-        for b in range(a, len(starts)):
-            cols = slice(starts[b], starts[b] + size)
+        for sb in range(sa, n, size):
+            cols = slice(sb, sb + size)
             block = base.block(rows, cols)
-            val, idx = torch.topk(block, min(k, block.shape[1]), dim=1, largest=False, sorted=False)
-            values[a].append(val)
-            indices[a].append(idx + starts[b])
-            row_max[rows] = torch.maximum(row_max[rows], block.amax(1))
-            if b != a:
-                block = block.t().contiguous()
-                val, idx = torch.topk(block, min(k, block.shape[1]), dim=1, largest=False, sorted=False)
-                values[b].append(val)
-                indices[b].append(idx + sa)
-                row_max[cols] = torch.maximum(row_max[cols], block.amax(1))
-    index = []
-    for a in range(len(starts)):
-        _, picked = torch.topk(torch.cat(values[a], 1), k, dim=1, largest=False)
-        index.append(torch.cat(indices[a], 1).gather(1, picked))
-        values[a] = indices[a] = []
-    return torch.cat(index), row_max
+            merge(rows, block, sb)
+            if sb != sa:
+                merge(cols, block.t(), sa)
+    order = torch.argsort(best_val, dim=1, stable=True)
+    return best_idx.gather(1, order), row_max
 
 
 def _reciprocal(neighbours: Tensor, rows: Tensor) -> Tensor:
