@@ -195,6 +195,7 @@ def measure(device: str, precision: str, batch: int, steps: int) -> list[tuple[s
     for label, model in (
         ("ViT-S/16 baseline (vit_small_lup)", "vit_small_lup"),
         ("ViT-B/16 TransReID s12 JPM+SIE", "transreid"),
+        ("ResNet-50 BoT (last stride 1)", "bot_r50"),
     ):
         torch.manual_seed(0)
         seconds = raw_step_time(supervised_task(model), pk_batch(batch, device), device, precision, steps)

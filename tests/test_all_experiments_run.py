@@ -2,7 +2,7 @@
 
 The experiment's own structure (data module, task, heads, JPM/SIE, schedules, callbacks) is kept;
 only sizes are swapped: the synthetic tiny dataset for the real one, `vit_tiny` for ViT-S/B,
-small images and batches, a small DINO head.
+`resnet_tiny` for the ResNets, small images and batches, a small DINO head.
 """
 
 from __future__ import annotations
@@ -31,13 +31,15 @@ COMMON = [
     "callbacks.progress_bar=null",
     "test=false",
     "validate_before_fit=false",
-    "model.backbone._target_=reid.models.vit.vit_tiny",
 ]
 
 
-def _is_ssl(name: str, compose_config) -> bool:
+def _kind(name: str, compose_config) -> tuple[bool, str]:
+    """(is a self-supervised experiment, the override to the tiny backbone of its family)."""
     cfg = compose_config(f"experiment={name}")
-    return "SSL" in cfg.model._target_
+    resnet = cfg.model.backbone._target_.startswith("reid.models.resnet.")
+    tiny = "reid.models.resnet.resnet_tiny" if resnet else "reid.models.vit.vit_tiny"
+    return "SSL" in cfg.model._target_, f"model.backbone._target_={tiny}"
 
 
 def _overrides(name: str, ssl: bool, data_dir) -> list[str]:
@@ -70,8 +72,8 @@ def _overrides(name: str, ssl: bool, data_dir) -> list[str]:
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_runs_fast_dev_run_with_tiny_variants(name, compose_config, tiny_data_dir):
-    ssl = _is_ssl(name, compose_config)
-    cfg = compose_config(f"experiment={name}", *COMMON, *_overrides(name, ssl, tiny_data_dir))
+    ssl, tiny = _kind(name, compose_config)
+    cfg = compose_config(f"experiment={name}", *COMMON, tiny, *_overrides(name, ssl, tiny_data_dir))
     OmegaConf.resolve(cfg)  # every interpolation resolves
     summary = run(cfg)
     assert summary["output_dir"] == cfg.paths.output_dir

@@ -63,6 +63,11 @@ class ReIDNet(nn.Module):
             raise ValueError(f"ReIDNet: neck_feat must be 'before' or 'after', got {neck_feat!r}")
         if feature not in ("cls", "cls_parts"):
             raise ValueError(f"ReIDNet: feature must be 'cls' or 'cls_parts', got {feature!r}")
+        if not hasattr(backbone, "forward_tokens"):
+            raise TypeError(
+                f"ReIDNet: needs a ViT backbone (forward_tokens), got {type(backbone).__name__}; a CNN "
+                "backbone goes with model.net=reid.models.cnn_reid_net.CNNReIDNet (conf/model/bot_r50.yaml)"
+            )
         num_parts = getattr(backbone, "num_parts", 0)
         if feature == "cls_parts" and num_parts < 1:
             raise ValueError("ReIDNet: feature='cls_parts' needs a backbone with num_parts >= 1")

@@ -1,24 +1,29 @@
-"""Loading external checkpoints into our ViT / ReIDNet key names.
+"""Loading external checkpoints into our ViT / ResNet / ReIDNet / CNNReIDNet key names.
 
 One filter function per checkpoint layout maps its keys and tensors into our names
 (``reid/models/vit.py``: ``cls_token``, ``cls_pos``, ``part_tokens``, ``part_pos``, patch-only
 ``pos_embed``, ``sie_embed``, ``blocks.*``, ``norm.*``; ``reid/models/reid_net.py``:
-``backbone.*``, ``jpm.{block,norm}.*``, ``global_head.*``, ``local_heads.{j}.*``):
+``backbone.*``, ``jpm.{block,norm}.*``, ``global_head.*``, ``local_heads.{j}.*``; ``reid/models/resnet.py``:
+torchvision's ``conv1.*``, ``bn1.*``, ``layer{1..4}.{i}.*``; ``reid/models/cnn_reid_net.py``: ``backbone.*``,
+``pool.*``, ``global_head.*``):
 
-========== ===================================================================================
-layout     source
-========== ===================================================================================
-timm       ImageNet ViTs saved by timm (``jx_vit_base_p16_224-80ecf9dd.pth``, safetensors);
-           ``pos_embed`` holds [CLS] + patches; ``head.*`` dropped
-npz        Google JAX/Flax ``ViT-B_16.npz`` (``Transformer/encoderblock_{i}/...``)
-dino       DINO / TransReID-SSL LUPerson checkpoints: ``{"teacher": {"backbone.<key>": ...}}``
-           (``patch_embed.conv`` = the ICS stem, ours ``patch_embed.stem``)
-pass       PASS checkpoints (a dino layout with ``part_token{i}``, ``cls_pos``, ``part{i}_pos`` and a
-           patch-only ``pos_embed``)
-transreid  TransReID's own trained models: ``base.*``, ``b1``/``b2`` (last block + norm of the
-           global / JPM branch), ``bottleneck[_j]``, ``classifier[_j]``
-reid       our own ReIDNet state dicts (``net.`` prefix of a Lightning module optional)
-========== ===================================================================================
+============ =====================================================================================
+layout       source
+============ =====================================================================================
+timm         ImageNet ViTs saved by timm (``jx_vit_base_p16_224-80ecf9dd.pth``, safetensors);
+             ``pos_embed`` holds [CLS] + patches; ``head.*`` dropped
+npz          Google JAX/Flax ``ViT-B_16.npz`` (``Transformer/encoderblock_{i}/...``)
+dino         DINO / TransReID-SSL LUPerson checkpoints: ``{"teacher": {"backbone.<key>": ...}}``
+             (``patch_embed.conv`` = the ICS stem, ours ``patch_embed.stem``)
+pass         PASS checkpoints (a dino layout with ``part_token{i}``, ``cls_pos``, ``part{i}_pos`` and a
+             patch-only ``pos_embed``)
+transreid    TransReID's own trained models: ``base.*``, ``b1``/``b2`` (last block + norm of the
+             global / JPM branch), ``bottleneck[_j]``, ``classifier[_j]``
+torchvision  ImageNet ResNets saved by torchvision (``resnet50-0676ba61.pth``, ``resnet50-19c8e357.pth``)
+             or timm (same names): ``conv1.weight``, ``layer1.0.conv1.weight``, ..., ``fc.*``; ``fc.*``
+             fits no key of ours and is reported as unexpected (ignored)
+reid         our own ReIDNet / CNNReIDNet state dicts (``net.`` prefix of a Lightning module optional)
+============ =====================================================================================
 
 A patch position grid of another size is resized bilinearly (input size or stride changed).
 Any other shape mismatch is refused with the tensor name, both shapes and the likely cause.
@@ -41,7 +46,7 @@ from torch import Tensor, nn
 from reid.models.position import resize_pos_embed
 
 StateDict = dict[str, Tensor]
-LAYOUTS = ("timm", "npz", "dino", "pass", "transreid", "reid")
+LAYOUTS = ("timm", "npz", "dino", "pass", "transreid", "torchvision", "reid")
 
 
 @dataclass
@@ -117,6 +122,8 @@ def detect_layout(state: Mapping[str, Tensor], from_teacher: bool = False) -> st
         return "pass" if has_parts else "dino"
     if "part_token1" in state:
         return "pass"
+    if any(k.startswith("layer1.") for k in keys):
+        return "torchvision"
     return "timm"
 
 
@@ -246,6 +253,12 @@ def filter_transreid(state: Mapping[str, Tensor]) -> StateDict:
     return out
 
 
+def filter_torchvision(state: Mapping[str, Tensor]) -> StateDict:
+    """torchvision ResNet -> ours: the names are the same; ``fc.*`` is kept so that the load report
+    lists it as unexpected (the ImageNet classifier has no counterpart in a re-id net)."""
+    return dict(state)
+
+
 def filter_reid(state: Mapping[str, Tensor]) -> StateDict:
     """Our own ReIDNet (optionally inside a Lightning module as ``net.``)."""
     return {k.removeprefix("net."): v for k, v in state.items()}
@@ -257,6 +270,7 @@ FILTERS: dict[str, Callable[[Mapping[str, Tensor]], StateDict]] = {
     "dino": filter_dino,
     "pass": filter_pass,
     "transreid": filter_transreid,
+    "torchvision": filter_torchvision,
     "reid": filter_reid,
 }
 
@@ -280,6 +294,8 @@ def _likely_cause(name: str, saved: tuple[int, ...], wanted: tuple[int, ...]) ->
         return "camera/view count differs (SIE table = cameras x views), or SIE is set differently"
     if name.endswith(("part_tokens", "part_pos")):
         return "number of part tokens (num_parts) differs"
+    if re.match(r"(backbone\.)?(conv1|bn1|layer\d)\.", name):
+        return "ResNet depth, block type or widths differ (e.g. a ResNet-18 checkpoint for a ResNet-50)"
     if name.endswith("patch_embed.proj.weight") and saved[2:] != wanted[2:]:
         return "patch size or stem differs (model.backbone.patch_size / stem=ics halves the kernel)"
     if saved and wanted and saved[-1] != wanted[-1]:
@@ -334,7 +350,8 @@ def _check_shapes(state: StateDict, wanted: Mapping[str, Tensor], path: str, lay
 def load_pretrained(
     model: nn.Module, path: str | Path, layout: str = "auto", old_grid: tuple[int, int] | None = None
 ) -> LoadReport:
-    """Load ``path`` into ``model`` (a ``ReIDNet`` or a bare ``VisionTransformer``).
+    """Load ``path`` into ``model`` (a ``ReIDNet`` or ``CNNReIDNet``; or a bare ``VisionTransformer``
+    or ``ResNet``).
 
     ``layout`` is one of :data:`LAYOUTS` or ``"auto"`` (:func:`detect_layout`); ``old_grid`` is the
     checkpoint's patch grid when it cannot be inferred. After a backbone-only load the JPM branch

@@ -7,7 +7,9 @@ TransReID's bias lr x 2) survive the schedule.
 
 from __future__ import annotations
 
+import bisect
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from torch.optim import Optimizer
@@ -81,6 +83,39 @@ def transreid_schedule(
             per_epoch.append(init + t * (base - init) / warmup_epochs)
         else:
             per_epoch.append(lr_min + 0.5 * (base - lr_min) * (1 + math.cos(math.pi * t / epochs)))
+    return np.repeat(np.asarray(per_epoch, dtype=np.float64), steps_per_epoch)
+
+
+def warmup_multistep_schedule(
+    base: float,
+    epochs: int,
+    steps_per_epoch: int,
+    warmup_epochs: int = 10,
+    warmup_start_factor: float = 0.1,
+    milestones: Sequence[int] = (40, 70),
+    gamma: float = 0.1,
+) -> np.ndarray:
+    """BoT's warmup + step decay (Luo et al., CVPRW 2019, "warmup learning rate"; official
+    ``solver/lr_scheduler.py`` ``WarmupMultiStepLR``, stepped once per epoch).
+
+    The lr is constant within an epoch. For 0-based epoch e, with ``a = e / warmup_epochs``::
+
+        lr(e) = base * w(e) * gamma ** #{m in milestones : m <= e}
+        w(e)  = warmup_start_factor * (1 - a) + a     for e < warmup_epochs,  1 otherwise
+
+    BoT: base 3.5e-4, 10 warmup epochs rising linearly from 0.1 x base (the paper: 3.5e-5 -> 3.5e-4),
+    x0.1 at epochs 40 and 70, 120 epochs (the released ``softmax_triplet.yml`` starts lower, with
+    ``WARMUP_FACTOR: 0.01``). Returns an array of length ``epochs * steps_per_epoch``.
+    """
+    _check_lengths(epochs, steps_per_epoch, warmup_epochs)
+    steps = [int(m) for m in milestones]
+    if steps != sorted(steps) or any(m <= 0 for m in steps):
+        raise ValueError(f"schedule: milestones must be increasing positive epochs, got {steps}")
+    per_epoch = []
+    for e in range(epochs):
+        alpha = e / warmup_epochs if e < warmup_epochs else 1.0
+        warm = warmup_start_factor * (1 - alpha) + alpha
+        per_epoch.append(base * warm * gamma ** bisect.bisect_right(steps, e))
     return np.repeat(np.asarray(per_epoch, dtype=np.float64), steps_per_epoch)
 
 

@@ -1,6 +1,7 @@
-"""The supervised re-ID task: TransReID (He et al., ICCV 2021) and its ViT baseline.
+"""The supervised re-ID task: TransReID (He et al., ICCV 2021), its ViT baseline, the CNN BoT baseline.
 
-``ReIDNet`` (backbone -> global/JPM branches -> BNNeck heads) is trained with the ID + triplet
+``ReIDNet`` (backbone -> global/JPM branches -> BNNeck heads), or the net that ``model.net`` names
+(e.g. ``CNNReIDNet``: ResNet -> pooling -> BNNeck, BoT), is trained with the ID + triplet
 objective summed over branches (``reid.losses.ReIDObjective``); validation embeds query and
 gallery images and ranks them with ``reid.evaluation.ReIDEvaluator``. Optimiser, parameter
 groups and the per-step lr array are built here from the ``_partial_`` configs.
@@ -62,7 +63,8 @@ class TransReIDTask(L.LightningModule):
     """Args:
     data_info: classes / cameras / views of the training data.
     evaluation: how retrieval is scored (metric, normalisation, flip, AQE, re-ranking).
-    backbone: ``_partial_`` config of a ``reid.models.vit`` factory.
+    backbone: ``_partial_`` config of a backbone factory (``reid.models.vit``, ``reid.models.resnet``),
+        called with ``camera_embed=`` (``None`` unless ``sie`` is set).
     sie: ``{camera: bool, view: bool, coefficient: float}`` side-information embedding settings.
     jpm: ``{shift, groups, num_local}`` or ``None`` (no jigsaw branches).
     neck_feat: ``"before"`` | ``"after"`` the BNNeck for the retrieval feature.
@@ -72,6 +74,9 @@ class TransReIDTask(L.LightningModule):
     param_groups: :class:`ParamGroupConfig` fields.
     schedule: ``_partial_`` schedule function ``(base, epochs, steps_per_epoch) -> array``, or None.
     weights: path of a checkpoint to initialise from (see ``reid.models.weights``), or None.
+    net: ``_partial_`` config of the network class, called as ``net(backbone, num_classes, jpm=...,
+        neck_feat=..., feature=...)``; ``None`` means :class:`ReIDNet` (ViT backbones). CNN backbones
+        take ``reid.models.cnn_reid_net.CNNReIDNet``, which refuses JPM and part features.
     """
 
     def __init__(
@@ -88,11 +93,12 @@ class TransReIDTask(L.LightningModule):
         param_groups: DictConfig | Mapping | None = None,
         schedule: DictConfig | Mapping | None = None,
         weights: str | None = None,
+        net: DictConfig | Mapping | None = None,
     ) -> None:
         super().__init__()
         # plain containers only, so Lightning checkpoints load with torch.load(weights_only=True)
         hparams = {"backbone": backbone, "loss": loss, "optimizer": optimizer, "sie": sie, "jpm": jpm}
-        hparams |= {"param_groups": param_groups, "schedule": schedule}
+        hparams |= {"param_groups": param_groups, "schedule": schedule, "net": net}
         self.save_hyperparameters(
             {k: _plain(v) for k, v in hparams.items()}
             | {"neck_feat": neck_feat, "feature": feature, "weights": weights}
@@ -101,7 +107,8 @@ class TransReIDTask(L.LightningModule):
         self.evaluation = evaluation
         build_backbone = instantiate(backbone)
         net_backbone = build_backbone(camera_embed=camera_embed_settings(_plain(sie), data_info))
-        self.net = ReIDNet(
+        build_net = instantiate(net) if net is not None else ReIDNet
+        self.net = build_net(
             net_backbone, data_info.num_classes, jpm=_plain(jpm), neck_feat=neck_feat, feature=feature
         )
         self.objective: ReIDObjective = instantiate(loss)

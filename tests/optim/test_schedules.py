@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from reid.optim import ArrayLR, cosine_schedule, transreid_schedule
+from reid.optim import ArrayLR, cosine_schedule, transreid_schedule, warmup_multistep_schedule
 
 
 def test_cosine_schedule_warmup_and_end_points():
@@ -35,6 +35,31 @@ def test_transreid_schedule_matches_official_formula():
     assert per_epoch[4] == pytest.approx(lr_min + 0.5 * (base - lr_min) * (1 + math.cos(math.pi * t / 120)))
     assert per_epoch[-1] == pytest.approx(lr_min)  # t = T: cos(pi) = -1
     assert per_epoch.max() < base
+
+
+def test_warmup_multistep_schedule_matches_bot():
+    base, steps = 3.5e-4, 3
+    values = warmup_multistep_schedule(base, epochs=120, steps_per_epoch=steps)  # BoT defaults
+    assert len(values) == 120 * steps
+    per_epoch = values[::steps]
+    np.testing.assert_allclose(values[1::steps], per_epoch)  # constant within an epoch
+    np.testing.assert_allclose(values[2::steps], per_epoch)
+    # 0-based epoch e: warmup 0.1 * (1 - e/10) + e/10, then x0.1 from epoch 40 and again from 70
+    expected = {0: 3.5e-5, 1: 0.19 * base, 5: 0.55 * base, 9: 0.91 * base, 10: base, 39: base}
+    expected |= {40: 3.5e-5, 69: 3.5e-5, 70: 3.5e-6, 119: 3.5e-6}
+    for epoch, lr in expected.items():
+        assert per_epoch[epoch] == pytest.approx(lr), epoch
+    assert values[10 * steps - 1] == pytest.approx(0.91 * base)  # last step of warmup
+    assert values[40 * steps] == pytest.approx(3.5e-5)  # first step after the first milestone
+
+
+def test_warmup_multistep_schedule_arguments():
+    no_warmup = warmup_multistep_schedule(1.0, epochs=4, steps_per_epoch=1, warmup_epochs=0, milestones=[2])
+    np.testing.assert_allclose(no_warmup, [1.0, 1.0, 0.1, 0.1])
+    with pytest.raises(ValueError, match="milestones"):
+        warmup_multistep_schedule(1.0, epochs=4, steps_per_epoch=1, warmup_epochs=1, milestones=[3, 2])
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        warmup_multistep_schedule(1.0, epochs=4, steps_per_epoch=1, warmup_epochs=10)
 
 
 def test_bad_lengths_are_rejected():
