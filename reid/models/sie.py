@@ -34,8 +34,11 @@ class CameraEmbedConfig:
     num_cameras: int = 0
     num_views: int = 0
     coefficient: float = 3.0
+    init_std: float = 0.02  # official trunc_normal_(std=0.02); 0 starts every camera at the same offset
 
     def __post_init__(self) -> None:
+        if self.init_std < 0:
+            raise ValueError(f"CameraEmbedConfig: init_std must be >= 0, got {self.init_std}")
         if self.num_cameras < 0 or self.num_views < 0:
             raise ValueError(
                 f"CameraEmbedConfig: num_cameras ({self.num_cameras}) and num_views ({self.num_views}) "
@@ -70,10 +73,11 @@ def as_camera_embed_config(value: CameraEmbedConfig | Mapping[str, Any] | None) 
     if value is None:
         return None
     if isinstance(value, Mapping):
-        unknown = set(value) - {"num_cameras", "num_views", "coefficient"}
+        unknown = set(value) - {"num_cameras", "num_views", "coefficient", "init_std"}
         if unknown:
             raise ValueError(
-                f"camera_embed: unknown keys {sorted(unknown)}; expected num_cameras, num_views, coefficient"
+                f"camera_embed: unknown keys {sorted(unknown)}; "
+                "expected num_cameras, num_views, coefficient, init_std"
             )
         value = CameraEmbedConfig(**{str(k): v for k, v in value.items()})
     if not isinstance(value, CameraEmbedConfig):
@@ -82,9 +86,10 @@ def as_camera_embed_config(value: CameraEmbedConfig | Mapping[str, Any] | None) 
 
 
 def new_sie_table(config: CameraEmbedConfig, dim: int) -> nn.Parameter:
-    """The ``[table_size, 1, D]`` table, truncated-normal (std 0.02) as in the official code."""
+    """The ``[table_size, 1, D]`` table, truncated-normal (std ``init_std``, 0.02 in the official code)."""
     table = nn.Parameter(torch.zeros(config.table_size, 1, dim))
-    trunc_normal_(table, std=0.02)
+    if config.init_std > 0:
+        trunc_normal_(table, std=config.init_std)
     return table
 
 

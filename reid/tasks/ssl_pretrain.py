@@ -32,7 +32,6 @@ from reid.callbacks.knn_monitor import as_eval_config, update_with_batch
 from reid.evaluation import ReIDEvaluator
 from reid.losses.dino import DINOLoss, teacher_temperature_schedule
 from reid.losses.pass_loss import PASSLoss
-from reid.models.position import resize_pos_embed
 from reid.models.projection_head import DINOHead
 from reid.optim.schedules import cosine_schedule
 
@@ -49,25 +48,6 @@ class CropOutputs(NamedTuple):
 
     globals: Tensor
     locals: Tensor | None
-
-
-def forward_tokens_any_size(backbone: nn.Module, images: Tensor) -> Tensor:
-    """``backbone.forward_features`` for inputs of any size: the patch position grid is resized
-    bilinearly to the input's grid (DINO's ``interpolate_pos_encoding``), needed for local crops."""
-    embed = backbone.patch_embed
-    if tuple(images.shape[-2:]) == tuple(embed.img_size):
-        return backbone.forward_features(images)
-    patches = embed.proj(embed.stem(images))
-    grid = tuple(patches.shape[-2:])
-    patches = patches.flatten(2).transpose(1, 2) + resize_pos_embed(backbone.pos_embed, grid, embed.grid_size)
-    batch = patches.shape[0]
-    prefix = [(backbone.cls_token + backbone.cls_pos).expand(batch, -1, -1)]
-    if backbone.num_parts:
-        prefix.append((backbone.part_tokens + backbone.part_pos).expand(batch, -1, -1))
-    tokens = backbone.pos_drop(torch.cat([*prefix, patches], dim=1))
-    for block in backbone.blocks:
-        tokens = block(tokens)
-    return backbone.norm(tokens)
 
 
 def _as_factory(value: Any, key: str) -> Callable[..., Any]:
@@ -215,12 +195,12 @@ class SSLPretrainTask(L.LightningModule):
         """Head outputs on the global crops (CLS and all parts) and, if ``regions`` is given, the locals."""
         num_tokens = 1 + self.num_parts
         globals_ = torch.cat(crops[:2])
-        tokens = forward_tokens_any_size(net["backbone"], globals_)[:, :num_tokens]
+        tokens = net["backbone"].forward_features(globals_)[:, :num_tokens]
         out_g = net["head"](tokens).unflatten(0, (2, -1))
         if regions is None or len(crops) == 2:
             return CropOutputs(out_g, None)
         local = torch.cat(crops[2:])
-        tokens = forward_tokens_any_size(net["backbone"], local)
+        tokens = net["backbone"].forward_features(local)
         batch = crops[2].shape[0]
         selected = [tokens[:, 0]]
         if self.num_parts:
@@ -306,7 +286,7 @@ class SSLPretrainTask(L.LightningModule):
     @torch.no_grad()
     def monitor_features(self, images: Tensor) -> Tensor:
         """Teacher backbone retrieval feature: [CLS], or cat(CLS, mean(parts)) for PASS."""
-        tokens = forward_tokens_any_size(self.teacher["backbone"], images)
+        tokens = self.teacher["backbone"].forward_features(images)
         if not self.num_parts:
             return tokens[:, 0]
         return torch.cat([tokens[:, 0], tokens[:, 1 : 1 + self.num_parts].mean(dim=1)], dim=1)

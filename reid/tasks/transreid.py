@@ -47,15 +47,18 @@ def camera_embed_settings(sie: Mapping[str, Any] | None, data_info: DatasetInfo)
     """
     if not sie:
         return None
-    unknown = set(sie) - {"camera", "view", "coefficient"}
+    unknown = set(sie) - {"camera", "view", "coefficient", "init_std"}
     if unknown:
-        raise ValueError(f"model.sie: unknown keys {sorted(unknown)}; expected camera, view, coefficient")
+        raise ValueError(
+            f"model.sie: unknown keys {sorted(unknown)}; expected camera, view, coefficient, init_std"
+        )
     if not sie.get("camera", False) and not sie.get("view", False):
         return None
     return {
         "num_cameras": data_info.num_cameras if sie.get("camera", False) else 0,
         "num_views": data_info.num_views if sie.get("view", False) else 0,
         "coefficient": float(sie.get("coefficient", 3.0)),
+        "init_std": float(sie.get("init_std", 0.02)),
     }
 
 
@@ -94,6 +97,7 @@ class TransReIDTask(L.LightningModule):
         schedule: DictConfig | Mapping | None = None,
         weights: str | None = None,
         net: DictConfig | Mapping | None = None,
+        sie_at_test: bool = True,
     ) -> None:
         super().__init__()
         # plain containers only, so Lightning checkpoints load with torch.load(weights_only=True)
@@ -101,9 +105,10 @@ class TransReIDTask(L.LightningModule):
         hparams |= {"param_groups": param_groups, "schedule": schedule, "net": net}
         self.save_hyperparameters(
             {k: _plain(v) for k, v in hparams.items()}
-            | {"neck_feat": neck_feat, "feature": feature, "weights": weights}
+            | {"neck_feat": neck_feat, "feature": feature, "weights": weights, "sie_at_test": sie_at_test}
         )
         self.data_info = data_info
+        self.sie_at_test = sie_at_test
         self.evaluation = evaluation
         build_backbone = instantiate(backbone)
         net_backbone = build_backbone(camera_embed=camera_embed_settings(_plain(sie), data_info))
@@ -183,7 +188,10 @@ class TransReIDTask(L.LightningModule):
             self.evaluator.to(self.device)
 
     def _evaluation_step(self, batch: dict[str, Tensor]) -> None:
-        embedding = self(batch["image"], batch["camid"], batch["viewid"])
+        if self.sie_at_test:
+            embedding = self(batch["image"], batch["camid"], batch["viewid"])
+        else:
+            embedding = self(batch["image"])
         self.evaluator.update(embedding, batch["pid"], batch["camid"], batch["index"])
 
     def _finish_evaluation(self, prefix: str) -> dict[str, float]:

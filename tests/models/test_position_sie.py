@@ -112,3 +112,16 @@ def test_sie_is_added_to_cls_and_patch_tokens_only_by_the_coefficient():
     assert delta.shape == (2, 1 + 8, 48)
     expected = 3.0 * with_sie.sie_embed[camids]  # [B, 1, D], the same for every token
     torch.testing.assert_close(delta, expected.expand_as(delta), rtol=0, atol=1e-5)
+
+
+def test_sie_table_init_std_official_and_zero():
+    from reid.models.sie import new_sie_table
+
+    torch.manual_seed(0)
+    official = new_sie_table(CameraEmbedConfig(num_cameras=6), 384)
+    assert 0.015 < float(official.std()) < 0.025  # trunc_normal_(std=0.02)
+    zero = new_sie_table(CameraEmbedConfig(num_cameras=6, init_std=0.0), 384)
+    assert float(zero.abs().max()) == 0.0
+    with pytest.raises(ValueError, match="init_std"):
+        CameraEmbedConfig(num_cameras=6, init_std=-1.0)
+    assert as_camera_embed_config({"num_cameras": 6, "init_std": 0.0}).init_std == 0.0

@@ -107,6 +107,32 @@ def test_sie_settings_reach_the_backbone():
         _task(sie={"cameras": True})
 
 
+class _Recorder:
+    """Stands in for the evaluator: keeps the embeddings it is given."""
+
+    def __init__(self) -> None:
+        self.seen: list[torch.Tensor] = []
+
+    def update(self, embedding, pids, camids, index) -> None:
+        self.seen.append(embedding)
+
+
+def test_sie_init_std_and_camera_free_evaluation():
+    sie = {"camera": True, "view": False, "coefficient": 3.0, "init_std": 0.0}
+    assert float(_task(sie=sie).net.backbone.sie_embed.abs().max()) == 0.0
+    batch = _batch()
+    for at_test in (True, False):
+        task = _task(sie={"camera": True, "view": False, "coefficient": 3.0}, sie_at_test=at_test).eval()
+        task.evaluator = _Recorder()
+        with torch.no_grad():
+            task._evaluation_step(batch)
+            cams = batch["camid"] if at_test else None
+            expected = task.net(batch["image"], cams, batch["viewid"] if at_test else None).embedding
+            other = task.net(batch["image"], None if at_test else batch["camid"]).embedding
+        torch.testing.assert_close(task.evaluator.seen[0], expected)
+        assert not torch.allclose(task.evaluator.seen[0], other)  # the camera ids do change the embedding
+
+
 def test_weights_path_initialises_the_network(tmp_path):
     source = _task(jpm={"shift": 1, "groups": 2, "num_local": 2})
     with torch.no_grad():  # _task seeds its initialisation: make the source differ from a fresh task
