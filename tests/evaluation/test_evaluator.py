@@ -55,7 +55,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow  # two fresh interpreters importing torch: ~10 s on 2 busy cores (fork deadlocks in gloo)
 def test_ddp_two_processes_equal_single_process(tmp_path):
     assert (
         sorted(set(shard(0, 51) + shard(1, 51))) == list(range(51)) and len(shard(0, 51) + shard(1, 51)) == 52

@@ -53,7 +53,7 @@ def test_fine_tuning_experiments_load_the_exported_backbone(
 
 @pytest.mark.parametrize(
     ("experiment", "model"),
-    [("pass_lup", "pass_tiny"), pytest.param("dino_lup", "dino_tiny", marks=pytest.mark.slow)],
+    [("pass_lup", "pass_tiny"), ("dino_lup", "dino_tiny")],
 )
 def test_tiny_pretraining_runs_through_reid_run(compose_config, experiment: str, model: str) -> None:
     cfg = compose_config(

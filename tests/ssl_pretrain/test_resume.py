@@ -42,8 +42,8 @@ def trainer(tmp: Path, callbacks: list[L.Callback]) -> L.Trainer:
     ("num_parts", "kill_at"),
     [
         (2, KILL_AT),
-        pytest.param(0, KILL_AT, marks=pytest.mark.slow),
-        pytest.param(2, 3, marks=pytest.mark.slow),
+        (0, KILL_AT),
+        (2, 3),
     ],
     ids=["pass-mid-epoch", "dino-mid-epoch", "pass-epoch-end"],
 )

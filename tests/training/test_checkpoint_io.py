@@ -45,7 +45,6 @@ def test_crash_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
-@pytest.mark.slow  # a subprocess importing lightning: ~10 s
 def test_process_killed_mid_write_leaves_old_file_intact(tmp_path):
     path = tmp_path / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint(_checkpoint(1.0), path)

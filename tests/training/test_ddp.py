@@ -49,7 +49,6 @@ def _run(out: Path, data_dir: Path, *extra: str) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
-@pytest.mark.slow  # two `python -m reid.run` launches, one of them 2 processes: ~60 s on 2 cores
 def test_two_process_gloo_run_shards_identities_and_matches_single_process_metrics(
     tmp_path, tiny_data_dir, compose_config
 ):

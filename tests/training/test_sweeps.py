@@ -88,7 +88,6 @@ def test_summary_errors_name_the_folder(tmp_path):
         collect(tmp_path / "nope")
 
 
-@pytest.mark.slow  # two tiny trainings in one `python -m reid.run -m` process: ~40 s on 2 cores
 def test_local_multirun_then_summarize(tmp_path, tiny_data_dir):
     sweep = tmp_path / "multirun"
     command = [
