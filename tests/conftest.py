@@ -26,6 +26,24 @@ TINY_RUN = [
     "validate_before_fit=false",
 ]
 
+TINY_MARKET = {  # the synthetic_tiny tree (conf/data/synthetic_tiny.yaml), one tree for every test
+    "num_train_ids": 8,
+    "num_test_ids": 6,
+    "num_cameras": 3,
+    "images_per_id": 6,
+    "num_distractors": 10,
+    "num_junk": 5,
+}
+TINY_SSL_DATA = [  # `data=synthetic_ssl` at test size: a 40-image LUPerson-like tree + the tiny monitor
+    "data.dataset.root=${paths.data_dir}/synthetic_luperson_tiny",
+    "data.dataset.num_images=40",
+    "data.dataset.num_scenes=10",
+    "data.dataset.num_identities=15",
+    "data.monitor_dataset.root=${paths.data_dir}/synthetic_tiny",
+    *(f"data.monitor_dataset.{key}={value}" for key, value in TINY_MARKET.items()),
+    "data.num_workers=0",
+]
+
 
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

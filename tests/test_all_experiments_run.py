@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from reid.config import CONFIG_DIR
 from reid.run import run
+from tests.conftest import TINY_SSL_DATA
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 TINY_DATASET = [
@@ -47,8 +48,7 @@ def _overrides(name: str, ssl: bool, data_dir) -> list[str]:
     if ssl:
         return [
             "data=synthetic_ssl",
-            root,
-            *TINY_DATASET,
+            *TINY_SSL_DATA,
             "data.batch_size=4",
             "data.augment.num_local=2",
             "data.augment.locals_per_region=1",

@@ -6,23 +6,13 @@ import pytest
 from hydra.utils import instantiate
 
 from reid.run import run
+from tests.conftest import TINY_SSL_DATA
 
 # facebookresearch/dino + TransReID-SSL dino/main_dino.py, PASS-reID script/vit-s_full_lup-pass.sh
 OFFICIAL = {
     "dino_lup": {"num_parts": 0, "batch": 64, "num_local": 8, "local_scale": [0.05, 0.4]},
     "pass_lup": {"num_parts": 3, "batch": 128, "num_local": 9, "local_scale": [0.1, 0.8]},
 }
-TINY_KEYS = {
-    "root": "${paths.data_dir}/synthetic_tiny",
-    "num_train_ids": 8,
-    "num_test_ids": 6,
-    "num_cameras": 3,
-}
-TINY_DATA = [
-    f"data.{key}.{name}={value}"
-    for key in ("dataset", "monitor_dataset")
-    for name, value in TINY_KEYS.items()
-]
 
 
 @pytest.mark.parametrize("experiment", sorted(OFFICIAL))
@@ -59,7 +49,7 @@ def test_tiny_pretraining_runs_through_reid_run(compose_config, experiment: str,
     cfg = compose_config(
         f"experiment={experiment}", f"model={model}", "data=synthetic_ssl", "trainer=cpu", "logger=csv",
         "data.num_workers=0", "data.batch_size=8", "+trainer.max_steps=2", "trainer.max_epochs=1",
-        "test=true", "callbacks.progress_bar=null", "trainer.enable_model_summary=false", *TINY_DATA,
+        "test=true", "callbacks.progress_bar=null", "trainer.enable_model_summary=false", *TINY_SSL_DATA,
     )  # fmt: skip
     summary = run(cfg)
     assert set(summary["test"]) == {"mAP", "R1", "R5", "R10", "mINP"}

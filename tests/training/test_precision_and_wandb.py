@@ -12,7 +12,7 @@ import torch
 
 from reid.run import run
 from reid.training.checkpoint_io import AtomicCheckpointIO
-from tests.conftest import TINY_RUN
+from tests.conftest import TINY_RUN, TINY_SSL_DATA
 
 
 def wandb_history(path: Path) -> dict[str, list[float]]:
@@ -88,13 +88,6 @@ def test_wandb_offline_run_holds_the_logged_metrics(compose_config, monkeypatch)
 
 
 def test_bf16_mixed_dino_pretraining_on_cpu(compose_config):
-    tiny = {"num_train_ids": 8, "num_test_ids": 6, "num_cameras": 3, "images_per_id": 6}
-    tiny_data = [
-        f"data.{key}.{name}={value}" for key in ("dataset", "monitor_dataset") for name, value in tiny.items()
-    ]
-    tiny_data += [
-        f"data.{key}.root=${{paths.data_dir}}/synthetic_tiny" for key in ("dataset", "monitor_dataset")
-    ]
     cfg = compose_config(
         "experiment=dino_lup",
         "model=dino_tiny",
@@ -110,7 +103,7 @@ def test_bf16_mixed_dino_pretraining_on_cpu(compose_config):
         "callbacks.knn_monitor=null",
         "trainer.enable_model_summary=false",
         "trainer.log_every_n_steps=1",
-        *tiny_data,
+        *TINY_SSL_DATA,
     )
     run(cfg)
     out = Path(cfg.paths.output_dir)

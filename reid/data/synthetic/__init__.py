@@ -9,9 +9,24 @@ Market-1501 layout and read back by the Market-1501 parser::
 
 or from the shell: ``python -m reid.data.synthetic --root data/synthetic --train-ids 100``.
 Generation is seeded: the same arguments give byte-identical files.
+
+For self-supervised pretraining, ``load_synthetic_luperson`` writes a LUPerson-like unlabelled tree
+instead (``luperson_tree.py``): hundreds of scenes, each with its own background and camera style,
+showing people from an identity pool disjoint from the Market tree's, read by the LUPerson parser
+(``python -m reid.data.synthetic --luperson --root data/synthetic_luperson``).
 """
 
 from reid.data.synthetic.layout import SyntheticSpec
+from reid.data.synthetic.luperson_tree import LUPersonSpec, generate_luperson_tree, load_synthetic_luperson
 from reid.data.synthetic.tree import MARKER_NAME, generate_market_tree, is_complete_tree, load_synthetic
 
-__all__ = ["MARKER_NAME", "SyntheticSpec", "generate_market_tree", "is_complete_tree", "load_synthetic"]
+__all__ = [
+    "MARKER_NAME",
+    "LUPersonSpec",
+    "SyntheticSpec",
+    "generate_luperson_tree",
+    "generate_market_tree",
+    "is_complete_tree",
+    "load_synthetic",
+    "load_synthetic_luperson",
+]
