@@ -23,9 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,7 +39,7 @@ from reid.data.synthetic.render import (
     encode_jpeg,
     sample_pose,
 )
-from reid.data.synthetic.tree import MARKER_NAME, remove_synthetic_tree
+from reid.data.synthetic.tree import MARKER_NAME, publish_tree
 
 GENERATOR = "reid.data.synthetic.luperson"
 FORMAT_VERSION = 1
@@ -214,24 +211,11 @@ def generate_luperson_tree(
     root = Path(root).expanduser()
     if is_complete_luperson_tree(root, spec):
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
-    try:
-        _write_tree(staging, spec)
-        # Another process (a DDP rank) may have finished the same tree meanwhile: its bytes equal
-        # ours, so keep it rather than deleting files it may be reading.
-        if is_complete_luperson_tree(root, spec):
-            return root
-        remove_synthetic_tree(root)
-        try:
-            os.rename(staging, root)
-        except OSError:
-            if not is_complete_luperson_tree(root, spec):  # a concurrent process did not finish it
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return root
+    return publish_tree(
+        root,
+        write=lambda staging: _write_tree(staging, spec),
+        is_complete=lambda path: is_complete_luperson_tree(path, spec),
+    )
 
 
 def load_synthetic_luperson(

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -161,20 +162,30 @@ def generate_market_tree(
         num_train_ids, num_test_ids, num_cameras, images_per_id, num_distractors, num_junk,
         max_queries_per_id, seed,
     )  # fmt: skip
-    root = Path(root).expanduser()
+    return publish_tree(
+        Path(root).expanduser(),
+        write=lambda staging: _write_tree(staging, spec),
+        is_complete=lambda path: is_complete_tree(path, spec),
+    )
+
+
+def publish_tree(root: Path, write: Callable[[Path], None], is_complete: Callable[[Path], bool]) -> Path:
+    """Atomically put a generated tree at ``root``: ``write`` fills a staging folder beside it,
+    which then replaces an older synthetic tree there by one rename, so readers (other DDP ranks,
+    an interrupted run) never see a half-written tree. Returns ``root``."""
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
     try:
-        _write_tree(staging, spec)
+        write(staging)
         # Another process (a DDP rank) may have finished the same tree meanwhile: its bytes equal
         # ours, so keep it rather than deleting files it may be reading.
-        if is_complete_tree(root, spec):
+        if is_complete(root):
             return root
         remove_synthetic_tree(root)
         try:
             os.rename(staging, root)
         except OSError:
-            if not is_complete_tree(root, spec):  # a concurrent process did not finish the same tree
+            if not is_complete(root):  # a concurrent process did not finish the same tree
                 raise
     finally:
         if staging.exists():
