@@ -11,6 +11,12 @@ bands instead of the whole image, ``n // L`` from each, so that part token ``r``
 band ``r``. For L = 3 the bands are the top half, the middle half (0.25h-0.75h) and the bottom
 half; in general band ``r`` spans ``[r h / (L+1), (r+2) h / (L+1))``.
 
+Colour-cast jitter (ours, off by default): ``channel_gain = a`` multiplies each RGB channel of every
+crop by its own factor drawn from U(1 - a, 1 + a) after DINO's photometric steps, so that two views
+of one image no longer share their colour cast. DINO's jitter scales the channels together; a
+camera's cast scales them apart, and without this a short pretraining on surveillance-style data
+can match views by cast instead of by person.
+
 All randomness comes from a ``torch.Generator`` seeded by the caller, so the crops of an image are
 a pure function of (seed, image): worker count, worker order and resuming do not change them.
 """
@@ -130,7 +136,10 @@ class MultiCropAugmentation:
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
+        channel_gain: float = 0.0,
     ) -> None:
+        if not 0.0 <= channel_gain < 1.0:
+            raise ValueError(f"channel_gain must be in [0, 1), got {channel_gain}")
         if locals_per_region is not None and num_regions > 0:
             num_local = locals_per_region * num_regions
         if num_local < 0:
@@ -149,6 +158,7 @@ class MultiCropAugmentation:
         self.ratio = tuple(ratio)
         self.mean = list(mean)
         self.std = list(std)
+        self.channel_gain = channel_gain
 
     @property
     def local_regions(self) -> list[int]:
@@ -189,6 +199,9 @@ class MultiCropAugmentation:
         out = TF.resized_crop(image, top, left, h, w, list(size), TF.InterpolationMode.BICUBIC)
         out = apply_photometric(out, photometric, gen)
         tensor = TF.to_tensor(out)
+        if self.channel_gain > 0:
+            gain = 1.0 + self.channel_gain * (2.0 * torch.rand(3, 1, 1, generator=gen) - 1.0)
+            tensor = tensor.mul_(gain).clamp_(0.0, 1.0)
         return TF.normalize(tensor, self.mean, self.std)
 
 

@@ -77,3 +77,21 @@ def test_datamodule_batches_group_crops_by_resolution(image_paths) -> None:
     assert [tuple(c.shape) for c in batch["crops"]] == [(4, 3, 32, 16)] * 2 + [(4, 3, 16, 8)] * 2
     assert batch["regions"].tolist() == [0, 1]
     assert batch["index"].shape == (4,) and batch["index"].max() < len(image_paths)
+
+
+def test_channel_gain_scales_each_channel_by_its_own_factor() -> None:
+    grey = Image.fromarray(np.full((64, 32, 3), 128, dtype=np.uint8))
+    plain = MultiCropAugmentation((32, 16), (16, 8), num_local=0, mean=(0, 0, 0), std=(1, 1, 1))
+    cast = MultiCropAugmentation(
+        (32, 16), (16, 8), num_local=0, mean=(0, 0, 0), std=(1, 1, 1), channel_gain=0.3
+    )
+    for seed in range(8):
+        base = plain(grey, seed).crops[0]
+        out = cast(grey, seed).crops[0]
+        # the same crop and DINO photometrics, then one factor in [0.7, 1.3] per channel
+        ratio = (out / base.clamp(min=1e-6)).flatten(1)
+        assert torch.allclose(ratio.min(1).values, ratio.max(1).values, atol=1e-4)
+        assert bool(((ratio[:, 0] >= 0.7 - 1e-4) & (ratio[:, 0] <= 1.3 + 1e-4)).all())
+    assert not torch.allclose(cast(grey, 0).crops[0][0], cast(grey, 0).crops[0][1])
+    with pytest.raises(ValueError, match="channel_gain"):
+        MultiCropAugmentation(channel_gain=1.5)
