@@ -65,16 +65,28 @@ def raw_step_time(task: L.LightningModule, batch: dict, device: str, precision: 
     task = task.to(device).train()
     opt = torch.optim.SGD(task.parameters(), lr=1e-4, momentum=0.9)
     batch = {k: v.to(device) for k, v in batch.items()}
+
+    def loss() -> torch.Tensor:
+        out = task.net(batch["image"], batch["camid"], batch["viewid"])
+        return task.objective(out.feats, out.logits, batch["pid"], task.net.branch_weights).total
+
+    return mean_step_seconds(loss, opt, device, precision, steps)
+
+
+def mean_step_seconds(
+    loss: Callable[[], torch.Tensor], opt: torch.optim.Optimizer, device: str, precision: str, steps: int
+) -> float:
+    """Mean seconds of ``steps`` plain-loop steps (loss under autocast, backward, optimiser step),
+    after one untimed warm-up step."""
     autocast = torch.autocast(device, dtype=torch.bfloat16) if precision == "bf16-mixed" else nullcontext()
     times = []
     for _ in range(steps + 1):
         _sync(device)
         start = time.perf_counter()
         with autocast:
-            out = task.net(batch["image"], batch["camid"], batch["viewid"])
-            loss = task.objective(out.feats, out.logits, batch["pid"], task.net.branch_weights).total
+            value = loss()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         opt.step()
         _sync(device)
         times.append(time.perf_counter() - start)
@@ -144,19 +156,11 @@ def dino_step_time(device: str, precision: str, batch: int, steps: int, num_part
     crops = [torch.randn(batch, 3, 256, 128, device=device) for _ in range(2)]
     crops += [torch.randn(batch, 3, 128, 64, device=device) for _ in range(8)]
     regions = torch.arange(8, device=device) % 3
-    autocast = torch.autocast(device, dtype=torch.bfloat16) if precision == "bf16-mixed" else nullcontext()
-    times = []
-    for _ in range(steps + 1):
-        _sync(device)
-        start = time.perf_counter()
-        with autocast:
-            loss = task.compute_loss(crops, regions, 0.04)["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return sum(times[1:]) / steps
+
+    def loss() -> torch.Tensor:
+        return task.compute_loss(crops, regions, 0.04)["loss"]
+
+    return mean_step_seconds(loss, opt, device, precision, steps)
 
 
 def datamodule_rate(workers: int, data_dir: Path, max_batches: int) -> float:
