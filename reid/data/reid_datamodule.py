@@ -13,13 +13,12 @@ sampler skips on resume (``reid.training.resumable``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from reid.data.image_dataset import ImageDataset
+from reid.data.loading import loader_options, world_of
 from reid.data.records import DatasetInfo, ReIDDataset
 from reid.data.samplers import IdentitySampler
 from reid.data.transforms import TrainAugment, build_test_transform, build_train_transform
@@ -94,20 +93,9 @@ class ReIDDataModule(L.LightningDataModule):
         self.setup()
         return len(self.test_data.query)
 
-    def _world(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-
-    def _loader_kwargs(self) -> dict[str, Any]:
-        return {
-            "num_workers": self.num_workers,
-            "persistent_workers": self.num_workers > 0,
-            "pin_memory": torch.cuda.is_available(),
-        }
-
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        world_size, rank = self._world()
+        world_size, rank = world_of(self)
         records = self.train_data.train
         transform = build_train_transform(self.image_size, self.pixel_mean, self.pixel_std, self.augment)
         identities = IdentitySampler(
@@ -127,13 +115,13 @@ class ReIDDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             sampler=self._train_sampler,
             drop_last=True,
-            **self._loader_kwargs(),
+            **loader_options(self.num_workers),
         )
 
     def val_dataloader(self) -> DataLoader:
         """Query records followed by gallery records; ``index < num_query`` marks a query."""
         self.setup()
-        world_size, rank = self._world()
+        world_size, rank = world_of(self)
         records = [*self.test_data.query, *self.test_data.gallery]
         dataset = ImageDataset(
             records, build_test_transform(self.image_size, self.pixel_mean, self.pixel_std)
@@ -142,7 +130,9 @@ class ReIDDataModule(L.LightningDataModule):
         if world_size > 1:
             # Pads with duplicates to equal shards; the evaluator drops them by index.
             sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
-        return DataLoader(dataset, batch_size=self.test_batch_size, sampler=sampler, **self._loader_kwargs())
+        return DataLoader(
+            dataset, batch_size=self.test_batch_size, sampler=sampler, **loader_options(self.num_workers)
+        )
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()

@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from reid.data.image_dataset import ImageDataset, read_image
+from reid.data.loading import loader_options, world_of
 from reid.data.multicrop import MultiCropAugmentation
 from reid.data.records import Record, ReIDDataset
 
@@ -188,20 +189,9 @@ class SSLDataModule(L.LightningDataModule):
         self.setup()
         return len(self.monitor_data.query) if self.monitor_data else 0
 
-    def _world(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-
-    def _loader_kwargs(self) -> dict[str, Any]:
-        return {
-            "num_workers": self.num_workers,
-            "persistent_workers": self.num_workers > 0,
-            "pin_memory": True,
-        }
-
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        world_size, rank = self._world()
+        world_size, rank = world_of(self)
         self._sampler = ResumableRandomSampler(
             len(self.train_records), self.batch_size, self.seed, num_replicas=world_size, rank=rank
         )
@@ -215,7 +205,7 @@ class SSLDataModule(L.LightningDataModule):
             sampler=self._sampler,
             drop_last=True,
             collate_fn=collate_multicrop,
-            **self._loader_kwargs(),
+            **loader_options(self.num_workers),
         )
 
     def monitor_dataloader(self) -> DataLoader | None:
