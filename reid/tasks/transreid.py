@@ -68,7 +68,8 @@ class TransReIDTask(L.LightningModule):
     evaluation: how retrieval is scored (metric, normalisation, flip, AQE, re-ranking).
     backbone: ``_partial_`` config of a backbone factory (``reid.models.vit``, ``reid.models.resnet``),
         called with ``camera_embed=`` (``None`` unless ``sie`` is set).
-    sie: ``{camera: bool, view: bool, coefficient: float}`` side-information embedding settings.
+    sie: ``{camera: bool, view: bool, coefficient: float, init_std: float}`` side-information embedding
+        settings (``init_std`` of the table: 0.02 official, 0 = every camera starts at the same offset).
     jpm: ``{shift, groups, num_local}`` or ``None`` (no jigsaw branches).
     neck_feat: ``"before"`` | ``"after"`` the BNNeck for the retrieval feature.
     feature: ``"cls"`` | ``"cls_parts"`` (PASS fine-tuning).
@@ -80,6 +81,9 @@ class TransReIDTask(L.LightningModule):
     net: ``_partial_`` config of the network class, called as ``net(backbone, num_classes, jpm=...,
         neck_feat=..., feature=...)``; ``None`` means :class:`ReIDNet` (ViT backbones). CNN backbones
         take ``reid.models.cnn_reid_net.CNNReIDNet``, which refuses JPM and part features.
+    sie_at_test: give SIE the query/gallery images' camera (and view) ids at evaluation (official);
+        ``False`` evaluates in the camera-free mode (mean embedding, ``reid.models.sie``), as a
+        deployed model must when an image's camera is unknown.
     """
 
     def __init__(
