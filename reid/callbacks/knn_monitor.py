@@ -2,8 +2,9 @@
 
 Every ``every_n_epochs`` epochs (and once before training when ``at_start``), the teacher
 backbone's features (``pl_module.monitor_features``: [CLS], or cat(CLS, mean(parts)) for PASS) of a
-labelled query + gallery set (``trainer.datamodule.monitor_dataloader()``) are ranked with
-:class:`reid.evaluation.ReIDEvaluator`; ``val/mAP``, ``val/R1``, ``val/R5``, ``val/R10`` and
+labelled query + gallery set (``trainer.datamodule.monitor_dataloader()``), computed in eval mode
+(batch-norm layers use their running statistics and the monitor images never update them), are
+ranked with :class:`reid.evaluation.ReIDEvaluator`; ``val/mAP``, ``val/R1``, ``val/R5``, ``val/R10`` and
 ``val/mINP`` are logged like fine-tuning metrics, so a user sees whether pretraining helps.
 Under DDP each rank embeds every ``world_size``-th batch; the evaluator gathers and de-duplicates.
 """
@@ -62,10 +63,15 @@ class KNNMonitor(L.Callback):
             return {}
         config = self.evaluation or as_eval_config(getattr(pl_module, "evaluation", None))
         evaluator = ReIDEvaluator(datamodule.num_query, config)
-        for i, batch in enumerate(loader):
-            if i % trainer.world_size != trainer.global_rank:
-                continue
-            update_with_batch(evaluator, pl_module, batch, config)
+        was_training = pl_module.training
+        pl_module.eval()  # batch-norm layers (ICS stem) use, and keep, their running statistics
+        try:
+            for i, batch in enumerate(loader):
+                if i % trainer.world_size != trainer.global_rank:
+                    continue
+                update_with_batch(evaluator, pl_module, batch, config)
+        finally:
+            pl_module.train(was_training)
         metrics = {f"val/{name}": value for name, value in evaluator.compute().as_dict().items()}
         self.history.append((trainer.global_step, metrics))
         rank_zero_info(
