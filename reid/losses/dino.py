@@ -52,6 +52,16 @@ def cross_view_entropy(
     return total, pairs
 
 
+def mean_entropy(probs: Tensor) -> Tensor:
+    """Mean Shannon entropy (nats) of the distributions in the last dim of ``probs``.
+
+    DINO's collapse check (Caron et al. 2021, Sec. 5.3, Fig. 7): the teacher's entropy tends to
+    ln K when centring wins (uniform collapse) and to 0 when sharpening wins (one prototype); in a
+    healthy run it falls away from ln K while the teacher-student KL, H(P_t, P_s) - H(P_t), stays > 0.
+    """
+    return -(probs * probs.clamp_min(1e-12).log()).sum(dim=-1).mean()
+
+
 class TeacherCentre(nn.Module):
     """The centre c of one output stream: sharpens teacher logits and tracks their mean."""
 
@@ -84,6 +94,11 @@ class DINOLoss(nn.Module):
         super().__init__()
         self.student_temp = student_temp
         self.centre = TeacherCentre(out_dim, center_momentum)
+
+    @property
+    def cls_centre(self) -> TeacherCentre:
+        """The centre of the [CLS] stream (the only one in DINO)."""
+        return self.centre
 
     def forward(self, student: Sequence[Tensor], teacher: Sequence[Tensor], teacher_temp: float) -> Tensor:
         if len(teacher) < 1 or len(student) < 2:

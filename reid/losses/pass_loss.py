@@ -52,6 +52,11 @@ class PASSLoss(nn.Module):
         self.centre_cls = TeacherCentre(out_dim, center_momentum)
         self.centre_parts = nn.ModuleList(TeacherCentre(out_dim, center_momentum) for _ in range(num_parts))
 
+    @property
+    def cls_centre(self) -> TeacherCentre:
+        """The centre of the [CLS] stream."""
+        return self.centre_cls
+
     def forward(
         self,
         student_cls: Tensor,

@@ -30,7 +30,7 @@ from torch.optim import Optimizer
 from reid.callbacks.ema_teacher import ema_update_
 from reid.callbacks.knn_monitor import as_eval_config, update_with_batch
 from reid.evaluation import ReIDEvaluator
-from reid.losses.dino import DINOLoss, teacher_temperature_schedule
+from reid.losses.dino import DINOLoss, mean_entropy, teacher_temperature_schedule
 from reid.losses.pass_loss import PASSLoss
 from reid.models.projection_head import DINOHead
 from reid.optim.schedules import cosine_schedule
@@ -210,9 +210,21 @@ class SSLPretrainTask(L.LightningModule):
         return CropOutputs(out_g, out_l)
 
     def compute_loss(self, crops: list[Tensor], regions: Tensor, teacher_temp: float) -> dict[str, Tensor]:
+        """The loss terms, plus the [CLS] stream's collapse check: ``teacher_entropy`` = mean
+        H(P_t) and ``kl`` = loss_cls - teacher_entropy, the mean KL(P_t || P_s) over view pairs
+        (every global is the teacher of the same number of pairs)."""
         with torch.no_grad():
             teacher = self._outputs(self.teacher, crops, None).globals
+            entropy = mean_entropy(self.criterion.cls_centre.probabilities(teacher[:, :, 0], teacher_temp))
         student = self._outputs(self.student, crops, regions)
+        losses = self._criterion(student, teacher, regions, teacher_temp)
+        losses["teacher_entropy"] = entropy
+        losses["kl"] = losses["loss_cls"].detach() - entropy
+        return losses
+
+    def _criterion(
+        self, student: CropOutputs, teacher: Tensor, regions: Tensor, teacher_temp: float
+    ) -> dict[str, Tensor]:
         s_g, s_l = student.globals, student.locals
         s_cls = s_g[:, :, 0] if s_l is None else torch.cat([s_g[:, :, 0], s_l[:, :, 0]])
         if not self.num_parts:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from reid.losses.dino import DINOLoss, teacher_temperature_schedule
+from reid.losses.dino import DINOLoss, mean_entropy, teacher_temperature_schedule
 from reid.losses.pass_loss import PASSLoss
 
 
@@ -94,3 +94,13 @@ def test_teacher_temperature_schedule_warms_up_then_stays() -> None:
     assert len(values) == 12
     np.testing.assert_allclose(values[:6], np.linspace(0.04, 0.07, 6))
     np.testing.assert_allclose(values[6:], 0.07)
+
+
+def test_mean_entropy_spans_zero_to_log_k() -> None:
+    """ln K for uniform rows (uniform collapse), 0 for one-hot rows (one-prototype collapse)."""
+    uniform = torch.full((3, 8), 1 / 8)
+    one_hot = torch.eye(8)[:3]
+    mixed = torch.stack([uniform[0], one_hot[0]])
+    torch.testing.assert_close(mean_entropy(uniform), torch.tensor(math.log(8)))
+    torch.testing.assert_close(mean_entropy(one_hot), torch.tensor(0.0))
+    torch.testing.assert_close(mean_entropy(mixed), torch.tensor(math.log(8) / 2))

@@ -33,8 +33,30 @@ def test_loss_reaches_every_student_parameter_and_no_teacher_parameter(num_parts
     missing = [n for n, p in task.student.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing
     assert all(p.grad is None and not p.requires_grad for p in task.teacher.parameters())
-    if num_parts:
-        assert set(losses) == {"loss", "loss_cls", "loss_part"}
+    terms = {"loss", "loss_cls", "loss_part"} if num_parts else {"loss", "loss_cls"}
+    assert set(losses) == terms | {"teacher_entropy", "kl"}
+
+
+@pytest.mark.parametrize("num_parts", [0, 2])
+def test_collapse_check_is_the_teacher_entropy_and_the_cls_kl(num_parts: int) -> None:
+    """teacher_entropy is H(softmax((t - c) / tau)) of the [CLS] head on the globals, with the centre
+    before this step's update; kl = loss_cls - teacher_entropy is >= 0 (a KL divergence)."""
+    task = tiny_task(num_parts)
+    task.criterion.cls_centre.center.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(1))
+    centre = task.criterion.cls_centre.center.clone()
+    generator = torch.Generator().manual_seed(0)
+    crops = [torch.randn(3, 3, 32, 16, generator=generator) for _ in range(2)]
+    crops += [torch.randn(3, 3, 16, 8, generator=generator) for _ in range(2)]
+    regions = torch.tensor([0, 1]) if num_parts else torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        losses = task.compute_loss(crops, regions, teacher_temp=0.07)
+        cls = task.teacher["backbone"].forward_features(torch.cat(crops[:2]))[:, 0]
+        probs = torch.softmax((task.teacher["head"](cls) - centre) / 0.07, dim=-1).double()
+    entropy = -(probs * probs.log()).sum(-1).mean()
+    assert 0.0 < float(entropy) < np.log(64)
+    torch.testing.assert_close(losses["teacher_entropy"].double(), entropy, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(losses["kl"], losses["loss_cls"] - losses["teacher_entropy"])
+    assert float(losses["kl"]) > 0.0
 
 
 def test_decay_groups_follow_dino() -> None:
