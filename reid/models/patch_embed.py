@@ -9,6 +9,11 @@ convs (7x7 stride 2, 3x3, 3x3; 64 channels) with IBN (half InstanceNorm, half Ba
 and BatchNorm after the last. The patchify conv then works on the half-resolution map with kernel ``P/2``
 and stride ``S/2``, which gives exactly the same token grid as the plain stem at stride ``S`` (the official
 code supports only ``S = P``; the halving rule extends it to any even stride).
+
+``input_norm=True`` (ours, off by default): every image is first standardised per channel over its own
+pixels, ``x_c <- (x_c - mean(x_c)) / std(x_c)`` (InstanceNorm without affine, no parameters), which
+removes a camera's colour cast, exposure and contrast before any learned layer: the style-normalisation
+idea of IBN-Net and SNR applied to the input. State dicts are unchanged.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import math
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reid.models.position import grid_size
@@ -70,6 +76,7 @@ class OverlapPatchEmbed(nn.Module):
         in_chans: int = 3,
         embed_dim: int = 768,
         stem: StemKind = "patch",
+        input_norm: bool = False,
     ) -> None:
         super().__init__()
         stride = patch_size if stride is None else stride
@@ -81,6 +88,7 @@ class OverlapPatchEmbed(nn.Module):
         self.grid_size = grid_size(self.img_size, patch_size, stride)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.stem_kind = stem
+        self.input_norm = input_norm
         if stem == "patch":
             self.stem: nn.Module = nn.Identity()
             self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=stride)
@@ -114,6 +122,8 @@ class OverlapPatchEmbed(nn.Module):
                 f"OverlapPatchEmbed: expected images [B, C, H, W] with H, W >= patch_size {self.patch_size}, "
                 f"got shape {tuple(x.shape)}"
             )
+        if self.input_norm:
+            x = F.instance_norm(x)
         return self.proj(self.stem(x))
 
     def forward(self, x: Tensor) -> Tensor:

@@ -60,6 +60,7 @@ class VisionTransformer(nn.Module):
         num_parts: int = 0,
         camera_embed: CameraEmbedConfig | Mapping[str, Any] | None = None,
         stem: StemKind = "patch",
+        input_norm: bool = False,
         block_layer: type[nn.Module] = Block,
     ) -> None:
         super().__init__()
@@ -68,7 +69,9 @@ class VisionTransformer(nn.Module):
         self.embed_dim = self.num_features = embed_dim
         self.num_parts = num_parts
         self.num_prefix_tokens = 1 + num_parts
-        self.patch_embed = OverlapPatchEmbed(img_size, patch_size, stride, in_chans, embed_dim, stem)
+        self.patch_embed = OverlapPatchEmbed(
+            img_size, patch_size, stride, in_chans, embed_dim, stem, input_norm
+        )
         self.grid_size = self.patch_embed.grid_size
         num_patches = self.patch_embed.num_patches
 

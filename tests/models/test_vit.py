@@ -122,3 +122,23 @@ def test_ibn_normalises_half_the_channels_per_instance():
     torch.testing.assert_close(out[:, :3].mean(dim=(2, 3)), torch.zeros(3, 3), atol=1e-5, rtol=0)
     torch.testing.assert_close(out[:, 3:].mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
     assert not torch.allclose(out[:, 3:].mean(dim=(2, 3)), torch.zeros(3, 3), atol=1e-3)
+
+
+@pytest.mark.parametrize("stem", ["patch", "ics"])
+def test_input_norm_removes_a_per_channel_colour_cast_and_adds_no_parameters(stem):
+    torch.manual_seed(0)
+    plain = vit_tiny(stem=stem, **TINY).eval()
+    normed = vit_tiny(stem=stem, input_norm=True, **TINY).eval()
+    normed.load_state_dict(plain.state_dict())  # same keys and shapes: checkpoints load either way
+    images = torch.rand(2, 3, 32, 16)
+    gain, offset = torch.tensor([0.6, 1.3, 0.9]), torch.tensor([0.1, -0.2, 0.05])
+    cast = images * gain[:, None, None] + offset[:, None, None]
+    mean, std = images.mean((2, 3), keepdim=True), images.std((2, 3), unbiased=False, keepdim=True)
+    standardised = (images - mean) / std
+    with torch.no_grad():
+        features = normed.forward_features(images)
+        torch.testing.assert_close(normed.forward_features(cast), features, atol=2e-3, rtol=0)
+        assert not torch.allclose(plain.forward_features(cast), plain.forward_features(images), atol=2e-3)
+        torch.testing.assert_close(
+            normed.forward_features(images), plain.forward_features(standardised), atol=1e-4, rtol=1e-4
+        )
