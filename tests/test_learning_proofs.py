@@ -8,6 +8,7 @@ learning rather than a small drift.
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -54,3 +55,19 @@ def test_transreid_jpm_sie_learns(tmp_path: Path, data_dir: Path) -> None:
         "model.sie_at_test=false",
     )
     assert free["test"]["mAP"] > 15.0
+
+
+def _monitor_map(run: Path) -> list[float]:
+    """The kNN monitor's val/mAP in logging order (the first is the initialisation's)."""
+    with (run / "csv" / "metrics.csv").open() as f:
+        return [float(row["val/mAP"]) for row in csv.DictReader(f) if row.get("val/mAP")]
+
+
+def test_pass_pretraining_with_input_norm_improves_the_teacher(tmp_path: Path, data_dir: Path) -> None:
+    """`experiment=pass_demo model.backbone.input_norm=true` (744 steps): the teacher's kNN mAP on the
+    demo's query/gallery measured 2.83 -> 5.89 (epoch 4) -> 5.66 (epoch 12), R1 3.91 -> 10.32; with the
+    learning rate at ~0 (only the stem's batch-norm statistics move) it reaches 4.24 / R1 7.83."""
+    _run(tmp_path / "pass", data_dir, "experiment=pass_demo", "model.backbone.input_norm=true")
+    knn = _monitor_map(tmp_path / "pass")
+    assert len(knn) == 4, f"expected the kNN check at steps 0, 248, 496 and 744, got {knn}"
+    assert knn[-1] > knn[0] + 1.5, f"teacher kNN mAP {knn}"
