@@ -24,7 +24,7 @@ a pure function of (seed, image): worker count, worker order and resuming do not
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torchvision.transforms.functional as TF
@@ -34,15 +34,23 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+DINO_COLOUR_JITTER = (0.4, 0.4, 0.2, 0.1)
+
+
 @dataclass(frozen=True)
 class PhotometricConfig:
-    """Probabilities of the photometric augmentations of one crop kind."""
+    """Probabilities and strengths of the photometric augmentations of one crop kind.
+
+    ``colour_jitter`` is (brightness, contrast, saturation, hue) as in torchvision's ColorJitter:
+    the first three factors are drawn from U(1 - s, 1 + s), the hue shift from U(-h, h).
+    """
 
     blur_p: float
     solarize_p: float = 0.0
     flip_p: float = 0.5
     jitter_p: float = 0.8
     grayscale_p: float = 0.2
+    colour_jitter: tuple[float, float, float, float] = DINO_COLOUR_JITTER
 
 
 GLOBAL_1 = PhotometricConfig(blur_p=1.0)
@@ -122,6 +130,11 @@ class MultiCropAugmentation:
         global_scale, local_scale: area fractions of the crops (of the band for PASS locals).
         ratio: aspect range w/h of the crop relative to the output aspect (RandomResizedCrop's
             (3/4, 4/3) multiplied by the output w/h so a 2:1 person crop stays person-shaped).
+        colour_jitter: (brightness, contrast, saturation, hue) strengths, DINO's by default. On data
+            where identity is mostly clothing colour, hue 0 keeps a red shirt red in every view.
+        grayscale_p: probability of converting a crop to grayscale (DINO: 0.2).
+        solarize_p: probability of solarising the second global crop (DINO: 0.2).
+        channel_gain: per-channel colour-cast jitter strength (ours, 0 = off; module docstring).
     """
 
     def __init__(
@@ -137,9 +150,21 @@ class MultiCropAugmentation:
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         channel_gain: float = 0.0,
+        colour_jitter: tuple[float, float, float, float] = DINO_COLOUR_JITTER,
+        grayscale_p: float = 0.2,
+        solarize_p: float = 0.2,
     ) -> None:
         if not 0.0 <= channel_gain < 1.0:
             raise ValueError(f"channel_gain must be in [0, 1), got {channel_gain}")
+        jitter = tuple(float(v) for v in colour_jitter)
+        if len(jitter) != 4 or not all(0.0 <= v < 1.0 for v in jitter[:3]) or not 0.0 <= jitter[3] <= 0.5:
+            raise ValueError(
+                "colour_jitter must be (brightness, contrast, saturation, hue) with the first three "
+                f"in [0, 1) and hue in [0, 0.5], got {list(colour_jitter)}"
+            )
+        for name, p in (("grayscale_p", grayscale_p), ("solarize_p", solarize_p)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
         if locals_per_region is not None and num_regions > 0:
             num_local = locals_per_region * num_regions
         if num_local < 0:
@@ -159,6 +184,12 @@ class MultiCropAugmentation:
         self.mean = list(mean)
         self.std = list(std)
         self.channel_gain = channel_gain
+        common = {"colour_jitter": jitter, "grayscale_p": grayscale_p}
+        self.photometric = (
+            replace(GLOBAL_1, **common),
+            replace(GLOBAL_2, solarize_p=solarize_p, **common),
+            replace(LOCAL, **common),
+        )
 
     @property
     def local_regions(self) -> list[int]:
@@ -171,9 +202,10 @@ class MultiCropAugmentation:
     def __call__(self, image: Image.Image, seed: int) -> MultiCropViews:
         gen = torch.Generator().manual_seed(seed)
         image = image.convert("RGB")
+        global_1, global_2, local = self.photometric
         crops = [
-            self._crop(image, self.global_size, self.global_scale, GLOBAL_1, gen),
-            self._crop(image, self.global_size, self.global_scale, GLOBAL_2, gen),
+            self._crop(image, self.global_size, self.global_scale, global_1, gen),
+            self._crop(image, self.global_size, self.global_scale, global_2, gen),
         ]
         regions = self.local_regions
         bands = region_bands(image.height, self.num_regions) if self.num_regions else []
@@ -182,7 +214,7 @@ class MultiCropAugmentation:
             if bands:
                 top, band_h = bands[region]
                 source = image.crop((0, top, image.width, top + band_h))
-            crops.append(self._crop(source, self.local_size, self.local_scale, LOCAL, gen))
+            crops.append(self._crop(source, self.local_size, self.local_scale, local, gen))
         return MultiCropViews(crops, regions)
 
     def _crop(
@@ -210,7 +242,7 @@ def apply_photometric(image: Image.Image, cfg: PhotometricConfig, gen: torch.Gen
     if _coin(gen, cfg.flip_p):
         image = TF.hflip(image)
     if _coin(gen, cfg.jitter_p):
-        image = _colour_jitter(image, gen)
+        image = _colour_jitter(image, cfg.colour_jitter, gen)
     if _coin(gen, cfg.grayscale_p):
         image = TF.rgb_to_grayscale(image, num_output_channels=3)
     if _coin(gen, cfg.blur_p):
@@ -222,16 +254,20 @@ def apply_photometric(image: Image.Image, cfg: PhotometricConfig, gen: torch.Gen
     return image
 
 
-def _colour_jitter(image: Image.Image, gen: torch.Generator) -> Image.Image:
-    """ColorJitter(brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1) in a random order."""
+def _colour_jitter(
+    image: Image.Image, strengths: tuple[float, float, float, float], gen: torch.Generator
+) -> Image.Image:
+    """ColorJitter(brightness, contrast, saturation, hue) in a random order.
+
+    The random draws do not depend on the strengths, so changing one strength leaves every other
+    random choice of the crop unchanged; an operation of strength 0 is skipped (identity).
+    """
+    brightness, contrast, saturation, hue = strengths
     order = torch.randperm(4, generator=gen).tolist()
-    factors = [
-        _uniform(gen, 0.6, 1.4),
-        _uniform(gen, 0.6, 1.4),
-        _uniform(gen, 0.8, 1.2),
-        _uniform(gen, -0.1, 0.1),
-    ]
+    unit = [_uniform(gen, -1.0, 1.0) for _ in range(4)]
+    factors = [1.0 + brightness * unit[0], 1.0 + contrast * unit[1], 1.0 + saturation * unit[2], hue * unit[3]]
     ops = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
     for k in order:
-        image = ops[k](image, factors[k])
+        if strengths[k] > 0:
+            image = ops[k](image, factors[k])
     return image

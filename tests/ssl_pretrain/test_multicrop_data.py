@@ -95,3 +95,26 @@ def test_channel_gain_scales_each_channel_by_its_own_factor() -> None:
     assert not torch.allclose(cast(grey, 0).crops[0][0], cast(grey, 0).crops[0][1])
     with pytest.raises(ValueError, match="channel_gain"):
         MultiCropAugmentation(channel_gain=1.5)
+
+
+def test_colour_jitter_strengths_and_grayscale_are_configurable() -> None:
+    red = Image.fromarray(np.tile(np.array([200, 30, 30], dtype=np.uint8), (64, 32, 1)))
+    kwargs = {"num_local": 0, "mean": (0, 0, 0), "std": (1, 1, 1)}
+    dino = MultiCropAugmentation((32, 16), (16, 8), **kwargs)
+    no_colour = MultiCropAugmentation(
+        (32, 16), (16, 8), colour_jitter=(0.4, 0.4, 0.0, 0.0), grayscale_p=0.0, solarize_p=0.0, **kwargs
+    )
+    dino_grey_or_hued = 0
+    for seed in range(40):
+        for crop in no_colour(red, seed).crops:
+            # no hue shift, saturation change or grayscale: red stays the dominant channel by far
+            r, g, b = crop.flatten(1).mean(1).tolist()
+            assert r > 2 * g and r > 2 * b and abs(g - b) < 1e-2
+        for crop in dino(red, seed).crops:
+            r, g, b = crop.flatten(1).mean(1).tolist()
+            dino_grey_or_hued += int(not (r > 2 * g and r > 2 * b and abs(g - b) < 1e-2))
+    assert dino_grey_or_hued > 0  # the DINO recipe does change the colour of some crops
+    with pytest.raises(ValueError, match="colour_jitter"):
+        MultiCropAugmentation(colour_jitter=(0.4, 0.4, 0.2))
+    with pytest.raises(ValueError, match="grayscale_p"):
+        MultiCropAugmentation(grayscale_p=1.5)
