@@ -265,7 +265,12 @@ def _colour_jitter(
     brightness, contrast, saturation, hue = strengths
     order = torch.randperm(4, generator=gen).tolist()
     unit = [_uniform(gen, -1.0, 1.0) for _ in range(4)]
-    factors = [1.0 + brightness * unit[0], 1.0 + contrast * unit[1], 1.0 + saturation * unit[2], hue * unit[3]]
+    factors = [
+        1.0 + brightness * unit[0],
+        1.0 + contrast * unit[1],
+        1.0 + saturation * unit[2],
+        hue * unit[3],
+    ]
     ops = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
     for k in order:
         if strengths[k] > 0:

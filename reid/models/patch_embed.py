@@ -13,7 +13,10 @@ code supports only ``S = P``; the halving rule extends it to any even stride).
 ``input_norm=True`` (ours, off by default): every image is first standardised per channel over its own
 pixels, ``x_c <- (x_c - mean(x_c)) / std(x_c)`` (InstanceNorm without affine, no parameters), which
 removes a camera's colour cast, exposure and contrast before any learned layer: the style-normalisation
-idea of IBN-Net and SNR applied to the input. State dicts are unchanged.
+idea of IBN-Net and SNR applied to the input. It has no parameters; the scalar buffer
+``input_norm_flag`` is there only so that a state dict records it: weights trained on standardised
+input are refused by a model that feeds raw pixels, and the other way round
+(:func:`reid.models.weights.load_pretrained`, and strict loading when resuming).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from torch import Tensor, nn
 from reid.models.position import grid_size
 
 StemKind = Literal["patch", "ics"]
+INPUT_NORM_FLAG = "input_norm_flag"
+"""Name of the buffer present exactly when ``input_norm`` is on."""
 
 
 class IBN(nn.Module):
@@ -89,6 +94,8 @@ class OverlapPatchEmbed(nn.Module):
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.stem_kind = stem
         self.input_norm = input_norm
+        if input_norm:
+            self.register_buffer(INPUT_NORM_FLAG, torch.ones(()))
         if stem == "patch":
             self.stem: nn.Module = nn.Identity()
             self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=stride)

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from reid.models.patch_embed import INPUT_NORM_FLAG
 from reid.models.position import resize_pos_embed
 
 StateDict = dict[str, Tensor]
@@ -347,6 +348,23 @@ def _check_shapes(state: StateDict, wanted: Mapping[str, Tensor], path: str, lay
         raise ValueError(f"weights: {path} (layout {layout}) does not fit the model:\n" + "\n".join(problems))
 
 
+def _check_input_norm(state: StateDict, wanted: Mapping[str, Tensor], path: str) -> None:
+    """Refuse weights trained with ``input_norm`` for a model without it, and the other way round.
+
+    The option has no parameters, so a mismatch would otherwise load silently and feed the network
+    inputs on another scale than it was trained on; the ``input_norm_flag`` buffer records it.
+    """
+    saved = any(k.endswith(f"patch_embed.{INPUT_NORM_FLAG}") for k in state)
+    expected = any(k.endswith(f"patch_embed.{INPUT_NORM_FLAG}") for k in wanted)
+    if saved != expected:
+        raise ValueError(
+            f"weights: {path} was trained {'with' if saved else 'without'} per-image input "
+            f"standardisation, but the model has model.backbone.input_norm={str(expected).lower()}; "
+            f"set model.backbone.input_norm={str(saved).lower()} (it has no weights, so the config "
+            "must say it)"
+        )
+
+
 def load_pretrained(
     model: nn.Module, path: str | Path, layout: str = "auto", old_grid: tuple[int, int] | None = None
 ) -> LoadReport:
@@ -363,9 +381,10 @@ def load_pretrained(
     if layout not in FILTERS:
         raise ValueError(f"weights: layout must be 'auto' or one of {LAYOUTS}, got {layout!r}")
     mapped = _place(FILTERS[layout](state), layout, model)
+    wanted = model.state_dict()
+    _check_input_norm(mapped, wanted, str(path))
     report = LoadReport(str(path), layout)
     _fit_pos_embed(mapped, model, report, old_grid)
-    wanted = model.state_dict()
     _check_shapes(mapped, wanted, str(path), layout)
     usable = {k: v for k, v in mapped.items() if k in wanted}
     model.load_state_dict(usable, strict=False)

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from reid.models.patch_embed import INPUT_NORM_FLAG
 from reid.models.position import grid_size
 from reid.models.vit import VisionTransformer
 
@@ -58,7 +59,7 @@ def extract_backbone(state: Mapping[str, Tensor], which: str = "teacher") -> dic
     return backbone
 
 
-def architecture(state: Mapping[str, Tensor]) -> dict[str, int | str]:
+def architecture(state: Mapping[str, Tensor]) -> dict[str, int | str | bool]:
     """ViT constructor arguments readable from a backbone state (heads: 64 dims each)."""
     if "patch_embed.proj.weight" not in state:
         raise ValueError("backbone state has no patch_embed.proj.weight; is it a reid ViT backbone?")
@@ -70,6 +71,7 @@ def architecture(state: Mapping[str, Tensor]) -> dict[str, int | str]:
     return {
         "embed_dim": embed_dim, "depth": depth, "num_heads": max(1, embed_dim // 64), "num_parts": num_parts,
         "stem": stem, "patch_size": 2 * kernel if stem == "ics" else kernel,
+        "input_norm": f"patch_embed.{INPUT_NORM_FLAG}" in state,
     }  # fmt: skip
 
 

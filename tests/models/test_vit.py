@@ -129,7 +129,9 @@ def test_input_norm_removes_a_per_channel_colour_cast_and_adds_no_parameters(ste
     torch.manual_seed(0)
     plain = vit_tiny(stem=stem, **TINY).eval()
     normed = vit_tiny(stem=stem, input_norm=True, **TINY).eval()
-    normed.load_state_dict(plain.state_dict())  # same keys and shapes: checkpoints load either way
+    # no parameters: the state dicts differ only by the flag buffer that records the option
+    assert set(normed.state_dict()) - set(plain.state_dict()) == {"patch_embed.input_norm_flag"}
+    normed.load_state_dict(plain.state_dict() | {"patch_embed.input_norm_flag": torch.ones(())})
     images = torch.rand(2, 3, 32, 16)
     gain, offset = torch.tensor([0.6, 1.3, 0.9]), torch.tensor([0.1, -0.2, 0.05])
     cast = images * gain[:, None, None] + offset[:, None, None]

@@ -230,3 +230,17 @@ def test_layout_detection_and_grid_inference():
     assert detect_layout({"cls_token": torch.zeros(1)}) == "timm"
     assert infer_old_grid(196, (21, 10)) == (14, 14)  # ImageNet 224
     assert infer_old_grid(128, (21, 10)) == (16, 8)  # LUPerson 256 x 128
+
+
+@pytest.mark.parametrize("saved_norm", [True, False])
+def test_input_norm_must_match_between_weights_and_model(tmp_path, saved_norm):
+    source = _vit(stem="ics", input_norm=saved_norm)
+    save_file(dict(source.state_dict()), tmp_path / "backbone.safetensors")
+    matching = _net(stem="ics", input_norm=saved_norm, seed=1)
+    load_pretrained(matching, tmp_path / "backbone.safetensors")
+    _assert_backbone_equal(matching.backbone, source)
+    with pytest.raises(ValueError, match=f"set model.backbone.input_norm={str(saved_norm).lower()}") as error:
+        load_pretrained(
+            _net(stem="ics", input_norm=not saved_norm, seed=1), tmp_path / "backbone.safetensors"
+        )
+    assert "backbone.safetensors" in str(error.value)

@@ -12,7 +12,7 @@ from reid.models.vit import vit_tiny
 from reid.models.weights import load_pretrained
 from reid.tools.cfs_filter import cfs_scores, top_n
 from reid.tools.cfs_filter import main as cfs_main
-from reid.tools.export_backbone import export_backbone, load_state
+from reid.tools.export_backbone import architecture, build_backbone, export_backbone, load_state
 from tests.ssl_pretrain.tiny import tiny_task
 
 
@@ -79,3 +79,38 @@ def test_cfs_cli_writes_a_keep_list_that_load_luperson_reads(tmp_path: Path, ima
     kept = load_luperson(root, keep_list=out)
     assert [Path(r.path) for r in kept.train] == [root / p for p in lines]
     assert source  # the exported source proxy is non-empty
+
+
+def test_input_norm_travels_with_the_exported_backbone(tmp_path: Path) -> None:
+    task = tiny_task(2)
+    task.student["backbone"] = vit_tiny(
+        img_size=(32, 16),
+        patch_size=8,
+        stride=8,
+        embed_dim=32,
+        depth=1,
+        num_heads=2,
+        num_parts=2,
+        input_norm=True,
+    )
+    task.teacher["backbone"] = vit_tiny(
+        img_size=(32, 16),
+        patch_size=8,
+        stride=8,
+        embed_dim=32,
+        depth=1,
+        num_heads=2,
+        num_parts=2,
+        input_norm=True,
+    )
+    ckpt = save_task_checkpoint(task, tmp_path / "ssl.ckpt")
+    out = tmp_path / "backbone.safetensors"
+    export_backbone(ckpt, out)
+    assert architecture(load_state(out))["input_norm"] is True
+    assert build_backbone(load_state(out), (32, 16)).patch_embed.input_norm  # what CFS builds
+    for source in (out, ckpt):  # the export, or the pretraining checkpoint itself
+        plain = vit_tiny(
+            img_size=(32, 16), patch_size=8, stride=8, embed_dim=32, depth=1, num_heads=2, num_parts=2
+        )
+        with pytest.raises(ValueError, match="input_norm=true"):
+            load_pretrained(plain, source)
