@@ -15,6 +15,12 @@ from reid.tools.cfs_filter import main as cfs_main
 from reid.tools.export_backbone import architecture, build_backbone, export_backbone, load_state
 from tests.ssl_pretrain.tiny import tiny_task
 
+TINY_VIT = {
+    "img_size": (32, 16), "patch_size": 8, "stride": 8, "embed_dim": 32, "depth": 1, "num_heads": 2,
+    "num_parts": 2,
+}  # fmt: skip
+"""The backbone of ``tiny_task(2)``."""
+
 
 def save_task_checkpoint(task, path: Path) -> Path:
     torch.save({"state_dict": task.state_dict(), "epoch": 0}, path)
@@ -38,9 +44,7 @@ def test_exported_backbone_loads_with_the_fine_tuning_weight_loader(tmp_path: Pa
     task = tiny_task(2)
     out = tmp_path / "backbone.safetensors"
     export_backbone(save_task_checkpoint(task, tmp_path / "ssl.ckpt"), out)
-    model = vit_tiny(
-        img_size=(32, 16), patch_size=8, stride=8, embed_dim=32, depth=1, num_heads=2, num_parts=2
-    )
+    model = vit_tiny(**TINY_VIT)
     load_pretrained(model, out)
     for key, value in task.teacher["backbone"].state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
@@ -83,34 +87,13 @@ def test_cfs_cli_writes_a_keep_list_that_load_luperson_reads(tmp_path: Path, ima
 
 def test_input_norm_travels_with_the_exported_backbone(tmp_path: Path) -> None:
     task = tiny_task(2)
-    task.student["backbone"] = vit_tiny(
-        img_size=(32, 16),
-        patch_size=8,
-        stride=8,
-        embed_dim=32,
-        depth=1,
-        num_heads=2,
-        num_parts=2,
-        input_norm=True,
-    )
-    task.teacher["backbone"] = vit_tiny(
-        img_size=(32, 16),
-        patch_size=8,
-        stride=8,
-        embed_dim=32,
-        depth=1,
-        num_heads=2,
-        num_parts=2,
-        input_norm=True,
-    )
+    task.student["backbone"] = vit_tiny(**TINY_VIT, input_norm=True)
+    task.teacher["backbone"] = vit_tiny(**TINY_VIT, input_norm=True)
     ckpt = save_task_checkpoint(task, tmp_path / "ssl.ckpt")
     out = tmp_path / "backbone.safetensors"
     export_backbone(ckpt, out)
     assert architecture(load_state(out))["input_norm"] is True
     assert build_backbone(load_state(out), (32, 16)).patch_embed.input_norm  # what CFS builds
     for source in (out, ckpt):  # the export, or the pretraining checkpoint itself
-        plain = vit_tiny(
-            img_size=(32, 16), patch_size=8, stride=8, embed_dim=32, depth=1, num_heads=2, num_parts=2
-        )
         with pytest.raises(ValueError, match="input_norm=true"):
-            load_pretrained(plain, source)
+            load_pretrained(vit_tiny(**TINY_VIT), source)
