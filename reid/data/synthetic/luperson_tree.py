@@ -4,9 +4,10 @@ The synthetic Market-1501 tree (``tree.py``) has a few cameras, each with one st
 one background shared by all its images. That suits supervised ReID but not self-supervised
 pretraining: with six cameras, DINO/PASS can solve their objective by clustering images by
 camera instead of by person. LUPerson, the real pretraining source, comes from ~46K scenes
-(videos) with few images each. This tree mimics that: ``root/scene_00042/00042_0003.jpg``, one
-folder per scene, every scene with its own freshly sampled :class:`CameraStyle` (background,
-colour cast, exposure, blur, noise), and a few images per person per scene.
+(videos; ~90 images each): its cameras vary far more than a six-camera dataset's. This tree keeps
+that variety at a small scale: ``root/scene_00042/00042_0003.jpg``, one folder per scene, every
+scene with its own freshly sampled :class:`CameraStyle` (background, colour cast, exposure, blur,
+noise), and a few images per person per scene (5 images per scene by default).
 
 People come from a pool of ``num_identities`` identities seeded from their own stream
 (:data:`STREAM_LUPERSON`, outside the Market tree's streams in ``layout.py``), so the pretraining
