@@ -13,10 +13,10 @@ code supports only ``S = P``; the halving rule extends it to any even stride).
 ``input_norm=True`` (ours, off by default): every image is first standardised per channel over its own
 pixels, ``x_c <- (x_c - mean(x_c)) / std(x_c)`` (InstanceNorm without affine, no parameters), which
 removes a camera's colour cast, exposure and contrast before any learned layer: the style-normalisation
-idea of IBN-Net and SNR applied to the input. It has no parameters; the scalar buffer
-``input_norm_flag`` is there only so that a state dict records it: weights trained on standardised
-input are refused by a model that feeds raw pixels, and the other way round
-(:func:`reid.models.weights.load_pretrained`, and strict loading when resuming).
+idea of IBN-Net and SNR applied to the input. The scalar buffer ``input_norm_flag`` exists only so
+that a state dict records the option: weights trained on standardised input are refused by a model
+that feeds raw pixels, and the other way round (:func:`reid.models.weights.load_pretrained`, and
+strict loading when resuming).
 """
 
 from __future__ import annotations

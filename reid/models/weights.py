@@ -354,8 +354,8 @@ def _check_input_norm(state: StateDict, wanted: Mapping[str, Tensor], path: str)
     The option has no parameters, so a mismatch would otherwise load silently and feed the network
     inputs on another scale than it was trained on; the ``input_norm_flag`` buffer records it.
     """
-    saved = any(k.endswith(f"patch_embed.{INPUT_NORM_FLAG}") for k in state)
-    expected = any(k.endswith(f"patch_embed.{INPUT_NORM_FLAG}") for k in wanted)
+    flag = f"patch_embed.{INPUT_NORM_FLAG}"
+    saved, expected = (any(k.endswith(flag) for k in keys) for keys in (state, wanted))
     if saved != expected:
         raise ValueError(
             f"weights: {path} was trained {'with' if saved else 'without'} per-image input "
