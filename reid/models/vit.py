@@ -16,7 +16,10 @@ bilinearly (``position.py``; DINO's ``interpolate_pos_encoding`` does the same w
 
 State-dict keys (the checkpoint loader relies on them): ``patch_embed.proj.*`` (``patch_embed.stem.*``
 with the ICS stem), ``cls_token`` [1,1,D], ``part_tokens`` [1,L,D], ``cls_pos`` [1,1,D], ``part_pos``
-[1,L,D], ``pos_embed`` [1,N,D] (patches only), ``sie_embed`` [S,1,D], ``blocks.{i}.*``, ``norm.*``.
+[1,L,D], ``pos_embed`` [1,N,D] (patches only), ``sie_embed`` [S,1,D], ``blocks.{i}.*``, ``norm.*``, and
+the int64 buffer ``pos_grid`` = [rows, cols] of ``pos_embed``'s grid (no parameters; it records the grid
+so that a checkpoint of ours says how to resize it). A state dict without ``pos_grid`` (timm, official
+TransReID / DINO / PASS layouts, older exports) loads as before; one whose grid differs is refused.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from reid.models.patch_embed import OverlapPatchEmbed, StemKind
-from reid.models.position import resize_pos_embed
+from reid.models.position import POS_GRID, resize_pos_embed
 from reid.models.sie import CameraEmbedConfig, as_camera_embed_config, new_sie_table, sie_offsets
 
 
@@ -81,6 +84,7 @@ class VisionTransformer(nn.Module):
             self.part_tokens = nn.Parameter(torch.zeros(1, num_parts, embed_dim))
             self.part_pos = nn.Parameter(torch.zeros(1, num_parts, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, embed_dim))
+        self.register_buffer(POS_GRID, torch.tensor(self.grid_size, dtype=torch.long))
         self.camera_embed = as_camera_embed_config(camera_embed)
         if self.camera_embed is not None:
             self.sie_embed = new_sie_table(self.camera_embed, embed_dim)
@@ -117,6 +121,32 @@ class VisionTransformer(nn.Module):
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Tensor],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """The grid record is optional (official layouts lack it) and must equal this model's grid."""
+        key = prefix + POS_GRID
+        saved = state_dict.get(key)
+        if saved is not None and saved.device.type != "meta" and tuple(saved.tolist()) != self.grid_size:
+            error_msgs.append(
+                f"{key}: the checkpoint's position grid is {'x'.join(map(str, saved.tolist()))}, this "
+                f"model's {self.grid_size[0]}x{self.grid_size[1]}; load it with "
+                "reid.models.weights.load_pretrained (model.weights=...), which resizes the grid"
+            )
+            state_dict = {k: v for k, v in state_dict.items() if k != key}
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        if key not in state_dict and key in missing_keys:
+            missing_keys.remove(key)
 
     def no_weight_decay(self) -> set[str]:
         """Token, position and side-information embeddings (timm contract)."""

@@ -25,16 +25,19 @@ torchvision  ImageNet ResNets saved by torchvision (``resnet50-0676ba61.pth``, `
 reid         our own ReIDNet / CNNReIDNet state dicts (``net.`` prefix of a Lightning module optional)
 ============ =====================================================================================
 
-A patch position grid of another size is resized bilinearly (input size or stride changed).
+A patch position grid of another size is resized bilinearly (input size or stride changed). The
+checkpoint's grid is, in order: the ``pos_grid`` record our ViTs save; ``old_grid`` (config
+``model.weights_grid``, like TransReID-SSL's ``PRETRAIN_HW_RATIO``); the model's own grid when the
+counts are equal; the single candidate of :func:`reid.models.position.candidate_grids`. Several or no
+candidates are an error listing them and the key to set; a guess is never made.
 Any other shape mismatch is refused with the tensor name, both shapes and the likely cause.
 Files are read without unpickling code: ``torch.load(weights_only=True)``, safetensors or npz.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from reid.models.patch_embed import INPUT_NORM_FLAG
-from reid.models.position import resize_pos_embed
+from reid.models.position import POS_GRID, checkpoint_grid, resize_pos_embed
 
 StateDict = dict[str, Tensor]
 LAYOUTS = ("timm", "npz", "dino", "pass", "transreid", "torchvision", "reid")
@@ -277,17 +280,6 @@ FILTERS: dict[str, Callable[[Mapping[str, Tensor]], StateDict]] = {
 
 
 # ---- fitting into a model ----------------------------------------------------------------------
-def infer_old_grid(num_patches: int, target_grid: tuple[int, int]) -> tuple[int, int]:
-    """Grid of a checkpoint's patch positions: square when possible (ImageNet 14 x 14), otherwise
-    the factorisation whose aspect ratio is closest to the target grid (LUPerson 16 x 8)."""
-    side = math.isqrt(num_patches)
-    if side * side == num_patches:
-        return side, side
-    ratio = target_grid[0] / target_grid[1]
-    pairs = [(r, num_patches // r) for r in range(1, num_patches + 1) if num_patches % r == 0]
-    return min(pairs, key=lambda rc: abs(math.log((rc[0] / rc[1]) / ratio)))
-
-
 def _likely_cause(name: str, saved: tuple[int, ...], wanted: tuple[int, ...]) -> str:
     if "classifier" in name:
         return "class count differs (checkpoint trained on another dataset's identities)"
@@ -321,20 +313,30 @@ def _place(mapped: StateDict, layout: str, model: nn.Module) -> StateDict:
 
 
 def _fit_pos_embed(
-    state: StateDict, model: nn.Module, report: LoadReport, old_grid: tuple[int, int] | None
+    state: StateDict, model: nn.Module, report: LoadReport, old_grid: Sequence[int] | None
 ) -> None:
+    """Resize the checkpoint's patch positions to the model's grid; drops the checkpoint's grid record
+    (the model keeps its own)."""
     backbone, prefix = _backbone_of(model)
-    key = prefix + "pos_embed"
+    key, record = prefix + "pos_embed", state.pop(prefix + POS_GRID, None)
     target = getattr(backbone, "pos_embed", None)
-    if key not in state or target is None or state[key].shape == target.shape:
+    if target is None and old_grid is not None:
+        raise ValueError(
+            "weights: model.weights_grid is set, but the model has no position grid (CNN); set null"
+        )
+    if key not in state or target is None:
         return
     saved = state[key]
     if saved.ndim != 3 or saved.shape[-1] != target.shape[-1]:
         return  # a width mismatch is reported by the shape check
     new_grid = tuple(backbone.patch_embed.grid_size)
-    grid = old_grid or infer_old_grid(saved.shape[1], new_grid)
-    state[key] = resize_pos_embed(saved, new_grid, grid)
-    report.resized.append(f"{key} {grid[0]}x{grid[1]} -> {new_grid[0]}x{new_grid[1]} (input size/stride)")
+    grid = checkpoint_grid(saved.shape[1], record, old_grid, backbone.patch_embed, report.path)
+    if grid != new_grid:
+        state[key] = resize_pos_embed(saved, new_grid, grid)
+        how = (
+            "recorded in the file" if record is not None else "model.weights_grid" if old_grid else "inferred"
+        )
+        report.resized.append(f"{key} {grid[0]}x{grid[1]} -> {new_grid[0]}x{new_grid[1]} (old grid {how})")
 
 
 def _check_shapes(state: StateDict, wanted: Mapping[str, Tensor], path: str, layout: str) -> None:
@@ -366,14 +368,15 @@ def _check_input_norm(state: StateDict, wanted: Mapping[str, Tensor], path: str)
 
 
 def load_pretrained(
-    model: nn.Module, path: str | Path, layout: str = "auto", old_grid: tuple[int, int] | None = None
+    model: nn.Module, path: str | Path, layout: str = "auto", old_grid: Sequence[int] | None = None
 ) -> LoadReport:
     """Load ``path`` into ``model`` (a ``ReIDNet`` or ``CNNReIDNet``; or a bare ``VisionTransformer``
     or ``ResNet``).
 
-    ``layout`` is one of :data:`LAYOUTS` or ``"auto"`` (:func:`detect_layout`); ``old_grid`` is the
-    checkpoint's patch grid when it cannot be inferred. After a backbone-only load the JPM branch
-    is re-copied from the loaded last block (the official code copies after loading too).
+    ``layout`` is one of :data:`LAYOUTS` or ``"auto"`` (:func:`detect_layout`); ``old_grid``
+    (``model.weights_grid``) is the checkpoint's ``[rows, cols]`` patch grid where it records none
+    and the count is ambiguous (:func:`reid.models.position.checkpoint_grid`). After a backbone-only
+    load the JPM branch is re-copied from the loaded last block (the official code copies after too).
     """
     state, from_teacher = _unwrap(read_checkpoint(path))
     if layout == "auto":
@@ -390,7 +393,8 @@ def load_pretrained(
     model.load_state_dict(usable, strict=False)
     report.loaded = sorted(usable)
     report.unexpected = sorted(k for k in mapped if k not in wanted)
-    report.missing = sorted(k for k in wanted if k not in mapped and not k.endswith("num_batches_tracked"))
+    skipped = ("num_batches_tracked", POS_GRID)  # bookkeeping buffers, not weights
+    report.missing = sorted(k for k in wanted if k not in mapped and not k.endswith(skipped))
     if layout not in ("transreid", "reid") and hasattr(model, "reset_local_branch"):
         model.reset_local_branch()
     return report

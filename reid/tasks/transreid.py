@@ -14,7 +14,7 @@ backbone needs the camera/view counts of the data).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -78,6 +78,9 @@ class TransReIDTask(L.LightningModule):
     param_groups: :class:`ParamGroupConfig` fields.
     schedule: ``_partial_`` schedule function ``(base, epochs, steps_per_epoch) -> array``, or None.
     weights: path of a checkpoint to initialise from (see ``reid.models.weights``), or None.
+    weights_grid: ``[rows, cols]`` of the checkpoint's patch position grid (TransReID-SSL's
+        ``PRETRAIN_HW_RATIO``), or None: the grid recorded in the checkpoint, else the one the
+        position count allows (``reid.models.position.checkpoint_grid``), else an error. ViT only.
     net: ``_partial_`` config of the network class, called as ``net(backbone, num_classes, jpm=...,
         neck_feat=..., feature=...)``; ``None`` means :class:`ReIDNet` (ViT backbones). CNN backbones
         take ``reid.models.cnn_reid_net.CNNReIDNet``, which refuses JPM and part features.
@@ -102,6 +105,7 @@ class TransReIDTask(L.LightningModule):
         weights: str | None = None,
         net: DictConfig | Mapping | None = None,
         sie_at_test: bool = True,
+        weights_grid: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         # plain containers only, so Lightning checkpoints load with torch.load(weights_only=True)
@@ -110,7 +114,9 @@ class TransReIDTask(L.LightningModule):
         self.save_hyperparameters(
             {k: _plain(v) for k, v in hparams.items()}
             | {"neck_feat": neck_feat, "feature": feature, "weights": weights, "sie_at_test": sie_at_test}
+            | {"weights_grid": _plain(weights_grid)}
         )
+        self.weights_grid = _plain(weights_grid)
         self.data_info = data_info
         self.sie_at_test = sie_at_test
         self.evaluation = evaluation
@@ -129,8 +135,9 @@ class TransReIDTask(L.LightningModule):
             self.load_weights(weights)
 
     def load_weights(self, path: str) -> None:
-        """Initialise ``self.net`` from a checkpoint file; logs what was missing or unexpected."""
-        rank_zero_info(load_pretrained(self.net, path).summary())
+        """Initialise ``self.net`` from a checkpoint file (its position grid: ``weights_grid`` or the
+        file's record); logs what was missing, unexpected or resized."""
+        rank_zero_info(load_pretrained(self.net, path, old_grid=self.weights_grid).summary())
 
     def forward(self, images: Tensor, camids: Tensor | None = None, viewids: Tensor | None = None) -> Tensor:
         """Retrieval embedding [B, D] (eval mode), flip-averaged when ``evaluation.flip``."""

@@ -4,8 +4,10 @@
 
 Writes the teacher's backbone (``--which student`` for the student) in our ViT key layout
 (``patch_embed.proj.*``, ``cls_token``, ``part_tokens``, ``cls_pos``, ``part_pos``, ``pos_embed``,
-``blocks.{i}.*``, ``norm.*``), as ``.safetensors`` (with the metadata ``num_parts``, ``embed_dim``,
-``depth``) or ``.pth``; a fine-tuning experiment loads it with ``model.weights=<file>``.
+``blocks.{i}.*``, ``norm.*``, and the ``pos_grid`` record of the position grid), as ``.safetensors``
+(with the metadata ``num_parts``, ``embed_dim``, ``depth``, ``pos_grid``, ...) or ``.pth``; a fine-tuning
+experiment loads it with ``model.weights=<file>``, at any input size or stride: the recorded grid says
+how to resize the positions.
 The same helpers load a backbone back from any of these files (used by the CFS tool).
 """
 
@@ -21,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from reid.models.patch_embed import INPUT_NORM_FLAG
-from reid.models.position import grid_size
+from reid.models.position import POS_GRID, grid_size
 from reid.models.vit import VisionTransformer
 
 PREFIXES = {"teacher": "teacher.backbone.", "student": "student.backbone."}
@@ -76,15 +78,17 @@ def architecture(state: Mapping[str, Tensor]) -> dict[str, int | str | bool]:
 
 
 def infer_stride(state: Mapping[str, Tensor], img_size: Sequence[int], patch_size: int) -> int:
-    """The patch stride whose grid at ``img_size`` has as many positions as ``pos_embed``."""
+    """The patch stride whose grid at ``img_size`` is the recorded ``pos_grid`` (a state without the
+    record: the stride whose grid has as many positions as ``pos_embed``)."""
     count = int(state["pos_embed"].shape[1])
+    recorded = tuple(int(v) for v in state[POS_GRID].tolist()) if POS_GRID in state else None
     for stride in range(patch_size, 0, -1):
         rows, cols = grid_size(tuple(img_size), patch_size, stride)
-        if rows * cols == count:
+        if (rows, cols) == recorded or (recorded is None and rows * cols == count):
             return stride
+    what = f"a {recorded[0]}x{recorded[1]} grid ({POS_GRID})" if recorded else f"{count} positions"
     raise ValueError(
-        f"backbone pos_embed holds {count} positions: no stride <= {patch_size} gives that grid "
-        f"at {tuple(img_size)}"
+        f"backbone pos_embed holds {what}: no stride <= {patch_size} gives that grid at {tuple(img_size)}"
     )
 
 
@@ -108,6 +112,8 @@ def export_backbone(ckpt: str | Path, out: str | Path, which: str = "teacher") -
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".safetensors":
         meta = {k: str(v) for k, v in architecture(backbone).items()} | {"source": str(ckpt), "which": which}
+        if POS_GRID in backbone:
+            meta[POS_GRID] = "x".join(str(int(v)) for v in backbone[POS_GRID].tolist())
         save_file(backbone, str(out), metadata=meta)
     elif out.suffix in (".pth", ".pt"):
         torch.save(backbone, out)

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from reid.models import ReIDNet, vit_tiny
 from reid.models.position import resize_pos_embed
-from reid.models.weights import detect_layout, infer_old_grid, load_pretrained
+from reid.models.weights import detect_layout, load_pretrained
 
 DIM, HEADS, DEPTH = 24, 2, 2
 
@@ -222,14 +222,12 @@ def test_pickled_objects_are_refused(tmp_path):
         load_pretrained(_vit(), tmp_path / "missing.pth")
 
 
-def test_layout_detection_and_grid_inference():
+def test_layout_detection():  # grid inference: tests/models/test_position_grids.py
     assert detect_layout({"Transformer/encoder_norm/scale": torch.zeros(1)}) == "npz"
     assert detect_layout({"base.cls_token": torch.zeros(1)}) == "transreid"
     assert detect_layout({"backbone.cls_token": torch.zeros(1)}) == "dino"
     assert detect_layout({"backbone.part_token1": torch.zeros(1)}) == "pass"
     assert detect_layout({"cls_token": torch.zeros(1)}) == "timm"
-    assert infer_old_grid(196, (21, 10)) == (14, 14)  # ImageNet 224
-    assert infer_old_grid(128, (21, 10)) == (16, 8)  # LUPerson 256 x 128
 
 
 @pytest.mark.parametrize("saved_norm", [True, False])
