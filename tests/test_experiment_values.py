@@ -1,18 +1,23 @@
-"""Each TransReID / TransReID-SSL / BoT experiment composes to the official recipe.
+"""Each TransReID / TransReID-SSL / PASS / BoT experiment composes to the official recipe.
 
 The tables are read from the official configs (heshuting555/TransReID configs/<dataset>/
 vit_transreid_stride*.yml and vit_base.yml; damo-cv/TransReID-SSL transreid_pytorch/configs/
-<dataset>/vit_small.yml) and config/defaults.py (SHIFT_NUM 5, SHUFFLE_GROUP 2, DEVIDE_LENGTH 4,
-SIE_COE 3.0, DROP_PATH 0.1, WARMUP_EPOCHS 5, MOMENTUM 0.9); for BoT from
-michuanhaohao/reid-strong-baseline configs/softmax_triplet.yml and config/defaults.py (LAST_STRIDE 1,
-NECK bnneck, MARGIN 0.3, PIXEL_MEAN/STD ImageNet) with the paper's warmup start (3.5e-5 = 0.1 x
-BASE_LR); not from our YAML files.
+<dataset>/vit_small.yml, vit_small_ics.yml, vit_base_ics_384.yml; CASIA-IVA-Lab/PASS-reID
+PASS_transreid/configs/<dataset>/vit_small.yml, vit_base.yml and run_pass_vit_base_*_384.sh) and
+config/defaults.py (SHIFT_NUM 5, SHUFFLE_GROUP 2, DEVIDE_LENGTH 4, SIE_COE 3.0, DROP_PATH 0.1,
+WARMUP_EPOCHS 5, MOMENTUM 0.9); for BoT from michuanhaohao/reid-strong-baseline
+configs/softmax_triplet.yml and config/defaults.py (LAST_STRIDE 1, NECK bnneck, MARGIN 0.3,
+PIXEL_MEAN/STD ImageNet) with the paper's warmup start (3.5e-5 = 0.1 x BASE_LR); for the DINO / PASS
+pretraining from TransReID-SSL dino/script/vit-b_ics_cfs_lup.sh + dino/main_dino.py defaults and
+PASS-reID PASS/script/vit-b_full_lup-pass.sh + PASS/main_pass.py defaults; not from our YAML files.
 """
 
+from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -20,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from reid.config import CONFIG_DIR, register_resolvers
 from reid.data.records import DatasetInfo
 from reid.evaluation import EvalConfig
+from reid.models.vit import vit_tiny
 
 
 class Official(NamedTuple):
@@ -34,10 +40,36 @@ class Official(NamedTuple):
     warmup: int = 5
     instances: int = 4
     epochs: int = 120
+    stem: str = "patch"  # "ics": STEM_CONV True
+    parts: int = 0  # PASS part tokens (MULTI_NECK True, FEAT_FUSION 'cat': feature cat(cls, mean(parts)))
+    weights_grid: tuple[int, int] | None = None  # PRETRAIN_HW_RATIO 2 on a 256x128 checkpoint: 16 x 8
+    weights_file: str | None = None  # file name of MODEL.PRETRAIN_PATH, where we load the official release
 
 
 VIT_B, VIT_S = "reid.models.vit.vit_base", "reid.models.vit.vit_small"
 PERSON = (256, 128)
+TALL = (384, 128)
+LUP_GRID = (16, 8)  # the LUPerson checkpoints' grid (256x128 / 16); PRETRAIN_HW_RATIO: 2 in every config
+# TransReID-SSL configs/{market,msmt17}/vit_small_ics.yml and vit_base_ics_384.yml; PASS-reID
+# PASS_transreid/configs/{market,msmt17}/vit_small.yml (run_pass_vit_small_*.sh) and vit_base.yml with
+# INPUT.SIZE_TRAIN/TEST [384,128] (run_pass_vit_base_{Market,MSMT17}_384.sh): all SGD BASE_LR 0.0004,
+# WARMUP_EPOCHS 20, IMS_PER_BATCH 64, NUM_INSTANCE 4, MAX_EPOCHS 120, STRIDE_SIZE [16, 16], no SIE/JPM.
+S_ICS = {"stem": "ics", "weights_file": "vit_small_ics_cfs_lup.pth"}
+B_ICS = {"stem": "ics", "weights_grid": LUP_GRID, "weights_file": "vit_base_ics_cfs_lup.pth"}
+B_PASS = {"parts": 3, "weights_grid": LUP_GRID, "weights_file": "pass_vit_base_full.pth"}
+LUP_RECIPES = {
+    name: Official(data, backbone, 0.0004, 64, size, 16, None, None, warmup=20, **extra)
+    for name, data, backbone, size, extra in [
+        ("vit_small_ics_lup_market", "market1501", VIT_S, PERSON, S_ICS),
+        ("vit_small_ics_lup_msmt", "msmt17", VIT_S, PERSON, S_ICS),
+        ("vit_base_ics_lup_market_384", "market1501", VIT_B, TALL, B_ICS),
+        ("vit_base_ics_lup_msmt_384", "msmt17", VIT_B, TALL, B_ICS),
+        ("pass_market", "market1501", VIT_S, PERSON, {"parts": 3}),  # our exported PASS ViT-S
+        ("pass_msmt", "msmt17", VIT_S, PERSON, {"parts": 3}),
+        ("pass_vit_base_market_384", "market1501", VIT_B, TALL, B_PASS),
+        ("pass_vit_base_msmt_384", "msmt17", VIT_B, TALL, B_PASS),
+    ]
+}
 OFFICIAL = {
     "transreid_market": Official("market1501", VIT_B, 0.008, 64, PERSON, 12, (True, False), 5),
     "transreid_duke": Official("dukemtmc", VIT_B, 0.008, 64, PERSON, 12, (True, False), 5),
@@ -50,6 +82,7 @@ OFFICIAL = {
     "vit_baseline_market": Official("market1501", VIT_B, 0.008, 64, PERSON, 16, None, None),
     "vit_small_lup_market": Official("market1501", VIT_S, 0.0004, 64, PERSON, 16, None, None, warmup=20),
     "vit_small_lup_msmt": Official("msmt17", VIT_S, 0.0004, 64, PERSON, 16, None, None, warmup=20),
+    **LUP_RECIPES,
 }
 
 
@@ -79,6 +112,42 @@ OFFICIAL_BOT = {
 }
 
 
+class OfficialSSL(NamedTuple):
+    """A DINO / PASS pretraining script's arguments (defaults of main_dino.py / main_pass.py, which agree)."""
+
+    backbone: str
+    stem: str
+    parts: int  # PASS: 3 part tokens (main_pass.py builds them into the model, no flag)
+    batch: int  # --batch_size_per_gpu (on --nproc_per_node=8)
+    num_local: int  # --local_crops_number
+    local_scale: tuple[float, float]  # --local_crops_scale
+    epochs: int = 100  # --epochs
+    size: tuple[int, int] = PERSON  # --height 256 --width 128
+    local_size: tuple[int, int] = (128, 64)  # --crop_height 128 --crop_width 64
+    global_scale: tuple[float, float] = (0.4, 1.0)  # --global_crops_scale
+    out_dim: int = 65536
+    norm_last_layer: bool = True
+    lr: float = 5e-4  # for a batch of 256, scaled linearly
+    min_lr: float = 1e-6
+    warmup: int = 10
+    weight_decay: tuple[float, float] = (0.04, 0.4)  # --weight_decay -> --weight_decay_end
+    momentum_teacher: float = 0.996
+    teacher_temp: tuple[float, float, int] = (0.04, 0.04, 0)  # warmup value, final value, warmup epochs
+    clip_grad: float = 3.0
+    freeze_last_layer: int = 1
+    drop_path: float = 0.1  # the student's, hard-coded in main_*.py
+
+
+OFFICIAL_SSL = {
+    # TransReID-SSL dino/script/vit-b_ics_cfs_lup.sh: --arch ours_vit_base (ours_vit.py: PatchEmbed_VOLO with
+    # stem_conv=True, stem_stride 2), --epochs 100, 256x128 / 128x64; the rest main_dino.py defaults
+    "dino_lup_vit_base_ics": OfficialSSL(VIT_B, "ics", 0, 64, 8, (0.05, 0.4)),
+    # PASS-reID PASS/script/vit-b_full_lup-pass.sh: --arch vit_base (patch stem), --local_crops_number 9,
+    # --local_crops_scale 0.1 0.8, --batch_size_per_gpu 64, --epochs 100
+    "pass_lup_vit_base": OfficialSSL(VIT_B, "patch", 3, 64, 9, (0.1, 0.8)),
+}
+
+
 @pytest.fixture(scope="module")
 def composed() -> dict[str, DictConfig]:
     """Every experiment composed once (composition is the slow part)."""
@@ -86,7 +155,7 @@ def composed() -> dict[str, DictConfig]:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return {
             name: compose(config_name="run", overrides=[f"experiment={name}"])
-            for name in [*OFFICIAL, *OFFICIAL_BOT]
+            for name in [*OFFICIAL, *OFFICIAL_BOT, *OFFICIAL_SSL]
         }
 
 
@@ -126,6 +195,13 @@ def test_experiment_matches_official_values(name, composed):
         assert model.jpm is None
     else:
         assert (model.jpm.shift, model.jpm.groups, model.jpm.num_local) == (want.jpm_shift, 2, 4)
+    assert model.backbone.stem == want.stem
+    assert model.backbone.get("num_parts", 0) == want.parts
+    assert model.feature == ("cls_parts" if want.parts else "cls")
+    grid = model.weights_grid
+    assert (None if grid is None else tuple(grid)) == want.weights_grid
+    if want.weights_file is not None:
+        assert model.weights.rsplit("/", 1)[-1] == want.weights_file
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL))
@@ -142,7 +218,9 @@ def test_experiment_instantiates_with_a_tiny_backbone(name, composed):
     rows, cols = task.net.backbone.grid_size
     assert (rows, cols) == ((want.size[0] - 16) // want.stride + 1, (want.size[1] - 16) // want.stride + 1)
     num_local = 0 if want.jpm_shift is None else 4
-    assert task.net.embedding_dim == 192 * (1 + num_local)
+    assert task.net.embedding_dim == 192 * (1 + num_local) * (2 if want.parts else 1)  # cat(cls, mean(parts))
+    assert task.net.backbone.num_parts == want.parts
+    assert task.net.backbone.patch_embed.stem_kind == want.stem
     sie = getattr(task.net.backbone, "sie_embed", None)
     if want.sie is None:
         assert sie is None
@@ -208,3 +286,91 @@ def test_bot_experiment_instantiates_with_a_tiny_backbone(name, composed):
     with torch.device("meta"):  # shapes only
         feature_map = task.net.backbone.to("meta").forward_features(torch.empty(1, 3, *size))
     assert tuple(feature_map.shape[2:]) == (size[0] // 16, size[1] // 16)  # last stride 1: output stride 16
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_SSL))
+def test_pretraining_experiment_matches_official_script(name, composed):
+    want = OFFICIAL_SSL[name]
+    cfg = composed[name]
+    model, data = cfg.model, cfg.data
+    assert model._target_ == "reid.tasks.ssl_pretrain.SSLPretrainTask"
+    assert data.dataset._target_.endswith(".load_luperson")
+    assert model.backbone._target_ == want.backbone and model.backbone.stem == want.stem
+    assert (model.backbone.patch_size, model.backbone.stride) == (16, 16)
+    assert model.num_parts == want.parts
+    assert data.batch_size == want.batch
+    assert cfg.trainer.max_epochs == want.epochs and model.epochs in (None, want.epochs)
+    augment = instantiate(data.augment)
+    assert len(augment.local_regions) == want.num_local
+    assert augment.global_size == want.size and augment.local_size == want.local_size
+    assert tuple(data.augment.global_scale) == want.global_scale
+    assert tuple(data.augment.local_scale) == want.local_scale
+    assert (model.out_dim, model.norm_last_layer) == (want.out_dim, want.norm_last_layer)
+    assert (model.hidden_dim, model.bottleneck_dim) == (2048, 256)  # DINOHead defaults
+    assert model.lr == pytest.approx(want.lr) and model.min_lr == pytest.approx(want.min_lr)
+    assert model.warmup_epochs == want.warmup
+    assert (model.weight_decay, model.weight_decay_end) == pytest.approx(want.weight_decay)
+    assert model.momentum_teacher == pytest.approx(want.momentum_teacher)
+    teacher = (model.warmup_teacher_temp, model.teacher_temp, model.warmup_teacher_temp_epochs)
+    assert teacher == pytest.approx(want.teacher_temp)
+    assert (model.student_temp, model.center_momentum) == pytest.approx((0.1, 0.9))
+    assert model.clip_grad == pytest.approx(want.clip_grad)
+    assert model.freeze_last_layer_epochs == want.freeze_last_layer
+    assert model.drop_path_rate == pytest.approx(want.drop_path)
+
+
+def _official_lup_checkpoint(path: Path, stem: str, parts: int) -> dict[str, torch.Tensor]:
+    """A LUPerson teacher checkpoint at 256x128 (16 x 8 grid) under the official names: TransReID-SSL DINO
+    (``patch_embed.conv.*``, ``pos_embed`` = [CLS] + patches) or PASS (``part_token{i}``, ``cls_pos``,
+    ``part{i}_pos``, patch-only ``pos_embed``), inside ``{"teacher": {"backbone.<key>": ...}}``.
+    Returns the backbone tensors under the official names."""
+    net = vit_tiny(img_size=PERSON, stem=stem, num_parts=parts, depth=1)
+    state = {k.replace("patch_embed.stem.", "patch_embed.conv."): v for k, v in net.state_dict().items()}
+    state.pop("pos_grid", None)  # ours only: the official checkpoints record no grid
+    if parts:
+        for i in range(parts):
+            state[f"part_token{i + 1}"] = state["part_tokens"][:, i : i + 1]
+            state[f"part{i + 1}_pos"] = state["part_pos"][:, i : i + 1]
+        del state["part_tokens"], state["part_pos"]
+    else:
+        state["pos_embed"] = torch.cat([state.pop("cls_pos"), state["pos_embed"]], dim=1)
+    teacher = {f"backbone.{k}": v for k, v in state.items()} | {"head.last_layer.weight_g": torch.ones(8, 1)}
+    torch.save({"teacher": teacher}, path)
+    return state
+
+
+@pytest.mark.parametrize(
+    ("name", "stem", "parts"),
+    [("vit_base_ics_lup_market_384", "ics", 0), ("pass_vit_base_market_384", "patch", 3)],
+)
+def test_384_experiment_loads_a_256x128_lup_checkpoint(name, stem, parts, composed, tmp_path):
+    """The hand-off PRETRAIN_HW_RATIO 2 stands for: a 16 x 8 LUPerson grid bilinearly resized to 24 x 8
+    (official ``resize_pos_embed``: F.interpolate, mode bilinear, align_corners False), every other
+    backbone tensor (ICS stem included) copied as it is."""
+    official = _official_lup_checkpoint(tmp_path / "lup.pth", stem, parts)
+    model = composed[name].model.copy()
+    OmegaConf.set_struct(model, False)
+    model.backbone._target_ = "reid.models.vit.vit_tiny"
+    model.backbone.depth = 1
+    model.weights = str(tmp_path / "lup.pth")
+    info = DatasetInfo(num_classes=6, num_cameras=3, num_views=1)
+    backbone = instantiate(model, data_info=info, evaluation=EvalConfig(), _recursive_=False).net.backbone
+    assert backbone.grid_size == (24, 8)
+    patches = official["pos_embed"][:, -128:]
+    grid = patches.reshape(1, 16, 8, -1).permute(0, 3, 1, 2)
+    want = F.interpolate(grid, size=(24, 8), mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(backbone.pos_embed, want)
+    cls_pos = official["cls_pos"] if parts else official["pos_embed"][:, :1]
+    torch.testing.assert_close(backbone.cls_pos, cls_pos)
+    ours = backbone.state_dict()
+    for key, value in official.items():
+        if key.startswith(("patch_embed.", "blocks.", "norm.", "cls_token")):
+            torch.testing.assert_close(ours[key.replace("patch_embed.conv.", "patch_embed.stem.")], value)
+    if parts:
+        torch.testing.assert_close(
+            backbone.part_tokens, torch.cat([official[f"part_token{i}"] for i in (1, 2, 3)], 1)
+        )
+        torch.testing.assert_close(
+            backbone.part_pos, torch.cat([official[f"part{i}_pos"] for i in (1, 2, 3)], 1)
+        )
+    assert any(k.startswith("patch_embed.stem.") for k in ours) == (stem == "ics")
