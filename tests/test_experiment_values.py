@@ -182,8 +182,8 @@ def test_experiment_matches_official_values(name, composed):
     assert model.schedule.warmup_epochs == want.warmup
     assert model.schedule.warmup_start_factor == pytest.approx(0.01)
     assert model.schedule.final_factor == pytest.approx(0.002)
-    assert model.loss.triplet_loss.margin is None  # NO_MARGIN: True
-    assert model.loss.id_loss.label_smoothing == 0.0  # IF_LABELSMOOTH: off
+    assert model.loss.tri.margin is None  # NO_MARGIN: True
+    assert model.loss.id.label_smoothing == 0.0  # IF_LABELSMOOTH: off
     assert model.neck_feat == "before"
     assert list(data.pixel_mean) == [0.5, 0.5, 0.5] and list(data.pixel_std) == [0.5, 0.5, 0.5]
     if want.sie is None:
@@ -254,10 +254,10 @@ def test_bot_experiment_matches_official_values(name, composed):
     assert tuple(model.schedule.milestones) == want.milestones
     assert model.schedule.gamma == pytest.approx(want.gamma)
     assert cfg.trainer.max_epochs == want.epochs
-    assert model.loss.id_loss.label_smoothing == pytest.approx(want.label_smoothing)
-    assert model.loss.triplet_loss.margin == pytest.approx(want.margin)
-    assert not model.loss.triplet_loss.normalize_feature
-    assert model.loss.id_weight == model.loss.triplet_weight == 1.0
+    assert model.loss.id.label_smoothing == pytest.approx(want.label_smoothing)
+    assert model.loss.tri.margin == pytest.approx(want.margin)
+    assert not model.loss.tri.normalize_feature
+    assert model.loss.id.weight == model.loss.tri.weight == 1.0
     assert data.batch_size == want.batch and data.num_instances == want.instances
     assert list(data.image_size) == list(want.size)
     assert data.augment.erasing_prob == pytest.approx(want.erasing)

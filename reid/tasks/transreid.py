@@ -2,7 +2,7 @@
 
 ``ReIDNet`` (backbone -> global/JPM branches -> BNNeck heads), or the net that ``model.net`` names
 (e.g. ``CNNReIDNet``: ResNet -> pooling -> BNNeck, BoT), is trained with the ID + triplet
-objective summed over branches (``reid.losses.ReIDObjective``); validation embeds query and
+objective summed over branches (``reid.losses.Objective``: named, weighted terms); validation embeds query and
 gallery images and ranks them with ``reid.evaluation.ReIDEvaluator``. Optimiser, parameter
 groups and the per-step lr array are built here from the ``_partial_`` configs.
 
@@ -26,7 +26,7 @@ from torch import Tensor
 
 from reid.data.records import DatasetInfo
 from reid.evaluation import EvalConfig, ReIDEvaluator
-from reid.losses import ReIDObjective
+from reid.losses import Objective, ObjectiveInput
 from reid.models.reid_net import ReIDModelOutput, ReIDNet
 from reid.models.weights import load_pretrained
 from reid.optim import ArrayLR, ParamGroupConfig, build_param_groups
@@ -73,7 +73,7 @@ class TransReIDTask(L.LightningModule):
     jpm: ``{shift, groups, num_local}`` or ``None`` (no jigsaw branches).
     neck_feat: ``"before"`` | ``"after"`` the BNNeck for the retrieval feature.
     feature: ``"cls"`` | ``"cls_parts"`` (PASS fine-tuning).
-    loss: config of a :class:`ReIDObjective`.
+    loss: config of an :class:`~reid.losses.Objective` (its terms by name; parameters of terms are trained).
     optimizer: ``_partial_`` optimiser config whose ``lr`` / ``weight_decay`` are the base values.
     param_groups: :class:`ParamGroupConfig` fields.
     schedule: ``_partial_`` schedule function ``(base, epochs, steps_per_epoch) -> array``, or None.
@@ -126,7 +126,7 @@ class TransReIDTask(L.LightningModule):
         self.net = build_net(
             net_backbone, data_info.num_classes, jpm=_plain(jpm), neck_feat=neck_feat, feature=feature
         )
-        self.objective: ReIDObjective = instantiate(loss)
+        self.objective: Objective = instantiate(loss)
         self.optimizer_factory = instantiate(optimizer)
         self.param_group_config = ParamGroupConfig(**(_plain(param_groups) or {}))
         self.schedule_factory = instantiate(schedule) if schedule is not None else None
@@ -150,12 +150,13 @@ class TransReIDTask(L.LightningModule):
     # ---- training -------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         out: ReIDModelOutput = self.net(batch["image"], batch["camid"], batch["viewid"])
-        losses = self.objective(out.feats, out.logits, batch["pid"], self.net.branch_weights)
+        inputs = ObjectiveInput(out.feats, out.logits, batch["pid"], self.net.branch_weights, batch["camid"])
+        losses = self.objective(inputs)
         acc = (out.logits[0].argmax(dim=1) == batch["pid"]).float().mean()
         size = batch["image"].shape[0]
         self.log("train/loss", losses.total, prog_bar=True, batch_size=size)
-        self.log("train/loss_id", losses.id, batch_size=size)
-        self.log("train/loss_tri", losses.triplet, batch_size=size)
+        for name, value in losses.terms.items():
+            self.log(f"train/loss_{name}", value, batch_size=size)
         self.log("train/acc", acc, prog_bar=True, batch_size=size)
         self.log("train/lr", self._base_group_lr(), batch_size=size)
         return losses.total
@@ -171,6 +172,7 @@ class TransReIDTask(L.LightningModule):
         base_lr = float(self.optimizer_factory.keywords["lr"])
         weight_decay = float(self.optimizer_factory.keywords.get("weight_decay", 0.0))
         groups = build_param_groups(self.net, base_lr, weight_decay, self.param_group_config)
+        groups += self.objective.param_groups(base_lr)
         optimizer = self.optimizer_factory(groups)
         if self.schedule_factory is None:
             return {"optimizer": optimizer}

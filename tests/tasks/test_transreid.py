@@ -164,6 +164,30 @@ def test_param_groups_follow_config():
     assert id(task.net.backbone.blocks[0].attn.qkv.weight) not in exempt
 
 
+def test_a_configured_loss_term_is_logged_and_its_parameters_trained():
+    term = {"_target_": "tests.losses.terms.MeanCentreTerm", "weight": 0.5, "dim": 48, "lr": 0.25}
+    task = _task(**{"loss.centre": term, "schedule": None, "optimizer.lr": 0.01})
+    batch = _batch()
+    logged = {}
+    task.log = lambda name, value, **kwargs: logged.__setitem__(name, value)
+    loss = task.training_step(batch, 0)
+    assert set(logged) >= {"train/loss", "train/loss_id", "train/loss_tri", "train/loss_centre"}
+    terms = task.objective.terms
+    expected = logged["train/loss_id"] + logged["train/loss_tri"] + 0.5 * logged["train/loss_centre"]
+    torch.testing.assert_close(loss, expected)
+    optimizer = task.configure_optimizers()["optimizer"]
+    (group,) = [g for g in optimizer.param_groups if g["name"] == "loss.centre"]
+    assert group["lr"] == 0.25 and group["params"] == [terms["centre"].centre]
+    loss.backward()
+    optimizer.step()
+    assert terms["centre"].centre.abs().sum() > 0  # the centre moved from zero
+
+
+def test_a_null_term_is_left_out():
+    task = _task(**{"loss.tri": None})
+    assert list(task.objective.terms) == ["id"]
+
+
 def test_fit_logs_losses_follows_schedule_and_evaluates(tmp_path):
     (tmp_path / "data").mkdir()
     datamodule = _datamodule(tmp_path / "data")

@@ -1,0 +1,158 @@
+"""The supervised objective as a set of named, weighted loss terms over one fixed model output.
+
+Each term reads what it needs from :class:`ObjectiveInput` (per-branch features and logits, labels,
+branch weights, camera ids and optional auxiliary tensors such as selected patch indices) and returns
+a scalar; the objective is
+
+    L = sum_t w_t * L_t
+
+The task logs every ``L_t`` as ``train/loss_<name>`` without knowing the terms, and the optimiser
+trains any parameters a term holds (a center loss's centres), in a group of their own
+(:meth:`Objective.param_groups`). Adding a loss means a term module and a config entry::
+
+    loss:
+      _target_: reid.losses.Objective
+      id:  {_target_: reid.losses.IDTerm, weight: 1.0, label_smoothing: 0.0}
+      tri: {_target_: reid.losses.TripletTerm, weight: 1.0, margin: null}
+
+A term set to ``null`` in the config is left out (``model.loss.tri=null``).
+
+TransReID Sec. 3.3 (``loss/make_loss.py``) is the two default terms: with a global branch g and k JPM
+local branches l_j, both are summed over branches with the network's branch weights::
+
+    L_ID  = 0.5 * CE(z_g) + 0.5 * (1/k) sum_j CE(z_lj)
+    L_Tri = 0.5 * Tri(f_g) + 0.5 * (1/k) sum_j Tri(f_lj)
+
+(``(1.0,)`` without JPM). The triplet term takes the features before the BNNeck, the ID term the
+logits after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from torch import Tensor, nn
+
+from reid.losses.id_loss import IDLoss
+from reid.losses.triplet import TripletLoss
+
+
+@dataclass(frozen=True)
+class ObjectiveInput:
+    """What loss terms may read: one entry per branch in ``feats`` / ``logits`` / ``branch_weights``.
+
+    ``aux`` holds optional model outputs by name (e.g. ``"patch_index"`` [N, M] of selected patches);
+    a term that needs an entry the model does not give raises an error naming it.
+    """
+
+    feats: Sequence[Tensor]
+    logits: Sequence[Tensor]
+    labels: Tensor
+    branch_weights: Sequence[float]
+    camids: Tensor | None = None
+    aux: Mapping[str, Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not (len(self.feats) == len(self.logits) == len(self.branch_weights)) or not self.feats:
+            raise ValueError(
+                "ObjectiveInput: need one feature, one logits tensor and one weight per branch, got "
+                f"{len(self.feats)} feats, {len(self.logits)} logits, {len(self.branch_weights)} "
+                "branch_weights"
+            )
+
+    def require(self, name: str, term: str) -> Tensor:
+        """``aux[name]``, or a ValueError saying which term needs it and what the model gave."""
+        if name not in self.aux:
+            raise ValueError(
+                f"loss term '{term}' needs the model output '{name}', but the model gives "
+                f"{sorted(self.aux) or 'no auxiliary outputs'}"
+            )
+        return self.aux[name]
+
+
+class ObjectiveOutput(NamedTuple):
+    """``total = sum_t weight_t * terms[t]``; ``terms`` are the unweighted values, in config order."""
+
+    total: Tensor
+    terms: dict[str, Tensor]
+
+
+class LossTerm(nn.Module):
+    """A named objective term: ``forward(ObjectiveInput) -> scalar``, scaled by ``weight`` in the total.
+
+    ``param_group_options`` are the optimiser settings of the term's own parameters (none by default:
+    the base learning rate, no weight decay).
+    """
+
+    def __init__(self, weight: float = 1.0) -> None:
+        super().__init__()
+        self.weight = float(weight)
+
+    def param_group_options(self) -> dict[str, Any]:
+        return {"weight_decay": 0.0}
+
+    def forward(self, inputs: ObjectiveInput) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class IDTerm(LossTerm):
+    """Branch-weighted ID loss ``sum_b w_b CE_eps(z_b, y)`` (:class:`~reid.losses.IDLoss`)."""
+
+    def __init__(self, weight: float = 1.0, label_smoothing: float = 0.0) -> None:
+        super().__init__(weight)
+        self.loss = IDLoss(label_smoothing)
+
+    def forward(self, inputs: ObjectiveInput) -> Tensor:
+        return sum(w * self.loss(z, inputs.labels) for w, z in zip(inputs.branch_weights, inputs.logits))
+
+
+class TripletTerm(LossTerm):
+    """Branch-weighted batch-hard triplet loss ``sum_b w_b Tri(f_b, y)`` (:class:`TripletLoss`)."""
+
+    def __init__(
+        self, weight: float = 1.0, margin: float | None = None, normalize_feature: bool = False
+    ) -> None:
+        super().__init__(weight)
+        self.loss = TripletLoss(margin, normalize_feature)
+
+    def forward(self, inputs: ObjectiveInput) -> Tensor:
+        return sum(w * self.loss(f, inputs.labels) for w, f in zip(inputs.branch_weights, inputs.feats))
+
+
+class Objective(nn.Module):
+    """``L = sum_t w_t L_t`` over named :class:`LossTerm` s (``None`` entries are dropped).
+
+    Raises at construction when no term is left or a term is not a :class:`LossTerm`, naming it.
+    """
+
+    def __init__(self, **terms: LossTerm | None) -> None:
+        super().__init__()
+        kept = {name: term for name, term in terms.items() if term is not None}
+        for name, term in kept.items():
+            if not isinstance(term, LossTerm):
+                raise TypeError(
+                    f"model.loss.{name}: expected a loss term (reid.losses.LossTerm, e.g. "
+                    f"reid.losses.IDTerm), got {type(term).__name__}"
+                )
+        if not kept:
+            raise ValueError("model.loss: no loss term is set (every entry is null)")
+        self.terms = nn.ModuleDict(kept)
+
+    def forward(self, inputs: ObjectiveInput) -> ObjectiveOutput:
+        values = {name: term(inputs) for name, term in self.terms.items()}
+        total = sum(self.terms[name].weight * value for name, value in values.items())
+        return ObjectiveOutput(total, values)
+
+    def param_groups(self, base_lr: float) -> list[dict[str, Any]]:
+        """One optimiser group per term that has trainable parameters (``lr`` = ``base_lr`` unless the
+        term's ``param_group_options`` say otherwise); ``[]`` when no term has any. ``lr_factor`` is
+        ``lr / base_lr``: under a per-step schedule (``reid.optim.ArrayLR``) the group follows it, scaled."""
+        groups = []
+        for name, term in self.terms.items():
+            params = [p for p in term.parameters() if p.requires_grad]
+            if params:
+                group = {"params": params, "lr": base_lr, "name": f"loss.{name}"} | term.param_group_options()
+                groups.append(group | {"lr_factor": group["lr"] / base_lr})
+        return groups
