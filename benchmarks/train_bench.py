@@ -1,53 +1,97 @@
-"""Training throughput: images/s per model family, Lightning-step overhead, datamodule images/s per worker.
+"""Training throughput: images/s and peak memory per model family, Lightning-step overhead, datamodule
+images/s per worker.
 
-    python benchmarks/train_bench.py                 # CPU (small batch, few steps), CUDA bf16 too if present
-    python benchmarks/train_bench.py --steps 20 --batch 64 --device cuda
+    python benchmarks/train_bench.py                 # CPU (batch 4, 3 steps), CUDA bf16 too if present
+    python benchmarks/train_bench.py --quick         # CPU smoke run: batch 4, 1 step, no datamodule rows
+    python benchmarks/train_bench.py --device cuda --precision bf16-mixed --batch 64 --steps 10
+    python benchmarks/train_bench.py --device cuda --models transreid vit_b_ics_384 --dry-run
 
-Writes its section between the ``train_bench`` markers of docs/benchmarks.md.
+Families (``--models``, paper sizes): ViT-B TransReID (256x128, stride 12, JPM + SIE), ViT-B+ICS 384x128
+(TransReID-SSL), ViT-S (TransReID-SSL), ResNet-50 BoT, one DINO and one PASS (ViT-S) pretraining step.
+Rows are merged into the ``train_bench`` section of docs/benchmarks.md, keyed by device, precision,
+batch and family, so a GPU run adds its rows beside the CPU ones instead of replacing them.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import platform
+import sys
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from train_bench_doc import write_section
 
 from reid.config import CONFIG_DIR, register_resolvers
 from reid.data.records import DatasetInfo
 from reid.evaluation import EvalConfig
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-START, END = "<!-- train_bench:start -->", "<!-- train_bench:end -->"
 INFO = DatasetInfo(num_classes=751, num_cameras=6, num_views=1)
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 
 
-def supervised_task(model: str) -> L.LightningModule:
-    """A task from conf/model/<model>.yaml at 256 x 128 for Market-sized data."""
+@dataclass(frozen=True)
+class Family:
+    """One benchmarked model: a supervised task from conf/model/<model>.yaml (plus ``overrides``), or an
+    SSL step with ``num_parts`` part tokens (0 = DINO, 3 = PASS) when ``model`` is None."""
+
+    label: str
+    image_size: tuple[int, int]
+    model: str | None = None
+    overrides: dict = field(default_factory=dict)
+    num_parts: int = 0
+
+
+FAMILIES = {
+    "vit_s": Family("ViT-S/16 baseline (vit_small_lup)", (256, 128), "vit_small_lup"),
+    "transreid": Family("ViT-B/16 TransReID s12 JPM+SIE", (256, 128), "transreid"),
+    "vit_b_ics_384": Family(
+        "ViT-B/16+ICS (TransReID-SSL)", (384, 128), "vit_base_lup", {"backbone.stem": "ics"}
+    ),
+    "bot_r50": Family("ResNet-50 BoT (last stride 1)", (256, 128), "bot_r50"),
+    "dino": Family("DINO ViT-S (2x256x128 + 8x128x64)", (256, 128), num_parts=0),
+    "pass": Family("PASS ViT-S, 3 parts", (256, 128), num_parts=3),
+}
+
+
+def model_node(name: str) -> DictConfig:
+    """conf/model/<name>.yaml merged over its ``defaults`` chain (``- base`` then ``- _self_``)."""
+    node = OmegaConf.load(CONFIG_DIR / "model" / f"{name}.yaml")
+    if "defaults" not in node:
+        return node
+    bases = [d for d in node.defaults if d != "_self_"]
+    own = {k: v for k, v in node.items() if k != "defaults"}
+    return OmegaConf.merge(*(model_node(base) for base in bases), own)
+
+
+def supervised_task(model: str, image_size: tuple[int, int] = (256, 128), **overrides) -> L.LightningModule:
+    """A task from conf/model/<model>.yaml at ``image_size`` for Market-sized data."""
     register_resolvers()
-    cfg = OmegaConf.create(
-        {"data": {"image_size": [256, 128]}, "model": OmegaConf.load(CONFIG_DIR / "model" / f"{model}.yaml")}
-    )
-    if "defaults" in cfg.model:
-        base = OmegaConf.load(CONFIG_DIR / "model" / f"{cfg.model.defaults[0]}.yaml")
-        cfg.model = OmegaConf.merge(base, {k: v for k, v in cfg.model.items() if k != "defaults"})
+    cfg = OmegaConf.create({"data": {"image_size": list(image_size)}, "model": model_node(model)})
     cfg.model.weights = None
+    for key, value in overrides.items():
+        OmegaConf.update(cfg.model, key, value, force_add=True)
     return instantiate(cfg.model, data_info=INFO, evaluation=EvalConfig(), _recursive_=False)
 
 
-def pk_batch(batch: int, device: str) -> dict[str, torch.Tensor]:
+def pk_batch(batch: int, image_size: tuple[int, int] = (256, 128)) -> dict[str, torch.Tensor]:
     k = 4 if batch >= 8 and batch % 4 == 0 else 2
     pid = torch.arange(batch // k).repeat_interleave(k)
     return {
-        "image": torch.randn(batch, 3, 256, 128),
+        "image": torch.randn(batch, 3, *image_size),
         "pid": pid,
         "camid": pid % 6,
         "viewid": torch.zeros_like(pid),
@@ -61,14 +105,14 @@ def _sync(device: str) -> None:
 
 
 def raw_step_time(task: L.LightningModule, batch: dict, device: str, precision: str, steps: int) -> float:
-    """Seconds per step of a plain loop: forward, objective, backward, SGD step."""
+    """Seconds per step of a plain loop around the task's ``training_step``: forward, objective, backward,
+    SGD step."""
     task = task.to(device).train()
     opt = torch.optim.SGD(task.parameters(), lr=1e-4, momentum=0.9)
     batch = {k: v.to(device) for k, v in batch.items()}
 
-    def loss() -> torch.Tensor:
-        out = task.net(batch["image"], batch["camid"], batch["viewid"])
-        return task.objective(out.feats, out.logits, batch["pid"], task.net.branch_weights).total
+    def loss() -> torch.Tensor:  # the task's own step (its self.log calls are no-ops without a trainer)
+        return task.training_step(batch, 0)
 
     return mean_step_seconds(loss, opt, device, precision, steps)
 
@@ -77,17 +121,19 @@ def mean_step_seconds(
     loss: Callable[[], torch.Tensor], opt: torch.optim.Optimizer, device: str, precision: str, steps: int
 ) -> float:
     """Mean seconds of ``steps`` plain-loop steps (loss under autocast, backward, optimiser step),
-    after one untimed warm-up step."""
-    autocast = torch.autocast(device, dtype=torch.bfloat16) if precision == "bf16-mixed" else nullcontext()
+    after one untimed warm-up step. ``16-mixed`` scales the loss (GradScaler) as Lightning does."""
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler(device, enabled=precision == "16-mixed")
     times = []
     for _ in range(steps + 1):
         _sync(device)
         start = time.perf_counter()
-        with autocast:
+        with torch.autocast(device, dtype=dtype) if dtype else nullcontext():
             value = loss()
         opt.zero_grad(set_to_none=True)
-        value.backward()
-        opt.step()
+        scaler.scale(value).backward()
+        scaler.step(opt)
+        scaler.update()
         _sync(device)
         times.append(time.perf_counter() - start)
     return sum(times[1:]) / steps
@@ -166,7 +212,6 @@ def dino_step_time(device: str, precision: str, batch: int, steps: int, num_part
 def datamodule_rate(workers: int, data_dir: Path, max_batches: int) -> float:
     """Training images/s the ReIDDataModule delivers (demo synthetic data, 256x128, full augmentation)."""
     register_resolvers()
-    cfg = OmegaConf.load(CONFIG_DIR / "data" / "synthetic.yaml")
     dataset = OmegaConf.load(CONFIG_DIR / "dataset" / "synthetic.yaml")
     dataset.root = str(data_dir / "synthetic")
     module = instantiate(
@@ -182,7 +227,6 @@ def datamodule_rate(workers: int, data_dir: Path, max_batches: int) -> float:
             ),
         }
     )
-    del cfg
     loader = module.train_dataloader()
     iterator, count = iter(loader), 0
     next(iterator)  # worker start-up excluded
@@ -194,105 +238,134 @@ def datamodule_rate(workers: int, data_dir: Path, max_batches: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def measure(device: str, precision: str, batch: int, steps: int) -> list[tuple[str, float]]:
-    rows = []
-    for label, model in (
-        ("ViT-S/16 baseline (vit_small_lup)", "vit_small_lup"),
-        ("ViT-B/16 TransReID s12 JPM+SIE", "transreid"),
-        ("ResNet-50 BoT (last stride 1)", "bot_r50"),
-    ):
-        torch.manual_seed(0)
-        seconds = raw_step_time(supervised_task(model), pk_batch(batch, device), device, precision, steps)
-        rows.append((label, batch / seconds))
-    for label, parts in (("DINO ViT-S (2x256x128 + 8x128x64)", 0), ("PASS ViT-S, 3 parts", 3)):
-        rows.append((label, batch / dino_step_time(device, precision, batch, steps, parts)))
-    return rows
+def _reset_peak(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    elif Path("/proc/self/clear_refs").exists():
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM back to the current RSS
 
 
-def overhead(device: str, precision: str, batch: int, steps: int) -> tuple[float, float]:
+def _peak_gib(device: str) -> float | None:
+    """CUDA: peak allocated by torch; CPU: the process's resident high-water mark (VmHWM)."""
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**30
+    status = Path("/proc/self/status")
+    for line in status.read_text().splitlines() if status.exists() else []:
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    return None
+
+
+def measure_family(name: str, device: str, precision: str, batch: int, steps: int) -> dict:
+    """images/s and peak memory of one family's training step."""
+    family = FAMILIES[name]
     torch.manual_seed(0)
-    raw = raw_step_time(supervised_task("vit_small_lup"), pk_batch(batch, device), device, precision, steps)
-    torch.manual_seed(0)
-    lit = lightning_step_time(
-        supervised_task("vit_small_lup"), pk_batch(batch, device), device, precision, steps
-    )
-    return raw, lit
-
-
-def write_section(text: str) -> None:
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    section = f"{START}\n{text.strip()}\n{END}"
-    if START in doc and END in doc:
-        doc = doc[: doc.index(START)] + section + doc[doc.index(END) + len(END) :]
+    gc.collect()
+    _reset_peak(device)
+    if family.model is None:
+        seconds = dino_step_time(device, precision, batch, steps, family.num_parts)
     else:
-        doc = doc.rstrip() + "\n\n" + section + "\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(doc)
+        task = supervised_task(family.model, family.image_size, **family.overrides)
+        seconds = raw_step_time(task, pk_batch(batch, family.image_size), device, precision, steps)
+    return {
+        "device": device,
+        "precision": precision,
+        "batch": batch,
+        "family": name,
+        "images_per_s": batch / seconds,
+        "peak_gib": _peak_gib(device),
+    }
 
 
-def _timed(fn: Callable[[], object]) -> object:
-    return fn()
+def overhead(device: str, precision: str, batch: int, steps: int) -> dict:
+    torch.manual_seed(0)
+    raw = raw_step_time(supervised_task("vit_small_lup"), pk_batch(batch), device, precision, steps)
+    torch.manual_seed(0)
+    lit = lightning_step_time(supervised_task("vit_small_lup"), pk_batch(batch), device, precision, steps)
+    return {"device": device, "precision": precision, "batch": batch, "raw": raw, "lightning": lit}
 
 
-def main() -> None:
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {torch.get_num_threads()} torch threads{gpu}, torch {torch.__version__}"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=4, help="images per step (CPU default 4; use 64 on GPU)")
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CPU, then CUDA if present"
+    )
+    parser.add_argument("--precision", choices=PRECISIONS, help="default: 32-true on CPU, bf16-mixed on CUDA")
+    parser.add_argument("--batch", type=int, help="images per step (default: 4 on CPU, 64 on CUDA)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
+    parser.add_argument("--models", nargs="*", choices=list(FAMILIES), default=list(FAMILIES))
+    parser.add_argument("--no-overhead", action="store_true", help="skip the Lightning-overhead row")
+    parser.add_argument(
+        "--workers", type=int, nargs="*", default=[0, 1, 2], help="datamodule rows (none: skip)"
+    )
     parser.add_argument(
         "--data-dir", type=Path, default=Path("data"), help="where the demo synthetic set lives"
     )
-    parser.add_argument("--workers", type=int, nargs="*", default=[0, 1, 2])
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
-    targets = [("cpu", "32-true", args.batch)]
-    if torch.cuda.is_available():
-        targets.append(("cuda", "bf16-mixed", max(args.batch, 64)))
-    lines = ["## Training throughput (`benchmarks/train_bench.py`)", ""]
-    lines.append(
-        f"Command: `python benchmarks/train_bench.py --batch {args.batch} --steps {args.steps}`; "
-        f"host: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}. One warm-up step, then the mean of {args.steps} steps "
-        "(forward, loss, backward, optimiser step) at the paper input sizes (256x128)."
-    )
-    lines += ["", "| device | precision | batch | model | images/s |", "|---|---|---|---|---|"]
-    for device, precision, batch in targets:
-        for label, rate in measure(device, precision, batch, args.steps):
-            print(f"{device} {precision} {label}: {rate:.2f} img/s", flush=True)
-            lines.append(f"| {device} | {precision} | {batch} | {label} | {rate:.2f} |")
-    lines += [
-        "",
-        "LightningModule step vs a raw PyTorch loop (same ViT-S TransReID task, SGD, batch):",
-        "",
-        "| device | precision | raw s/step | Lightning s/step | overhead |",
-        "|---|---|---|---|---|",
-    ]
-    for device, precision, batch in targets:
-        raw, lit = overhead(device, precision, batch, args.steps)
-        print(
-            f"{device} overhead: raw {raw:.4f}s lightning {lit:.4f}s ({100 * (lit / raw - 1):+.1f}%)",
-            flush=True,
+    parser.add_argument("--quick", action="store_true", help="smoke run: batch 4, 1 step, no datamodule rows")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit (no model is built)")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md as is")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batch, args.steps, args.workers = args.batch or 4, 1, []
+    if args.steps < 1 or (args.batch is not None and args.batch < 4):
+        parser.error(
+            "--steps must be >= 1 and --batch >= 4 (two identities for the triplet loss), "
+            f"got --steps {args.steps} --batch {args.batch}"
         )
-        lines.append(f"| {device} | {precision} | {raw:.4f} | {lit:.4f} | {100 * (lit / raw - 1):+.1f}% |")
-    lines += [
-        "",
-        "ReIDDataModule training images/s (256x128, flip + pad/crop + erasing, batch 64, demo synthetic "
-        "JPEG/PNG files), to size `data.num_workers`:",
-        "",
-        "| workers | images/s | per worker |",
-        "|---|---|---|",
-    ]
+    return args
+
+
+def targets(args: argparse.Namespace, cuda: bool) -> list[tuple[str, str, int]]:
+    """(device, precision, batch) to measure; ``--device cuda`` without CUDA is an error."""
+    if args.device == "cuda" and not cuda and not args.dry_run:
+        raise SystemExit("train_bench.py --device cuda: torch.cuda.is_available() is False on this machine")
+    devices = {"auto": ["cpu", "cuda"] if cuda else ["cpu"], "cpu": ["cpu"], "cuda": ["cuda"]}[args.device]
+    default_batch = {"cpu": 4, "cuda": 64}
+    default_precision = {"cpu": "32-true", "cuda": "bf16-mixed"}
+    return [(d, args.precision or default_precision[d], args.batch or default_batch[d]) for d in devices]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    warnings.filterwarnings("ignore", message=r".*self\.log\(\)` but the `self\.trainer` reference")
+    plan = targets(args, torch.cuda.is_available())
+    command = "python benchmarks/train_bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.dry_run:
+        for device, precision, batch in plan:
+            for name in args.models:
+                family = FAMILIES[name]
+                print(f"plan: {device} {precision} batch {batch} {args.steps} steps {name}: {family.label} "
+                      f"{family.image_size[0]}x{family.image_size[1]}")  # fmt: skip
+            extras = f"overhead {'no' if args.no_overhead else 'yes'}; datamodule workers {args.workers}"
+            print(f"plan: {device} {extras}")
+        return
+    where = {"machine": machine(), "command": command.strip()}
+    rows: dict[str, list[dict]] = {"throughput": [], "overhead": [], "datamodule": []}
+    for device, precision, batch in plan:
+        for name in args.models:
+            row = {**measure_family(name, device, precision, batch, args.steps), **where}
+            peak = "" if row["peak_gib"] is None else f", peak {row['peak_gib']:.2f} GiB"
+            print(
+                f"{device} {precision} {FAMILIES[name].label}: {row['images_per_s']:.2f} img/s{peak}",
+                flush=True,
+            )
+            rows["throughput"].append(row)
+        if not args.no_overhead:
+            row = {**overhead(device, precision, batch, args.steps), **where}
+            print(f"{device} overhead: raw {row['raw']:.4f}s lightning {row['lightning']:.4f}s", flush=True)
+            rows["overhead"].append(row)
     for workers in args.workers:
         rate = datamodule_rate(workers, args.data_dir, max_batches=6)
         print(f"datamodule workers={workers}: {rate:.1f} img/s", flush=True)
-        lines.append(f"| {workers} | {rate:.1f} | {rate / max(workers, 1):.1f} |")
-    if not torch.cuda.is_available():
-        lines += [
-            "",
-            "No CUDA device was available for this run: the CUDA bf16 rows are added by running the "
-            "same command on a GPU machine.",
-        ]
+        rows["datamodule"].append({"workers": workers, "rate": rate, **where})
     if not args.no_write:
-        write_section("\n".join(lines))
+        write_section(rows, FAMILIES)
 
 
 if __name__ == "__main__":
