@@ -3,6 +3,9 @@
 Composes ``conf/run.yaml``, builds the datamodule, the task (LightningModule), callbacks, loggers
 and trainer from their ``_target_``s, then fits and/or tests. Results are printed as a table and
 written to ``<output_dir>/results.json``. Returns ``optimized_metric`` for Hydra sweepers.
+There is no default experiment: every group option composes on its own over the defaults of
+``conf/run.yaml``, and options of two groups that do not fit together (pretraining data under a
+supervised model) fail before anything is built, naming the experiments that pair them.
 """
 
 from __future__ import annotations
@@ -10,13 +13,17 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationKeyError
 
 from reid.config import CONFIG_DIR, register_resolvers
 
@@ -40,6 +47,59 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
         hint = " (resume a run by re-using its folder: hydra.run.dir=<run folder> ckpt_path=last)"
         raise FileNotFoundError(f"ckpt_path={ckpt_path!r}: no checkpoint at {path}{hint}")
     return str(path)
+
+
+class OptionMismatchError(ValueError):
+    """Two group options that do not fit together (an SSL data option under a supervised model)."""
+
+
+def experiment_choices(config_dir: Path = CONFIG_DIR) -> dict[str, dict[str, str]]:
+    """``{experiment: {group: option}}`` from each ``conf/experiment/*.yaml`` defaults list, with the
+    ``override /group: option`` entries of the experiments it extends applied first."""
+    files = {path.stem: path for path in sorted((config_dir / "experiment").glob("*.yaml"))}
+
+    def choices(name: str, seen: tuple[str, ...] = ()) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for entry in OmegaConf.load(files[name]).get("defaults") or []:
+            if isinstance(entry, str) and entry in files and entry not in seen:
+                found |= choices(entry, (*seen, name))
+            elif isinstance(entry, Mapping):
+                found |= {k.split("/", 1)[1]: str(v) for k, v in entry.items() if k.startswith("override /")}
+        return found
+
+    return {name: choices(name) for name in files}
+
+
+def check_options_fit(cfg: DictConfig, choices: Mapping[str, Any]) -> None:
+    """Resolve every interpolation of ``cfg`` now. A key one group option reads from another group
+    (``${model.num_parts}`` in an SSL data option) that the chosen option of that group lacks raises
+    :class:`OptionMismatchError` naming both options and the experiments that use the reading one."""
+    try:
+        for key in [key for key in cfg if key != "hydra"]:
+            value = cfg[key]  # a scalar resolves on access, a node with to_container
+            if OmegaConf.is_config(value):
+                OmegaConf.to_container(value, resolve=True)
+    except InterpolationKeyError as error:
+        missing = re.search(r"Interpolation key '([^']+)' not found", str(error))
+        if missing is None or str(error.full_key).split(".")[0] == missing.group(1).split(".")[0]:
+            raise  # not a key read across groups
+        message = _mismatch_message(str(error.full_key), missing.group(1), choices)
+        raise OptionMismatchError(message) from error
+
+
+def _mismatch_message(full_key: str, missing: str, choices: Mapping[str, Any]) -> str:
+    reader, lacking = full_key.split(".")[0], missing.split(".")[0]
+    option, other = f"{reader}={choices.get(reader)}", f"{lacking}={choices.get(lacking)}"
+    users = [
+        f"experiment={name} ({lacking}={picked.get(lacking, choices.get(lacking))})"
+        for name, picked in experiment_choices().items()
+        if picked.get(reader) == choices.get(reader)
+    ]
+    used = f"; experiments with {option}: {', '.join(users)}" if users else ""
+    return (
+        f"{option} does not fit {other}: {full_key} reads ${{{missing}}}, which {other} does not define. "
+        f"Pick a {lacking} option that defines it, or an experiment that pairs them{used}"
+    )
 
 
 def _metrics(results: list[dict[str, float]], prefix: str) -> dict[str, float]:
@@ -109,6 +169,7 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="run")
 def main(cfg: DictConfig) -> float | None:
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
+    check_options_fit(cfg, HydraConfig.get().runtime.choices)
     return run(cfg)["optimized_metric"]
 
 

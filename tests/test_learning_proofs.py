@@ -35,7 +35,7 @@ def _run(out: Path, data_dir: Path, *overrides: str) -> dict:
 
 def test_demo_vit_baseline_learns(tmp_path: Path, data_dir: Path) -> None:
     """`make demo`: measured 1.1 -> 47.1 mAP (R1 52.3)."""
-    summary = _run(tmp_path / "demo", data_dir)
+    summary = _run(tmp_path / "demo", data_dir, "experiment=demo")
     assert summary["untrained"]["mAP"] < 3.0
     assert summary["test"]["mAP"] > 30.0
     assert summary["test"]["R1"] > 30.0
@@ -44,12 +44,13 @@ def test_demo_vit_baseline_learns(tmp_path: Path, data_dir: Path) -> None:
 def test_transreid_jpm_sie_learns(tmp_path: Path, data_dir: Path) -> None:
     """TransReID (JPM + SIE) at the demo budget: measured 0.65 -> 18.6 mAP with camera ids at test,
     24.0 mAP / 27.0 R1 in the camera-free mode (``model.sie_at_test=false``)."""
-    summary = _run(tmp_path / "transreid", data_dir, "model=transreid_tiny")
+    summary = _run(tmp_path / "transreid", data_dir, "experiment=demo", "model=transreid_tiny")
     assert summary["untrained"]["mAP"] < 3.0
     assert summary["test"]["mAP"] > 10.0
     free = _run(
         tmp_path / "camera_free",
         data_dir,
+        "experiment=demo",
         "model=transreid_tiny",
         "train=false",
         "validate_before_fit=false",
