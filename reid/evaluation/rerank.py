@@ -15,8 +15,11 @@ or ``1 - cos`` for the cosine metric) normalised by each row's maximum,
 
 Neighbour lists come from a chunked top-k, V is stored as sparse rows, and the Jaccard sums are
 formed from an inverted index of V's gallery rows, so no N x N matrix ever exists; the final
-distances are produced one block of queries at a time. V is kept in the feature dtype (the
-reference code stores it as float16). Ties at the k-th neighbour are broken by ``torch.topk``.
+distances are produced one block of queries at a time, and within a block the Jaccard pairs are
+formed a fixed budget at a time, counted from V's measured non-zeros (rows hold ~500 of them after
+the k2 expansion with k1 50, k2 15), so memory does not grow with k1 and k2. V is kept in the
+feature dtype (the reference code stores it as float16). Ties at the k-th neighbour are broken by
+``torch.topk``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,16 @@ from reid.evaluation.config import RerankConfig
 
 NEIGHBOUR_BLOCK_ELEMENTS = 1 << 26
 """Base distances held at once while searching neighbours (256 MiB of float32)."""
+
+EXPANSION_BLOCK_ENTRIES = 1 << 23
+"""Source entries gathered at once by the local query expansion (Eq. 14), about 0.5 GiB of
+temporaries; with k1 50, k2 15 a row gathers ~1,500 of them (measured at Market-1501 scale: 29 M in
+all, so ~140 M at MSMT17 scale)."""
+
+JACCARD_BLOCK_PAIRS = 1 << 24
+"""(query entry, gallery entry) pairs formed at once by the Jaccard step, about 0.7 GiB of index and
+value temporaries (~40 bytes a pair). With k1 50, k2 15 a query row has ~220k pairs at Market-1501
+scale (measured), so blocks sized by query rows are not bounded (2,048 rows = ~450 M pairs)."""
 
 
 @dataclass(frozen=True)
@@ -113,19 +126,38 @@ def nearest_neighbours(base: BaseDistance, k: int, chunk_size: int) -> tuple[Ten
     return best_idx.gather(1, order), row_max
 
 
-def _reciprocal(neighbours: Tensor, rows: Tensor) -> Tensor:
-    """``[len(rows), k]``: whether ``rows[r]`` is among the neighbours of its a-th neighbour."""
-    return (neighbours[neighbours[rows]] == rows[:, None, None]).any(-1)
+def reciprocal_mask(neighbours: Tensor, step: int) -> Tensor:
+    """``[N, k]`` for every item i: whether i is among the k neighbours of its a-th neighbour, so
+    ``R(i, k - 1)`` = the masked row of ``neighbours``. Computed once, ``step`` rows at a time."""
+    n = neighbours.shape[0]
+    out = torch.empty(neighbours.shape, dtype=torch.bool, device=neighbours.device)
+    for start in range(0, n, step):
+        rows = torch.arange(start, min(start + step, n), device=neighbours.device)
+        out[rows] = (neighbours[neighbours[rows]] == rows[:, None, None]).any(-1)
+    return out
 
 
-def _expansion_sets(neighbours: Tensor, half: int, rows: Tensor) -> Tensor:
-    """``R*(i)`` of Eq. 11 for ``rows`` as ``[len(rows), width]`` item ids, -1 = empty, no repeats."""
-    kr = torch.where(_reciprocal(neighbours, rows), neighbours[rows], -1)
+def _count_members(sets: Tensor, of: Tensor) -> Tensor:
+    """``[R, C]``: how many ids (>= 0) of each ``sets[r, c, :]`` occur in ``of[r]`` (ids unique, -1 =
+    empty), by binary search in each sorted row of ``of``."""
+    ref, _ = torch.sort(of, dim=1)
+    flat = sets.flatten(1)
+    pos = torch.searchsorted(ref, flat).clamp_(max=ref.shape[1] - 1)
+    found = (ref.gather(1, pos) == flat) & (flat >= 0)
+    return found.view(sets.shape).sum(-1)
+
+
+def _expansion_sets(
+    neighbours: Tensor, half_nb: Tensor, masks: tuple[Tensor, Tensor], rows: Tensor
+) -> Tensor:
+    """``R*(i)`` of Eq. 11 for ``rows`` as ``[len(rows), width]`` item ids, -1 = empty, no repeats;
+    ``masks`` = the ``reciprocal_mask`` of ``neighbours`` and of ``half_nb``."""
+    full_mask, half_mask = masks
     cand = neighbours[rows]  # R(i, k1) is a subset of these
-    half_nb = neighbours[:, :half]
-    half_sets = torch.where(_reciprocal(half_nb, cand.flatten()).view(*cand.shape, half), half_nb[cand], -1)
+    kr = torch.where(full_mask[rows], cand, -1)
+    half_sets = torch.where(half_mask[cand], half_nb[cand], -1)
     half_size = (half_sets >= 0).sum(-1)
-    shared = ((half_sets[..., None] == kr[:, None, None, :]) & (half_sets[..., None] >= 0)).any(-1).sum(-1)
+    shared = _count_members(half_sets, kr)
     accept = (kr >= 0) & (shared.double() > (2.0 / 3.0) * half_size.double())
     members = torch.cat([kr, torch.where(accept[..., None], half_sets, -1).flatten(1)], 1)
     members, _ = torch.sort(members, dim=1)
@@ -143,9 +175,11 @@ def k_reciprocal_vectors(
     n, device = neighbours.shape[0], neighbours.device
     parts = []
     step = max(1, min(chunk_size, 1024))
+    half_nb = neighbours[:, :half].contiguous()
+    masks = reciprocal_mask(neighbours, step), reciprocal_mask(half_nb, step)
     for start in range(0, n, step):
         rows = torch.arange(start, min(start + step, n), device=device)
-        members = _expansion_sets(neighbours, half, rows)
+        members = _expansion_sets(neighbours, half_nb, masks, rows)
         members, _ = torch.sort(members, dim=1, descending=True)  # ids first, -1 padding last
         members = members[:, : int((members >= 0).sum(1).max())]
         valid = members >= 0
@@ -159,22 +193,48 @@ def k_reciprocal_vectors(
     return SparseRows.from_sorted(row, col, val, n)
 
 
-def local_query_expansion(v: SparseRows, neighbours: Tensor, k2: int) -> SparseRows:
-    """Eq. 14: each row of V replaced by the mean of the rows of its k2 nearest items."""
+def row_blocks(per_row: Tensor, budget: int) -> list[tuple[int, int]]:
+    """Consecutive ``[start, stop)`` row ranges covering all rows, each holding at most ``budget`` of
+    the rows' ``per_row`` items (a single row over the budget gets a block of its own)."""
+    if budget < 1:
+        raise ValueError(f"rerank expansion budget: expected an integer >= 1, got {budget!r}")
+    ends, n, blocks, start = torch.cumsum(per_row, 0), per_row.numel(), [], 0
+    while start < n:
+        before = int(ends[start - 1]) if start else 0
+        stop = int(torch.searchsorted(ends, before + budget, right=True))
+        blocks.append((start, max(stop, start + 1)))
+        start = blocks[-1][1]
+    return blocks
+
+
+def local_query_expansion(
+    v: SparseRows, neighbours: Tensor, k2: int, budget: int = EXPANSION_BLOCK_ENTRIES
+) -> SparseRows:
+    """Eq. 14: each row of V replaced by the mean of the rows of its k2 nearest items.
+
+    A row gathers the entries of its k2 source rows before merging equal columns; rows are expanded
+    in blocks of at most ``budget`` gathered entries (counted from V's row lengths), which bounds
+    the step at ``O(budget)`` temporaries besides V itself whatever k1 and k2.
+    """
     n = neighbours.shape[0]
-    sources = neighbours[:, :k2].reshape(-1)
-    targets = torch.arange(n, device=neighbours.device).repeat_interleave(k2)
-    counts = torch.bincount(v.row, minlength=n)[sources]
-    target = targets.repeat_interleave(counts)
-    within = torch.arange(target.numel(), device=target.device) - (
-        torch.cumsum(counts, 0) - counts
-    ).repeat_interleave(counts)
-    entry = v.ptr[sources].repeat_interleave(counts) + within
-    key = target * n + v.col[entry]
-    unique_key, inverse = torch.unique(key, sorted=True, return_inverse=True)
-    val = torch.zeros(unique_key.numel(), dtype=v.val.dtype, device=key.device).index_add_(
-        0, inverse, v.val[entry]
-    )
+    row_nnz = torch.bincount(v.row, minlength=n)
+    sources = neighbours[:, :k2]
+    parts = []
+    for start, stop in row_blocks(row_nnz[sources].sum(1), budget):
+        src = sources[start:stop].reshape(-1)
+        counts = row_nnz[src]
+        target = torch.arange(start, stop, device=src.device).repeat_interleave(k2).repeat_interleave(counts)
+        within = torch.arange(target.numel(), device=src.device) - (
+            torch.cumsum(counts, 0) - counts
+        ).repeat_interleave(counts)
+        entry = v.ptr[src].repeat_interleave(counts) + within
+        del within
+        key = target.mul_(n).add_(v.col[entry])
+        unique_key, inverse = torch.unique(key, sorted=True, return_inverse=True)
+        del key
+        val = torch.zeros(unique_key.numel(), dtype=v.val.dtype, device=src.device)
+        parts.append((unique_key, val.index_add_(0, inverse, v.val[entry])))
+    unique_key, val = (torch.cat(p) for p in zip(*parts))
     return SparseRows.from_sorted(unique_key // n, unique_key % n, val / k2, n)
 
 
@@ -187,31 +247,75 @@ def _gallery_columns(v: SparseRows, num_query: int) -> SparseRows:
     return SparseRows.from_sorted(col[order], gal[order], val[order], v.ptr.numel())
 
 
-def jaccard_block(v: SparseRows, inverted: SparseRows, rows: slice, num_gallery: int) -> Tensor:
-    """Eq. 13 for query rows ``rows`` against the whole gallery: ``[rows, num_gallery]``."""
+def pair_ranges(total: int, budget: int) -> list[tuple[int, int]]:
+    """Consecutive ``[a, b)`` ranges covering ``[0, total)`` pairs, none longer than ``budget``."""
+    if budget < 1:
+        raise ValueError(f"rerank pair budget: expected an integer >= 1, got {budget!r}")
+    return [(a, min(a + budget, total)) for a in range(0, total, budget)]
+
+
+def pairs_of_range(counts: Tensor, ends: Tensor, a: int, b: int) -> Tensor:
+    """Owner entry of each pair ``a..b-1`` when entry e owns pairs ``[ends[e] - counts[e], ends[e])``
+    (``ends`` = cumsum of ``counts``): exactly ``b - a`` ids, so a range may start or stop inside an
+    entry and a piece never holds more pairs than asked for."""
+    e0 = int(torch.searchsorted(ends, a, right=True))
+    e1 = int(torch.searchsorted(ends, b - 1, right=True))
+    local = counts[e0 : e1 + 1].clone()
+    local[0] -= a - int(ends[e0] - counts[e0])
+    local[-1] -= int(ends[e1]) - b
+    return torch.arange(e0, e1 + 1, device=counts.device).repeat_interleave(local, output_size=b - a)
+
+
+def jaccard_block(
+    v: SparseRows,
+    inverted: SparseRows,
+    rows: slice,
+    num_gallery: int,
+    pair_budget: int = JACCARD_BLOCK_PAIRS,
+) -> Tensor:
+    """Eq. 13 for query rows ``rows`` against the whole gallery: ``[rows, num_gallery]``.
+
+    ``s(i, j)`` sums ``min(V_i(l), V_j(l))`` over one pair per (query entry ``(i, l)``, gallery entry
+    ``(j, l)``) sharing a column l. A query entry has as many pairs as column l has gallery entries,
+    so the block's pair count, ``sum_l nnz_col(l)`` over its query entries, is measured from V before
+    any pair exists; the pairs are then formed ``pair_budget`` at a time (a piece may split one
+    entry's pairs), which bounds the step's memory whatever k1, k2 and the row density. Pieces are
+    added in pair order, the summation order of one unsplit pass.
+    """
     first, last = (
         int(v.ptr[rows.start]),
         int(v.ptr[rows.stop]) if rows.stop < v.ptr.numel() else v.row.numel(),
     )
-    q_row, q_col, q_val = v.row[first:last] - rows.start, v.col[first:last], v.val[first:last]
-    col_counts = torch.bincount(inverted.row, minlength=v.ptr.numel())[q_col]
-    pair_q = torch.arange(q_row.numel(), device=q_row.device).repeat_interleave(col_counts)
-    within = (
-        torch.arange(pair_q.numel(), device=q_row.device) - (torch.cumsum(col_counts, 0) - col_counts)[pair_q]
-    )
-    entry = inverted.ptr[q_col][pair_q] + within
-    shared = torch.minimum(q_val[pair_q], inverted.val[entry])
+    q_col, q_val = v.col[first:last], v.val[first:last]
+    col_nnz = torch.diff(inverted.ptr, append=inverted.ptr.new_tensor([inverted.row.numel()]))
+    counts = col_nnz[q_col]
+    ends = torch.cumsum(counts, 0)
+    offset = inverted.ptr[q_col] - (ends - counts)  # pair p of entry e is inverted entry offset[e] + p
+    target = (v.row[first:last] - rows.start) * num_gallery
     num_rows = rows.stop - rows.start
-    s = torch.zeros(num_rows * num_gallery, dtype=v.val.dtype, device=q_row.device)
-    s.index_add_(0, q_row[pair_q] * num_gallery + inverted.col[entry], shared)
+    s = torch.zeros(num_rows * num_gallery, dtype=v.val.dtype, device=q_col.device)
+    total = int(ends[-1]) if ends.numel() else 0
+    for a, b in pair_ranges(total, pair_budget):
+        owner = pairs_of_range(counts, ends, a, b)
+        entry = offset[owner].add_(torch.arange(a, b, device=owner.device))
+        shared = torch.minimum(q_val[owner], inverted.val[entry])
+        s.index_add_(0, target[owner].add_(inverted.col[entry]), shared)
+        del owner, entry, shared
     s = s.view(num_rows, num_gallery)
-    return 1.0 - s / (2.0 - s)
+    out = torch.rsub(s, 2.0)
+    return torch.div(s, out, out=out).neg_().add_(1.0)  # 1 - s / (2 - s), one extra block
 
 
 def rerank_distance_chunks(
-    query: Tensor, gallery: Tensor, config: RerankConfig, metric: str, chunk_size: int
+    query: Tensor,
+    gallery: Tensor,
+    config: RerankConfig,
+    metric: str,
+    chunk_size: int,
+    pair_budget: int = JACCARD_BLOCK_PAIRS,
 ) -> Iterator[tuple[int, Tensor]]:
-    """Yield ``(start, d*)`` for blocks of ``chunk_size`` queries against the whole gallery."""
+    """Yield ``(start, d*)`` for blocks of ``chunk_size`` queries against the whole gallery; the
+    Jaccard step forms at most ``pair_budget`` column-sharing pairs at once (see ``jaccard_block``)."""
     features = torch.cat([query, gallery], 0)
     n, num_query, num_gallery = features.shape[0], query.shape[0], gallery.shape[0]
     if n <= config.k1:
@@ -220,10 +324,10 @@ def rerank_distance_chunks(
     neighbours, row_max = nearest_neighbours(base, config.k1 + 1, chunk_size)
     v = k_reciprocal_vectors(base, neighbours, row_max, chunk_size)
     if config.k2 > 1:
-        v = local_query_expansion(v, neighbours, config.k2)
+        v = local_query_expansion(v, neighbours, config.k2, EXPANSION_BLOCK_ENTRIES)
     inverted = _gallery_columns(v, num_query)
     for start in range(0, num_query, chunk_size):
         rows = slice(start, min(start + chunk_size, num_query))
-        jaccard = jaccard_block(v, inverted, rows, num_gallery)
+        jaccard = jaccard_block(v, inverted, rows, num_gallery, pair_budget)
         original = base.block(rows, slice(num_query, n)).div_(row_max[rows][:, None])
         yield start, jaccard.mul_(1.0 - config.lambda_value).add_(original, alpha=config.lambda_value)
