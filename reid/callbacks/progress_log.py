@@ -5,10 +5,10 @@ is silent between validations. :class:`ProgressLog` prints one line at the end o
 when stdout is not a terminal, one every ``every_n_steps`` training steps (fast-reid's
 ``CommonMetricPrinter`` does the same)::
 
-    [train] epoch 3/10 step 90/450 (45/45) loss 2.314 loss_id 1.602 loss_tri 0.712 lr 9.1e-04 | 41.3 img/s | ETA 3m12s
+    [train] epoch 3/10 step 135/450 (45/45) loss 2.314 loss_id 1.602 lr 9.1e-04 | 41.3 img/s | ETA 3m12s
 
-Epochs are numbered from 1, as in the ``[val]`` / ``[test]`` lines the tasks print (which count
-finished epochs: ``[val] epoch 5`` follows ``[train] epoch 5/10``).
+Epochs are numbered from 1 and count finished epochs, as the ``[val]`` / ``[test]`` lines of the tasks
+do (``reid.training.epochs.epochs_completed``): ``[val] epoch 5`` follows ``[train] epoch 5/10``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 import lightning as L
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
@@ -69,7 +70,9 @@ class ProgressLog(L.Callback):
         if every_n_steps < 0:
             raise ValueError(f"ProgressLog: every_n_steps must be >= 0, got {every_n_steps}")
         if step_lines not in ("auto", "always", "never"):
-            raise ValueError(f"ProgressLog: step_lines must be 'auto', 'always' or 'never', got {step_lines!r}")
+            raise ValueError(
+                f"ProgressLog: step_lines must be 'auto', 'always' or 'never', got {step_lines!r}"
+            )
         self.every_n_steps = every_n_steps
         self.step_lines = step_lines
         self.stream = stream
@@ -77,6 +80,7 @@ class ProgressLog(L.Callback):
         self._fit_start = self._epoch_start = 0.0
         self._images = 0
         self._steps_this_run = 0
+        self._last_epoch_line = -1
 
     def _out(self) -> TextIO:
         return self.stream or sys.stdout
@@ -103,9 +107,21 @@ class ProgressLog(L.Callback):
         if self.every_n_steps and self._want_step_lines() and (batch_idx + 1) % self.every_n_steps == 0:
             self._print_line(trainer, batch_idx + 1)
 
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning validates at the end of an epoch before its on_train_epoch_end: print the epoch's
+        # line first, so that "[train] epoch 5/10" comes before "[val] epoch 5"
+        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        fitting = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
+        if fitting and done and done == _batches_per_epoch(trainer):
+            self._end_epoch(trainer, done)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        self._print_line(trainer, int(done), epoch_end=True)
+        self._end_epoch(trainer, int(trainer.fit_loop.epoch_loop.batch_progress.current.processed))
+
+    def _end_epoch(self, trainer: L.Trainer, done: int) -> None:
+        if self._last_epoch_line != trainer.current_epoch:
+            self._last_epoch_line = trainer.current_epoch
+            self._print_line(trainer, done, epoch_end=True)
 
     @rank_zero_only
     def _print_line(self, trainer: L.Trainer, batch_in_epoch: int, epoch_end: bool = False) -> None:

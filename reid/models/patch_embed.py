@@ -82,6 +82,7 @@ class OverlapPatchEmbed(nn.Module):
         embed_dim: int = 768,
         stem: StemKind = "patch",
         input_norm: bool = False,
+        stem_dim: int = 64,
     ) -> None:
         super().__init__()
         stride = patch_size if stride is None else stride
@@ -105,8 +106,10 @@ class OverlapPatchEmbed(nn.Module):
                     f"OverlapPatchEmbed: stem='ics' halves the image, so patch_size ({patch_size}) and "
                     f"stride ({stride}) must be even"
                 )
-            self.stem = ics_stem(in_chans)
-            self.proj = nn.Conv2d(64, embed_dim, kernel_size=patch_size // 2, stride=stride // 2)
+            if stem_dim < 1:
+                raise ValueError(f"OverlapPatchEmbed: stem_dim must be >= 1, got {stem_dim}")
+            self.stem = ics_stem(in_chans, stem_dim)
+            self.proj = nn.Conv2d(stem_dim, embed_dim, kernel_size=patch_size // 2, stride=stride // 2)
         else:
             raise ValueError(f"OverlapPatchEmbed: stem must be 'patch' or 'ics', got {stem!r}")
         self._init_weights()

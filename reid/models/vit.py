@@ -64,6 +64,7 @@ class VisionTransformer(nn.Module):
         camera_embed: CameraEmbedConfig | Mapping[str, Any] | None = None,
         stem: StemKind = "patch",
         input_norm: bool = False,
+        stem_dim: int = 64,
         block_layer: type[nn.Module] = Block,
     ) -> None:
         super().__init__()
@@ -73,7 +74,7 @@ class VisionTransformer(nn.Module):
         self.num_parts = num_parts
         self.num_prefix_tokens = 1 + num_parts
         self.patch_embed = OverlapPatchEmbed(
-            img_size, patch_size, stride, in_chans, embed_dim, stem, input_norm
+            img_size, patch_size, stride, in_chans, embed_dim, stem, input_norm, stem_dim
         )
         self.grid_size = self.patch_embed.grid_size
         num_patches = self.patch_embed.num_patches

@@ -30,6 +30,7 @@ from reid.losses import Objective, ObjectiveInput
 from reid.models.reid_net import ReIDModelOutput, ReIDNet
 from reid.models.weights import load_pretrained
 from reid.optim import ArrayLR, ParamGroupConfig, build_param_groups
+from reid.training.epochs import epochs_completed
 
 METRIC_KEYS = ("mAP", "R1", "R5", "R10", "mINP")
 
@@ -214,7 +215,7 @@ class TransReIDTask(L.LightningModule):
         self.log_dict(metrics, sync_dist=False)
         header = "".join(f"{key:>8}" for key in METRIC_KEYS)
         row = "".join(f"{result[key]:>8.2f}" for key in METRIC_KEYS)
-        self.print(f"\n[{prefix}] epoch {self.current_epoch}\n{header}\n{row}")
+        self.print(f"\n[{prefix}] epoch {epochs_completed(self.trainer)}\n{header}\n{row}")
         return metrics
 
     def on_validation_epoch_start(self) -> None:

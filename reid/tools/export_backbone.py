@@ -73,6 +73,7 @@ def architecture(state: Mapping[str, Tensor]) -> dict[str, int | str | bool]:
     return {
         "embed_dim": embed_dim, "depth": depth, "num_heads": max(1, embed_dim // 64), "num_parts": num_parts,
         "stem": stem, "patch_size": 2 * kernel if stem == "ics" else kernel,
+        **({"stem_dim": int(state["patch_embed.proj.weight"].shape[1])} if stem == "ics" else {}),
         "input_norm": f"patch_embed.{INPUT_NORM_FLAG}" in state,
     }  # fmt: skip
 

@@ -144,3 +144,20 @@ def test_input_norm_removes_a_per_channel_colour_cast_and_adds_no_parameters(ste
         torch.testing.assert_close(
             normed.forward_features(images), plain.forward_features(standardised), atol=1e-4, rtol=1e-4
         )
+
+
+def test_ics_stem_width_is_a_knob_and_the_export_reads_it_back():
+    from reid.tools.export_backbone import architecture, build_backbone
+
+    narrow = vit_tiny(stem="ics", stem_dim=16, num_heads=1, **TINY).eval()  # export: 64-d heads, >= 1
+    shapes = {k: tuple(v.shape) for k, v in narrow.state_dict().items() if k.startswith("patch_embed.")}
+    assert shapes["patch_embed.stem.0.weight"] == (16, 3, 7, 7)  # 7x7 stride-2 conv, TransReID-SSL ConvStem
+    assert shapes["patch_embed.stem.3.weight"] == (16, 16, 3, 3)
+    assert shapes["patch_embed.proj.weight"] == (48, 16, 4, 4)  # half the patch on the half-size image
+    assert architecture(narrow.state_dict())["stem_dim"] == 16
+    rebuilt = build_backbone(narrow.state_dict(), TINY["img_size"]).eval()
+    images = torch.randn(2, 3, 32, 16)
+    torch.testing.assert_close(rebuilt(images), narrow(images), rtol=0, atol=0)
+    assert vit_tiny(stem="ics", **TINY).patch_embed.stem[0].out_channels == 64  # the official width
+    with pytest.raises(ValueError, match="stem_dim"):
+        vit_tiny(stem="ics", stem_dim=0, **TINY)

@@ -24,6 +24,16 @@ from reid.models.projection_head import DINOHead
 K = 64
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """300 steps of 16-d layers: one thread, or OpenMP's synchronisation costs more than the maths
+    (190 ms a step with 2 threads on a busy 2-core machine, 10-25 ms with one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _train(noise: float, steps: int = 300) -> tuple[float, float]:
     """(teacher entropy, loss - entropy) averaged over the last 20 steps."""
     torch.manual_seed(0)

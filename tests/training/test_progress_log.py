@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from reid.callbacks.progress_log import ProgressLog, format_duration, format_metrics
+from reid.training.epochs import epochs_completed
 
 
 class _TinyModule(L.LightningModule):
@@ -55,9 +56,9 @@ def test_step_and_epoch_lines_off_a_terminal():
     # per epoch: steps 2 and 4, then the epoch line (which also sits at batch 4/4)
     assert len(lines) == 6
     heads = [re.match(r"\[train\] epoch (\d)/2 step (\d)/8 \((\d)/4\)", line).groups() for line in lines]
-    assert heads == [("1", "2", "2"), ("1", "4", "4"), ("1", "4", "4"), ("2", "6", "2"), ("2", "8", "4")] + [
-        ("2", "8", "4")
-    ]
+    epoch_1 = [("1", "2", "2"), ("1", "4", "4"), ("1", "4", "4")]
+    epoch_2 = [("2", "6", "2"), ("2", "8", "4"), ("2", "8", "4")]
+    assert heads == epoch_1 + epoch_2
     assert all(" img/s | ETA " in line for line in lines)
     assert "loss " in lines[0] and "lr 1.0e-03" in lines[0]
     assert lines[2].endswith(tuple(f"epoch {s}s" for s in range(60)))  # epoch line carries its duration
@@ -97,3 +98,54 @@ def test_bad_arguments_name_the_value():
         ProgressLog(every_n_steps=-1)
     with pytest.raises(ValueError, match="step_lines"):
         ProgressLog(step_lines="sometimes")
+
+
+class _ValidatingModule(_TinyModule):
+    """Writes ``[val] epoch e`` / ``[test] epoch e`` lines to ``stream`` as the tasks print them."""
+
+    def __init__(self, stream: io.StringIO) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def validation_step(self, batch, batch_idx):
+        return None
+
+    def test_step(self, batch, batch_idx):
+        return None
+
+    def on_validation_epoch_end(self) -> None:
+        print(f"[val] epoch {epochs_completed(self.trainer)}", file=self.stream)
+
+    def on_test_epoch_end(self) -> None:
+        print(f"[test] epoch {epochs_completed(self.trainer)}", file=self.stream)
+
+
+def test_epoch_numbers_agree_and_the_train_line_comes_before_its_validation():
+    stream = io.StringIO()
+    data = DataLoader(TensorDataset(torch.randn(20, 3)), batch_size=5)
+    trainer = L.Trainer(
+        max_epochs=4,
+        check_val_every_n_epoch=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[ProgressLog(every_n_steps=0, stream=stream)],
+    )
+    module = _ValidatingModule(stream)
+    trainer.validate(module, dataloaders=data, verbose=False)  # the untrained model: 0 epochs
+    trainer.fit(module, train_dataloaders=data, val_dataloaders=data)
+    trainer.test(module, dataloaders=data, verbose=False)
+    heads = [" ".join(line.split()[:3]) for line in stream.getvalue().splitlines()]
+    assert heads == [
+        "[val] epoch 0",
+        "[train] epoch 1/4",
+        "[train] epoch 2/4",
+        "[val] epoch 2",
+        "[train] epoch 3/4",
+        "[train] epoch 4/4",
+        "[val] epoch 4",
+        "[test] epoch 4",
+    ]
