@@ -132,8 +132,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         logger=_instantiate_dict(cfg.get("logger")) or False,
     )
     summary: dict[str, Any] = {"output_dir": str(output_dir)}
-    if cfg.get("validate_before_fit"):
-        summary["untrained"] = _metrics(trainer.validate(model, datamodule=datamodule), "val/")
+    if cfg.get("evaluate_before_fit"):  # on the test split, as the final row: the two compare like for like
+        summary["untrained"] = _metrics(trainer.test(model, datamodule=datamodule), "test/")
     if cfg.train:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, output_dir))
         summary["best_checkpoint"] = _best_checkpoint(trainer)

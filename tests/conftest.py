@@ -23,7 +23,7 @@ TINY_RUN = [
     "trainer.log_every_n_steps=1",
     "trainer.enable_model_summary=false",
     "callbacks.progress_bar=null",
-    "validate_before_fit=false",
+    "evaluate_before_fit=false",
 ]
 
 TINY_MARKET = {  # the synthetic_tiny tree (conf/data/synthetic_tiny.yaml), one tree for every test

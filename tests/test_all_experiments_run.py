@@ -31,7 +31,7 @@ COMMON = [
     "trainer.enable_model_summary=false",
     "callbacks.progress_bar=null",
     "test=false",
-    "validate_before_fit=false",
+    "evaluate_before_fit=false",
 ]
 
 

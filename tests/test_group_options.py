@@ -185,7 +185,7 @@ def test_a_bare_run_is_the_tiny_vit_on_the_synthetic_people_with_no_experiment()
     cfg, choices = _compose(None, None)
     assert choices["experiment"] is None
     assert (choices["data"], choices["model"], choices["trainer"]) == ("synthetic", "vit_tiny", "cpu")
-    assert cfg.task_name == "reid" and cfg.validate_before_fit is False
+    assert cfg.task_name == "reid" and cfg.evaluate_before_fit is False
     assert OmegaConf.to_container(cfg.model) == _alone("model", "vit_tiny")
     assert cfg.trainer.max_epochs == 120  # conf/trainer/default.yaml, not the demo's 10
 

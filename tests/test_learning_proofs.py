@@ -53,7 +53,7 @@ def test_transreid_jpm_sie_learns(tmp_path: Path, data_dir: Path) -> None:
         "experiment=demo",
         "model=transreid_tiny",
         "train=false",
-        "validate_before_fit=false",
+        "evaluate_before_fit=false",
         f"ckpt_path={summary['best_checkpoint']}",
         "model.sie_at_test=false",
     )

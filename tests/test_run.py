@@ -14,7 +14,7 @@ from tests.conftest import TINY_RUN
 
 
 def test_tiny_run_fits_tests_and_writes_results(compose_config):
-    cfg = compose_config(*TINY_RUN, "validate_before_fit=true")
+    cfg = compose_config(*TINY_RUN, "evaluate_before_fit=true")
     summary = run(cfg)
     out = Path(cfg.paths.output_dir)
     written = json.loads((out / "results.json").read_text())

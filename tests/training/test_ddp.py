@@ -27,7 +27,7 @@ COMMON = [
     "+model.backbone.depth=1",
     "+model.backbone.embed_dim=32",
     "+model.backbone.num_heads=2",
-    "validate_before_fit=true",
+    "evaluate_before_fit=true",
     "test=false",
     "+callbacks.recorder._target_=tests.training.callbacks.BatchRecorder",
 ]

@@ -104,7 +104,7 @@ def test_local_multirun_then_summarize(tmp_path, tiny_data_dir):
         "+model.backbone.depth=1",
         "+model.backbone.embed_dim=32",
         "+model.backbone.num_heads=2",
-        "validate_before_fit=false",
+        "evaluate_before_fit=false",
         f"paths.data_dir={tiny_data_dir}",
         f"hydra.sweep.dir={sweep}",
         "model.jpm.shift=1,2",
