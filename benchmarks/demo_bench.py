@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from doc_section import DOC, write_section
+
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- demo_bench:start -->", "<!-- demo_bench:end -->"
 TARGET_SECONDS, TARGET_MAP = 300.0, 46.4
 KEYS = ("mAP", "R1", "R5", "R10", "mINP")
 
@@ -63,10 +63,9 @@ def _metrics(values: dict) -> str:
     return " / ".join("-" if values.get(k) is None else f"{values[k]:.2f}" for k in KEYS)
 
 
-def write_section(entry: dict, doc: Path = DOC) -> None:
-    """Replace the ``demo_bench`` section of ``doc`` (appended when absent) with ``entry``'s table."""
+def render(entry: dict) -> str:
+    """The ``demo_bench`` section: ``entry``'s table."""
     lines = [
-        START,
         "## The demo (`benchmarks/demo_bench.py`)",
         "",
         "`make demo` after install (`python -m reid.run experiment=demo`, output to a file), from a "
@@ -78,15 +77,8 @@ def write_section(entry: dict, doc: Path = DOC) -> None:
         f"| {entry['seconds']} | {entry['rendering']} | {_metrics(entry['untrained'])} | "
         f"{_metrics(entry['trained'])} | {entry['progress_lines']} | {'yes' if entry['met'] else 'no'} | "
         f"{entry['machine']} | `{entry['command']}` |",
-        END,
     ]
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + "\n".join(lines) + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
-    doc.write_text(text)
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -104,7 +96,7 @@ def main() -> None:
         entry = row(seconds, results, log.read_text(), args.overrides, args.reuse_data is None)
     print(json.dumps(entry, indent=2))
     if not args.no_write:
-        write_section(entry)
+        write_section("demo_bench", render(entry))
         print(f"written to {DOC}")
 
 

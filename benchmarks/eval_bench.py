@@ -31,6 +31,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from doc_section import read_section, write_section  # noqa: E402
+
 from reid.evaluation import EvalConfig, RerankConfig, distance_chunks, evaluate, evaluate_from_distances  # noqa: E402
 
 SCALES = {  # (num_query, num_gallery, identities, cameras)
@@ -50,8 +52,6 @@ REFERENCE = {
     ("distances", "msmt17"): "fast-reid Cython: 69 s, 11.4 GiB",
     ("rerank", "market"): "fast-reid: 68 s, 9 GiB",
 }
-DOCS = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- eval_bench:start -->", "<!-- eval_bench:end -->"
 
 
 def synthetic(scale: str, dim: int, seed: int = 0, identity_scale: float = 0.42):
@@ -160,10 +160,9 @@ def _cell(row: dict) -> list[str]:
 
 
 def write_docs(rows: list[dict]) -> None:
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    old = re.search(re.escape(START) + r"(.*?)" + re.escape(END), text, re.S)
+    old = read_section("eval_bench")
     previous = []
-    if old and (m := re.search(r"<!-- data: (.*?) -->", old.group(1), re.S)):
+    if old and (m := re.search(r"<!-- data: (.*?) -->", old, re.S)):
         previous = json.loads(m.group(1))
     keep = {(r["case"], r["scale"], r["device"]): r for r in previous + rows}
     merged = sorted(keep.values(), key=lambda r: (r["case"], r["scale"], r["device"]))
@@ -183,7 +182,6 @@ def write_docs(rows: list[dict]) -> None:
         "command",
     ]
     lines = [
-        START,
         "## Evaluation engine (`benchmarks/eval_bench.py`)",
         "",
         "Synthetic 768-d features (identity centre + camera offset + noise, 5% distractors); "
@@ -201,10 +199,8 @@ def write_docs(rows: list[dict]) -> None:
         "|" + "---|" * len(head),
     ]
     lines += ["| " + " | ".join(_cell(r)) + " |" for r in merged]
-    lines += ["", f"<!-- data: {json.dumps(merged)} -->", END]
-    section = "\n".join(lines)
-    text = text.replace(old.group(0), section) if old else text.rstrip() + "\n\n" + section + "\n"
-    DOCS.write_text(text)
+    lines += ["", f"<!-- data: {json.dumps(merged)} -->"]
+    write_section("eval_bench", "\n".join(lines))
 
 
 def main() -> None:

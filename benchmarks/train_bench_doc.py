@@ -1,7 +1,7 @@
 """The ``train_bench`` section of docs/benchmarks.md: rows merged by key, rendered as three tables.
 
 The rows are kept as JSON in a comment at the end of the section, so a GPU run adds its rows beside the
-CPU ones; a section written before that comment existed is parsed back from its tables.
+CPU ones.
 """
 
 from __future__ import annotations
@@ -11,39 +11,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-START, END = "<!-- train_bench:start -->", "<!-- train_bench:end -->"
-
-
-def _legacy_rows(section: str, families: Mapping) -> dict[str, list[dict]]:
-    """Rows of a section written before the data comment existed (its tables, parsed back)."""
-    labels = {family.label: name for name, family in families.items()}
-    found = re.search(r"Command: `([^`]*)`; host: ([^,]*), (\d+) torch threads, torch ([^ ]*)\.", section)
-    command, machine = (
-        (found.group(1), f"{found.group(2)}, {found.group(3)} torch threads, torch {found.group(4)}")
-        if found
-        else ("", "")
-    )
-    batch = re.search(r"--batch (\d+)", command)
-    where = {"machine": machine, "command": command}
-    data: dict[str, list[dict]] = {"throughput": [], "overhead": [], "datamodule": []}
-    for cells in (line.strip("|").split("|") for line in section.splitlines() if line.startswith("| ")):
-        cells = [c.strip() for c in cells]
-        if len(cells) == 5 and cells[3] in labels:
-            row = {
-                "device": cells[0],
-                "precision": cells[1],
-                "batch": int(cells[2]),
-                "family": labels[cells[3]],
-            }
-            data["throughput"].append({**row, "images_per_s": float(cells[4]), "peak_gib": None, **where})
-        elif len(cells) == 5 and cells[4].endswith("%"):
-            row = {"device": cells[0], "precision": cells[1], "batch": int(batch.group(1)) if batch else None}
-            data["overhead"].append({**row, "raw": float(cells[2]), "lightning": float(cells[3]), **where})
-        elif len(cells) == 3 and cells[0].isdigit():
-            data["datamodule"].append({"workers": int(cells[0]), "rate": float(cells[1]), **where})
-    return data
-
+import doc_section
+from doc_section import DOC, read_section
 
 KEYS = {
     "throughput": ("device", "precision", "batch", "family"),
@@ -117,16 +86,9 @@ def render(data: dict[str, list[dict]], families: Mapping) -> str:
 def write_section(rows: dict[str, list[dict]], families: Mapping, doc_path: Path = DOC) -> None:
     """Merge ``rows`` into the section between the train_bench markers of ``doc_path``; ``families``
     maps a family name to an object with ``label`` and ``image_size`` (train_bench.FAMILIES)."""
-    doc = doc_path.read_text() if doc_path.exists() else "# Benchmarks\n"
+    section = read_section("train_bench", doc_path)
     old: dict[str, list[dict]] = {}
-    if START in doc and END in doc:
-        section = doc[doc.index(START) : doc.index(END)]
+    if section is not None:
         found = re.search(r"<!-- train_data: (.*?) -->", section, re.S)
-        old = json.loads(found.group(1)) if found else _legacy_rows(section, families)
-    text = f"{START}\n{render(merge(old, rows, families), families)}\n{END}"
-    if START in doc and END in doc:
-        doc = doc[: doc.index(START)] + text + doc[doc.index(END) + len(END) :]
-    else:
-        doc = doc.rstrip() + "\n\n" + text + "\n"
-    doc_path.parent.mkdir(parents=True, exist_ok=True)
-    doc_path.write_text(doc)
+        old = json.loads(found.group(1)) if found else {}
+    doc_section.write_section("train_bench", render(merge(old, rows, families), families), doc_path)

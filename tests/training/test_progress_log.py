@@ -36,9 +36,9 @@ class _Terminal(io.StringIO):
         return True
 
 
-def _fit(callback: ProgressLog, epochs: int = 2, batches: int = 4) -> list[str]:
-    data = DataLoader(TensorDataset(torch.randn(batches * 5, 3)), batch_size=5)
-    trainer = L.Trainer(
+def _trainer(callback: ProgressLog, epochs: int, **options) -> L.Trainer:
+    """A quiet CPU trainer whose only output is ``callback``'s."""
+    return L.Trainer(
         max_epochs=epochs,
         accelerator="cpu",
         logger=False,
@@ -46,8 +46,13 @@ def _fit(callback: ProgressLog, epochs: int = 2, batches: int = 4) -> list[str]:
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=[callback],
+        **options,
     )
-    trainer.fit(_TinyModule(), train_dataloaders=data)
+
+
+def _fit(callback: ProgressLog, epochs: int = 2, batches: int = 4) -> list[str]:
+    data = DataLoader(TensorDataset(torch.randn(batches * 5, 3)), batch_size=5)
+    _trainer(callback, epochs).fit(_TinyModule(), train_dataloaders=data)
     return callback.stream.getvalue().splitlines()
 
 
@@ -123,17 +128,8 @@ class _ValidatingModule(_TinyModule):
 def test_epoch_numbers_agree_and_the_train_line_comes_before_its_validation():
     stream = io.StringIO()
     data = DataLoader(TensorDataset(torch.randn(20, 3)), batch_size=5)
-    trainer = L.Trainer(
-        max_epochs=4,
-        check_val_every_n_epoch=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[ProgressLog(every_n_steps=0, stream=stream)],
-    )
+    callback = ProgressLog(every_n_steps=0, stream=stream)
+    trainer = _trainer(callback, 4, check_val_every_n_epoch=2, num_sanity_val_steps=0)
     module = _ValidatingModule(stream)
     trainer.validate(module, dataloaders=data, verbose=False)  # the untrained model: 0 epochs
     trainer.fit(module, train_dataloaders=data, val_dataloaders=data)
