@@ -1,7 +1,7 @@
 """The ``train_bench`` section of docs/benchmarks.md: rows merged by key, rendered as three tables.
 
 The rows are kept as JSON in a comment at the end of the section, so a GPU run adds its rows beside the
-CPU ones.
+CPU ones; a section written before that comment existed is parsed back from its tables.
 """
 
 from __future__ import annotations
@@ -13,6 +13,37 @@ from pathlib import Path
 
 import doc_section
 from doc_section import DOC, read_section
+
+
+def _legacy_rows(section: str, families: Mapping) -> dict[str, list[dict]]:
+    """Rows of a section written before the data comment existed (its tables, parsed back)."""
+    labels = {family.label: name for name, family in families.items()}
+    found = re.search(r"Command: `([^`]*)`; host: ([^,]*), (\d+) torch threads, torch ([^ ]*)\.", section)
+    command, machine = (
+        (found.group(1), f"{found.group(2)}, {found.group(3)} torch threads, torch {found.group(4)}")
+        if found
+        else ("", "")
+    )
+    batch = re.search(r"--batch (\d+)", command)
+    where = {"machine": machine, "command": command}
+    data: dict[str, list[dict]] = {"throughput": [], "overhead": [], "datamodule": []}
+    for cells in (line.strip("|").split("|") for line in section.splitlines() if line.startswith("| ")):
+        cells = [c.strip() for c in cells]
+        if len(cells) == 5 and cells[3] in labels:
+            row = {
+                "device": cells[0],
+                "precision": cells[1],
+                "batch": int(cells[2]),
+                "family": labels[cells[3]],
+            }
+            data["throughput"].append({**row, "images_per_s": float(cells[4]), "peak_gib": None, **where})
+        elif len(cells) == 5 and cells[4].endswith("%"):
+            row = {"device": cells[0], "precision": cells[1], "batch": int(batch.group(1)) if batch else None}
+            data["overhead"].append({**row, "raw": float(cells[2]), "lightning": float(cells[3]), **where})
+        elif len(cells) == 3 and cells[0].isdigit():
+            data["datamodule"].append({"workers": int(cells[0]), "rate": float(cells[1]), **where})
+    return data
+
 
 KEYS = {
     "throughput": ("device", "precision", "batch", "family"),
@@ -90,5 +121,5 @@ def write_section(rows: dict[str, list[dict]], families: Mapping, doc_path: Path
     old: dict[str, list[dict]] = {}
     if section is not None:
         found = re.search(r"<!-- train_data: (.*?) -->", section, re.S)
-        old = json.loads(found.group(1)) if found else {}
+        old = json.loads(found.group(1)) if found else _legacy_rows(section, families)
     doc_section.write_section("train_bench", render(merge(old, rows, families), families), doc_path)
