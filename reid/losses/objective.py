@@ -43,8 +43,9 @@ from reid.losses.triplet import TripletLoss
 class ObjectiveInput:
     """What loss terms may read: one entry per branch in ``feats`` / ``logits`` / ``branch_weights``.
 
-    ``aux`` holds optional model outputs by name (e.g. ``"patch_index"`` [N, M] of selected patches);
-    a term that needs an entry the model does not give raises an error naming it.
+    ``aux`` holds optional model outputs by name (e.g. ``"pos_embed"``, the patch position table); a
+    term that needs an entry the model does not give raises an error naming it. ``step`` is the
+    optimiser step the batch trains (the trainer's ``global_step``), for terms whose weight ramps up.
     """
 
     feats: Sequence[Tensor]
@@ -53,6 +54,7 @@ class ObjectiveInput:
     branch_weights: Sequence[float]
     camids: Tensor | None = None
     aux: Mapping[str, Tensor] = field(default_factory=dict)
+    step: int = 0
 
     def __post_init__(self) -> None:
         if not (len(self.feats) == len(self.logits) == len(self.branch_weights)) or not self.feats:
@@ -73,22 +75,29 @@ class ObjectiveInput:
 
 
 class ObjectiveOutput(NamedTuple):
-    """``total = sum_t weight_t * terms[t]``; ``terms`` are the unweighted values, in config order."""
+    """``total = sum_t weight_t * terms[t]``; ``terms`` are the unweighted values, in config order.
+
+    ``stats`` are detached diagnostics the terms report (``"<term>/<stat>"``, e.g. ``"rpe/d_an"``),
+    logged by the task as ``train/<key>``; they never enter the total.
+    """
 
     total: Tensor
     terms: dict[str, Tensor]
+    stats: dict[str, Tensor] = {}
 
 
 class LossTerm(nn.Module):
     """A named objective term: ``forward(ObjectiveInput) -> scalar``, scaled by ``weight`` in the total.
 
     ``param_group_options`` are the optimiser settings of the term's own parameters (none by default:
-    the base learning rate, no weight decay).
+    the base learning rate, no weight decay). A term may report diagnostics of its last forward by
+    filling ``self.stats`` (name -> scalar); they reach the log as ``train/<term>/<name>``.
     """
 
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()
         self.weight = float(weight)
+        self.stats: dict[str, Tensor] = {}
 
     def param_group_options(self) -> dict[str, Any]:
         return {"weight_decay": 0.0}
@@ -143,7 +152,12 @@ class Objective(nn.Module):
     def forward(self, inputs: ObjectiveInput) -> ObjectiveOutput:
         values = {name: term(inputs) for name, term in self.terms.items()}
         total = sum(self.terms[name].weight * value for name, value in values.items())
-        return ObjectiveOutput(total, values)
+        stats = {
+            f"{name}/{key}": value.detach()
+            for name, term in self.terms.items()
+            for key, value in term.stats.items()
+        }
+        return ObjectiveOutput(total, values, stats)
 
     def param_groups(self, base_lr: float) -> list[dict[str, Any]]:
         """One optimiser group per term that has trainable parameters (``lr`` = ``base_lr`` unless the

@@ -39,6 +39,7 @@ class ReIDModelOutput(NamedTuple):
     feats: tuple[Tensor, ...]  # per branch [global, local_1..k], before the BNNeck (triplet input)
     logits: tuple[Tensor, ...]  # per branch ID logits; () in eval mode
     embedding: Tensor  # retrieval feature [B, embedding_dim]
+    aux: dict[str, Tensor] = {}  # optional outputs by name for loss terms (reid.losses.ObjectiveInput.aux)
 
 
 class GlobalBranchOutput(NamedTuple):

@@ -151,13 +151,23 @@ class TransReIDTask(L.LightningModule):
     # ---- training -------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         out: ReIDModelOutput = self.net(batch["image"], batch["camid"], batch["viewid"])
-        inputs = ObjectiveInput(out.feats, out.logits, batch["pid"], self.net.branch_weights, batch["camid"])
+        inputs = ObjectiveInput(
+            out.feats,
+            out.logits,
+            batch["pid"],
+            self.net.branch_weights,
+            batch["camid"],
+            aux=out.aux,
+            step=self.global_step,
+        )
         losses = self.objective(inputs)
         acc = (out.logits[0].argmax(dim=1) == batch["pid"]).float().mean()
         size = batch["image"].shape[0]
         self.log("train/loss", losses.total, prog_bar=True, batch_size=size)
         for name, value in losses.terms.items():
             self.log(f"train/loss_{name}", value, batch_size=size)
+        for name, value in losses.stats.items():
+            self.log(f"train/{name}", value, batch_size=size)
         self.log("train/acc", acc, prog_bar=True, batch_size=size)
         self.log("train/lr", self._base_group_lr(), batch_size=size)
         return losses.total

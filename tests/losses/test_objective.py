@@ -100,3 +100,22 @@ def test_inputs_check_branch_counts_and_name_missing_aux_outputs():
         inputs.require("patch_index", term="rpe")
     with_aux = _inputs(1, aux={"patch_index": torch.zeros(8, 3)})
     assert with_aux.require("patch_index", term="rpe").shape == (8, 3)
+
+
+class _Reporting(LossTerm):
+    """A term that reports diagnostics and reads the step."""
+
+    def forward(self, inputs):
+        value = inputs.feats[0].pow(2).mean()
+        self.stats = {"norm": inputs.feats[0].norm(dim=1).mean(), "step": torch.tensor(float(inputs.step))}
+        return value
+
+
+def test_term_stats_are_reported_detached_under_the_term_name_and_stay_out_of_the_total():
+    feats = (torch.randn(8, 6, requires_grad=True),)
+    inputs = ObjectiveInput(feats, (torch.randn(8, 4),), torch.arange(8) // 2, (1.0,), step=7)
+    out = Objective(rep=_Reporting(weight=2.0))(inputs)
+    assert set(out.stats) == {"rep/norm", "rep/step"}
+    assert out.stats["rep/step"].item() == 7.0 and not out.stats["rep/norm"].requires_grad
+    torch.testing.assert_close(out.total, 2.0 * feats[0].pow(2).mean())
+    assert Objective(id=IDTerm())(_inputs(1)).stats == {}
