@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from torch import Tensor, nn
@@ -83,7 +84,7 @@ class ObjectiveOutput(NamedTuple):
 
     total: Tensor
     terms: dict[str, Tensor]
-    stats: dict[str, Tensor] = {}
+    stats: Mapping[str, Tensor] = MappingProxyType({})
 
 
 class LossTerm(nn.Module):

@@ -22,6 +22,7 @@ gradient. Key names: ``backbone.*``, ``jpm.{block,norm}.*``, ``global_head.*``, 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -39,7 +40,7 @@ class ReIDModelOutput(NamedTuple):
     feats: tuple[Tensor, ...]  # per branch [global, local_1..k], before the BNNeck (triplet input)
     logits: tuple[Tensor, ...]  # per branch ID logits; () in eval mode
     embedding: Tensor  # retrieval feature [B, embedding_dim]
-    aux: dict[str, Tensor] = {}  # optional outputs by name for loss terms (reid.losses.ObjectiveInput.aux)
+    aux: Mapping[str, Tensor] = MappingProxyType({})  # by name, for loss terms (ObjectiveInput.aux)
 
 
 class GlobalBranchOutput(NamedTuple):

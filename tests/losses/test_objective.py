@@ -118,4 +118,4 @@ def test_term_stats_are_reported_detached_under_the_term_name_and_stay_out_of_th
     assert set(out.stats) == {"rep/norm", "rep/step"}
     assert out.stats["rep/step"].item() == 7.0 and not out.stats["rep/norm"].requires_grad
     torch.testing.assert_close(out.total, 2.0 * feats[0].pow(2).mean())
-    assert Objective(id=IDTerm())(_inputs(1)).stats == {}
+    assert dict(Objective(id=IDTerm())(_inputs(1)).stats) == {}
