@@ -5,6 +5,7 @@ The supervised objective (:class:`Objective`) is a set of named, weighted :class
 
 from reid.losses.id_loss import IDLoss
 from reid.losses.objective import IDTerm, LossTerm, Objective, ObjectiveInput, ObjectiveOutput, TripletTerm
+from reid.losses.rpe_triplet import RPETripletTerm
 from reid.losses.triplet import HardPairs, TripletLoss, hard_example_mining, pairwise_euclidean
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "Objective",
     "ObjectiveInput",
     "ObjectiveOutput",
+    "RPETripletTerm",
     "TripletLoss",
     "TripletTerm",
     "hard_example_mining",

@@ -88,7 +88,8 @@ class ObjectiveOutput(NamedTuple):
 
 
 class LossTerm(nn.Module):
-    """A named objective term: ``forward(ObjectiveInput) -> scalar``, scaled by ``weight`` in the total.
+    """A named objective term: ``forward(ObjectiveInput) -> scalar``, scaled by ``weight_at(step)`` in the
+    total (the constant ``weight`` unless the term overrides :meth:`weight_at`, e.g. with a warm-up).
 
     ``param_group_options`` are the optimiser settings of the term's own parameters (none by default:
     the base learning rate, no weight decay). A term may report diagnostics of its last forward by
@@ -102,6 +103,10 @@ class LossTerm(nn.Module):
 
     def param_group_options(self) -> dict[str, Any]:
         return {"weight_decay": 0.0}
+
+    def weight_at(self, step: int) -> float:
+        """The weight in the total at optimiser step ``step``: ``weight`` unless a term ramps it."""
+        return self.weight
 
     def forward(self, inputs: ObjectiveInput) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
@@ -132,7 +137,7 @@ class TripletTerm(LossTerm):
 
 
 class Objective(nn.Module):
-    """``L = sum_t w_t L_t`` over named :class:`LossTerm` s (``None`` entries are dropped).
+    """``L = sum_t w_t(step) L_t`` over named :class:`LossTerm` s (``None`` entries are dropped).
 
     Raises at construction when no term is left or a term is not a :class:`LossTerm`, naming it.
     """
@@ -152,7 +157,7 @@ class Objective(nn.Module):
 
     def forward(self, inputs: ObjectiveInput) -> ObjectiveOutput:
         values = {name: term(inputs) for name, term in self.terms.items()}
-        total = sum(self.terms[name].weight * value for name, value in values.items())
+        total = sum(self.terms[name].weight_at(inputs.step) * value for name, value in values.items())
         stats = {
             f"{name}/{key}": value.detach()
             for name, term in self.terms.items()

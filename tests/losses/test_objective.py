@@ -119,3 +119,19 @@ def test_term_stats_are_reported_detached_under_the_term_name_and_stay_out_of_th
     assert out.stats["rep/step"].item() == 7.0 and not out.stats["rep/norm"].requires_grad
     torch.testing.assert_close(out.total, 2.0 * feats[0].pow(2).mean())
     assert dict(Objective(id=IDTerm())(_inputs(1)).stats) == {}
+
+
+class _Ramped(_Reporting):
+    """A term whose weight ramps: ``weight_at(step) = weight * step / 10``."""
+
+    def weight_at(self, step: int) -> float:
+        return self.weight * step / 10
+
+
+def test_the_total_uses_weight_at_the_step_and_the_default_is_the_constant_weight():
+    assert [IDTerm(weight=0.7).weight_at(s) for s in (0, 1, 10**6)] == [0.7, 0.7, 0.7]
+    feats = (torch.randn(8, 6),)
+    inputs = ObjectiveInput(feats, (torch.randn(8, 4),), torch.arange(8) // 2, (1.0,), step=3)
+    out = Objective(id=IDTerm(weight=0.5), ramp=_Ramped(weight=2.0))(inputs)
+    torch.testing.assert_close(out.total, 0.5 * out.terms["id"] + 0.6 * out.terms["ramp"])
+    torch.testing.assert_close(out.terms["ramp"], feats[0].pow(2).mean())
