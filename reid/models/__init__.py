@@ -3,6 +3,7 @@
 from reid.models.heads import BNNeckHead, ClsPartsNeckHead, NeckOutput
 from reid.models.jpm import JigsawPatchModule, JPMConfig
 from reid.models.reid_net import ReIDModelOutput, ReIDNet
+from reid.models.relative_position import RelativePositionBias, RelPosBiasConfig
 from reid.models.sie import CameraEmbedConfig
 from reid.models.vit import VisionTransformer, vit_base, vit_small, vit_tiny
 
@@ -15,6 +16,8 @@ __all__ = [
     "NeckOutput",
     "ReIDModelOutput",
     "ReIDNet",
+    "RelPosBiasConfig",
+    "RelativePositionBias",
     "VisionTransformer",
     "vit_base",
     "vit_small",

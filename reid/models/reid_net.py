@@ -16,7 +16,14 @@ with the PASS multi-neck head (``heads.ClsPartsNeckHead``).
 Differences from the official module layout, on purpose: the global branch *is* the backbone's last block
 and norm (the official ``build_transformer_local`` keeps an unused ``base.blocks[-1]``/``base.norm`` beside
 a copy ``b1``), and there is no unused ImageNet ``fc`` layer; so nothing here is a parameter without a
-gradient. Key names: ``backbone.*``, ``jpm.{block,norm}.*``, ``global_head.*``, ``local_heads.{j}.*``.
+gradient. Key names: ``backbone.*``, ``jpm.{block,norm}.*`` (``jpm.rel_pos.table`` with per-layer relative
+position bias), ``global_head.*``, ``local_heads.{j}.*``.
+
+Auxiliary outputs for loss terms (``ReIDModelOutput.aux``, training mode only; empty in eval):
+``cls_similarity`` [B, N], the cosine similarity of the global branch's final (normed) [CLS] to each final
+patch token (row-major); ``pos_embed`` [N, D], the patch position embeddings used for this input; and, with
+relative position bias, ``rel_pos_bias`` [L, heads, N, N], the patch-to-patch bias of each table (L =
+depth, or 1 shared). None is detached.
 """
 
 from __future__ import annotations
@@ -26,10 +33,12 @@ from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reid.models.heads import BNNeckHead, ClsPartsNeckHead, NeckOutput
 from reid.models.jpm import JigsawPatchModule, JPMConfig, as_jpm_config
+from reid.models.relative_position import Grid, RelativePositionBias
 from reid.models.vit import VisionTransformer
 
 NeckFeat = Literal["before", "after"]
@@ -47,6 +56,7 @@ class GlobalBranchOutput(NamedTuple):
     feat: Tensor  # the global feature: [CLS] [B, D], or cat(cls, mean(parts)) [B, 2D]
     cls: Tensor  # [CLS] after the last block and norm, [B, D]
     parts: Tensor | None  # part tokens [B, L, D] when feature == "cls_parts"
+    tokens: Tensor  # every token after the last block and norm, [B, P + N, D]
 
 
 class ReIDNet(nn.Module):
@@ -65,10 +75,10 @@ class ReIDNet(nn.Module):
             raise ValueError(f"ReIDNet: neck_feat must be 'before' or 'after', got {neck_feat!r}")
         if feature not in ("cls", "cls_parts"):
             raise ValueError(f"ReIDNet: feature must be 'cls' or 'cls_parts', got {feature!r}")
-        if not hasattr(backbone, "forward_tokens"):
+        if not hasattr(backbone, "forward_tokens_on_grid"):
             raise TypeError(
-                f"ReIDNet: needs a ViT backbone (forward_tokens), got {type(backbone).__name__}; a CNN "
-                "backbone goes with model.net=reid.models.cnn_reid_net.CNNReIDNet (conf/model/bot_r50.yaml)"
+                f"ReIDNet: needs a ViT backbone (forward_tokens_on_grid), got {type(backbone).__name__}; a "
+                "CNN backbone goes with model.net=reid.models.cnn_reid_net.CNNReIDNet (conf/model/bot_r50)"
             )
         num_parts = getattr(backbone, "num_parts", 0)
         if feature == "cls_parts" and num_parts < 1:
@@ -84,7 +94,7 @@ class ReIDNet(nn.Module):
             else ClsPartsNeckHead(dim, num_parts, num_classes)
         )
         self.jpm = (
-            JigsawPatchModule(backbone.blocks[-1], backbone.norm, self.jpm_config)
+            JigsawPatchModule(backbone.blocks[-1], backbone.norm, self.jpm_config, self._last_table(own=True))
             if self.jpm_config is not None
             else None
         )
@@ -107,23 +117,48 @@ class ReIDNet(nn.Module):
         dim = self.backbone.embed_dim
         return dim * (2 if self.feature == "cls_parts" else 1) + dim * self.num_local
 
+    def _last_table(self, own: bool) -> RelativePositionBias | None:
+        """The backbone's last-layer relative table: for the JPM branch to copy (``own``: per-layer tables)
+        or to read at each forward (shared table); ``None`` where the other case applies or there is none."""
+        config = getattr(self.backbone, "rel_pos_config", None)
+        if config is None or config.shared == own:
+            return None
+        return self.backbone.rel_pos_of(-1)
+
     def reset_local_branch(self) -> None:
-        """Copy the backbone's last block and norm into the JPM branch. Call after loading backbone
-        weights (the official code builds its copies after loading the ImageNet checkpoint)."""
+        """Copy the backbone's last block, norm (and per-layer last relative table) into the JPM branch.
+        Call after loading backbone weights (the official code builds its copies after loading the
+        ImageNet checkpoint)."""
         if self.jpm is not None:
-            self.jpm.load_from_backbone(self.backbone.blocks[-1], self.backbone.norm)
+            table = self._last_table(own=True)
+            self.jpm.load_from_backbone(self.backbone.blocks[-1], self.backbone.norm, table)
 
     def no_weight_decay(self) -> set[str]:
-        return {f"backbone.{name}" for name in self.backbone.no_weight_decay()}
+        names = {f"backbone.{name}" for name in self.backbone.no_weight_decay()}
+        if self.jpm is not None and self.jpm.rel_pos is not None:
+            names.add("jpm.rel_pos.table")
+        return names
 
-    def _global_branch(self, tokens: Tensor) -> GlobalBranchOutput:
+    def _global_branch(self, tokens: Tensor, grid: Grid) -> GlobalBranchOutput:
         """The last block + norm on the tokens before it; the global feature is [CLS] or cat(cls, parts)."""
-        final = self.backbone.norm(self.backbone.blocks[-1](tokens))
+        final = self.backbone.norm(self.backbone.forward_block(-1, tokens, grid))
         cls = final[:, 0]
         if self.feature == "cls":
-            return GlobalBranchOutput(cls, cls, None)
+            return GlobalBranchOutput(cls, cls, None, final)
         parts = final[:, 1 : self.backbone.num_prefix_tokens]
-        return GlobalBranchOutput(torch.cat((cls, parts.mean(dim=1)), dim=1), cls, parts)
+        return GlobalBranchOutput(torch.cat((cls, parts.mean(dim=1)), dim=1), cls, parts, final)
+
+    def _aux(self, branch: GlobalBranchOutput, grid: Grid) -> dict[str, Tensor]:
+        """Training-time inputs of positional loss terms (module docstring)."""
+        patches = branch.tokens[:, self.backbone.num_prefix_tokens :]
+        aux = {
+            "cls_similarity": F.cosine_similarity(branch.cls[:, None], patches, dim=-1),
+            "pos_embed": self.backbone.patch_pos_embed(grid)[0],
+        }
+        biases = self.backbone.patch_biases(grid)
+        if biases is not None:
+            aux["rel_pos_bias"] = biases
+        return aux
 
     def _heads(self, branch: GlobalBranchOutput, local_feats: tuple[Tensor, ...]) -> list[NeckOutput]:
         if isinstance(self.global_head, ClsPartsNeckHead):
@@ -148,16 +183,22 @@ class ReIDNet(nn.Module):
     def forward(
         self, images: Tensor, camids: Tensor | None = None, viewids: Tensor | None = None
     ) -> ReIDModelOutput:
-        tokens = self.backbone.forward_tokens(images, camids, viewids, depth=-1)
-        branch = self._global_branch(tokens)
-        local_feats = self.jpm(tokens, self.backbone.num_prefix_tokens) if self.jpm is not None else ()
+        tokens, grid = self.backbone.forward_tokens_on_grid(images, camids, viewids, depth=-1)
+        branch = self._global_branch(tokens, grid)
+        local_feats = (
+            self.jpm(tokens, self.backbone.num_prefix_tokens, grid, self._last_table(own=False))
+            if self.jpm is not None
+            else ()
+        )
         feats = (branch.feat, *local_feats)
+        aux: Mapping[str, Tensor] = MappingProxyType({})
         if self.training:
             heads = self._heads(branch, local_feats)
             logits = tuple(out.logits for out in heads)
             neck_feats = [out.neck_feat for out in heads]
+            aux = MappingProxyType(self._aux(branch, grid))
         else:
             logits = ()
             neck_feats = self._necks(branch, local_feats) if self.neck_feat == "after" else []
         embedding = self._embedding(feats if self.neck_feat == "before" else neck_feats)
-        return ReIDModelOutput(feats, logits, embedding)
+        return ReIDModelOutput(feats, logits, embedding, aux)

@@ -6,17 +6,25 @@ Tokens (TransReID Sec. 3.1-3.2, PASS Sec. 3.2):
           + lambda * S[c, v]                                    (SIE, only when configured)
     Z_l = Block_l(Z_{l-1}),  l = 1..depth;   output = LayerNorm(Z_depth)
 
+and, in every block, per head: ``Attn(Q, K, V) = softmax(Q K^T / sqrt(d) + B_l) V`` with ``B_l = 0`` for the
+plain ViT, or the relative position bias ``B_l[h, i, j] = table_l[index[i, j], h]`` when ``rel_pos_bias`` is
+set (``relative_position.py``: one learned entry per patch offset, own entries for [CLS] / part tokens;
+one table per layer, or one shared by all layers with ``shared: true``). ``B`` reaches timm's ``Block`` as
+its additive ``attn_mask``, so attention stays ``F.scaled_dot_product_attention`` (the fused kernel).
+
 ``E`` is the overlapping patch embedding (``patch_embed.py``), ``p`` learned position embeddings (the
 [CLS] and part positions are kept apart from the patch grid so the grid alone can be resized), ``S`` the
 side-information table (``sie.py``). Blocks are timm's pre-norm ``Block`` (qkv bias, MLP ratio 4,
 LayerNorm eps 1e-6), with drop-path rates rising linearly from 0 to ``drop_path_rate``.
 
 Inputs of another size than ``img_size`` (DINO local crops) get the patch position grid resized
-bilinearly (``position.py``; DINO's ``interpolate_pos_encoding`` does the same with bicubic).
+bilinearly (``position.py``; DINO's ``interpolate_pos_encoding`` does the same with bicubic), and the
+relative tables bicubically (``resize_relative_table``).
 
 State-dict keys (the checkpoint loader relies on them): ``patch_embed.proj.*`` (``patch_embed.stem.*``
 with the ICS stem), ``cls_token`` [1,1,D], ``part_tokens`` [1,L,D], ``cls_pos`` [1,1,D], ``part_pos``
-[1,L,D], ``pos_embed`` [1,N,D] (patches only), ``sie_embed`` [S,1,D], ``blocks.{i}.*``, ``norm.*``, and
+[1,L,D], ``pos_embed`` [1,N,D] (patches only), ``sie_embed`` [S,1,D], ``blocks.{i}.*``, ``norm.*``,
+``rel_pos.{i}.table`` [(2H-1)(2W-1) + 2P + P^2, heads] (only with ``rel_pos_bias``; i = 0 when shared), and
 the int64 buffer ``pos_grid`` = [rows, cols] of ``pos_embed``'s grid (no parameters; it records the grid
 so that a checkpoint of ours says how to resize it). A state dict without ``pos_grid`` (timm, official
 TransReID / DINO / PASS layouts, older exports) loads as before; one whose grid differs is refused.
@@ -26,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from timm.layers import trunc_normal_
@@ -35,7 +43,20 @@ from torch import Tensor, nn
 
 from reid.models.patch_embed import OverlapPatchEmbed, StemKind
 from reid.models.position import POS_GRID, resize_pos_embed
+from reid.models.relative_position import (
+    Grid,
+    RelativePositionBias,
+    RelPosBiasConfig,
+    as_rel_pos_bias_config,
+    attention_mask,
+    run_block,
+)
 from reid.models.sie import CameraEmbedConfig, as_camera_embed_config, new_sie_table, sie_offsets
+
+
+class TokensOnGrid(NamedTuple):
+    tokens: Tensor  # [B, P + N, D]
+    grid: Grid  # (rows, cols) of the N patch tokens, row-major
 
 
 class VisionTransformer(nn.Module):
@@ -43,7 +64,8 @@ class VisionTransformer(nn.Module):
 
     ``forward_tokens(x, camids, viewids, depth)`` runs the first ``depth`` blocks (negative counts from
     the end, so ``depth=-1`` stops before the last block, where TransReID's global and JPM branches split);
-    ``forward_features`` runs all blocks and the final norm.
+    ``forward_features`` runs all blocks and the final norm. ``forward_tokens_on_grid`` also returns the
+    patch grid of the input, which ``forward_block(i, tokens, grid)`` needs for block ``i``'s bias.
     """
 
     def __init__(
@@ -66,6 +88,7 @@ class VisionTransformer(nn.Module):
         input_norm: bool = False,
         stem_dim: int = 64,
         block_layer: type[nn.Module] = Block,
+        rel_pos_bias: RelPosBiasConfig | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if num_parts < 0:
@@ -107,6 +130,13 @@ class VisionTransformer(nn.Module):
             for rate in drop_path_rates
         )
         self.norm = norm_layer(embed_dim)
+        self.rel_pos_config = as_rel_pos_bias_config(rel_pos_bias)
+        self.rel_pos: nn.ModuleList | None = None
+        if self.rel_pos_config is not None:  # zero tables: created after the seeded init draws nothing
+            count = 1 if self.rel_pos_config.shared else depth
+            self.rel_pos = nn.ModuleList(
+                RelativePositionBias(self.grid_size, num_heads, self.num_prefix_tokens) for _ in range(count)
+            )
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -150,18 +180,59 @@ class VisionTransformer(nn.Module):
             missing_keys.remove(key)
 
     def no_weight_decay(self) -> set[str]:
-        """Token, position and side-information embeddings (timm contract)."""
+        """Token, position and side-information embeddings and relative tables (timm / BEiT contract)."""
         names = {"cls_token", "cls_pos", "pos_embed", "part_tokens", "part_pos", "sie_embed"}
-        return {name for name, _ in self.named_parameters(recurse=False) if name in names}
+        tables = {f"rel_pos.{i}.table" for i in range(len(self.rel_pos or ()))}
+        return {name for name, _ in self.named_parameters(recurse=False) if name in names} | tables
 
-    def embed(self, x: Tensor, camids: Tensor | None = None, viewids: Tensor | None = None) -> Tensor:
-        """Image ``[B, C, H, W]`` -> input tokens ``Z_0`` ``[B, 1 + L + N, D]``."""
+    def patch_pos_embed(self, grid: Grid | None = None) -> Tensor:
+        """Patch position embeddings ``[1, N, D]`` for ``grid`` (resized when it is not the model's)."""
+        if grid is None or tuple(grid) == self.grid_size:
+            return self.pos_embed
+        return resize_pos_embed(self.pos_embed, new_grid=tuple(grid), old_grid=self.grid_size)
+
+    def rel_pos_of(self, block: int) -> RelativePositionBias | None:
+        """The relative table block ``block`` reads (the shared one, or the block's own), if any."""
+        if self.rel_pos is None:
+            return None
+        index = block % len(self.blocks)
+        return self.rel_pos[0 if len(self.rel_pos) == 1 else index]
+
+    def attn_bias(
+        self, block: int, grid: Grid | None = None, positions: Tensor | None = None
+    ) -> Tensor | None:
+        """Block ``block``'s additive attention bias on ``grid`` (default the model's): ``[heads, T, T]`` for
+        the natural token order, or for tokens at ``positions`` (``[T']`` / ``[S, T']``, indices in the
+        natural order, e.g. JPM's shuffled chunks); ``None`` without relative position bias."""
+        table = self.rel_pos_of(block)
+        return None if table is None else table(positions, grid)
+
+    def patch_biases(self, grid: Grid | None = None) -> Tensor | None:
+        """Patch-to-patch bias of every table, ``[L, heads, N, N]`` (L = depth, or 1 when shared)."""
+        if self.rel_pos is None:
+            return None
+        return torch.stack([table.patch_bias(grid) for table in self.rel_pos])
+
+    def _masks(self, count: int, tokens: Tensor, grid: Grid) -> list[Tensor | None]:
+        if self.rel_pos is None:
+            return [None] * count
+        if len(self.rel_pos) == 1:  # shared: gather the bias once for all blocks
+            return [attention_mask(self.rel_pos[0](None, grid), tokens)] * count
+        return [attention_mask(self.rel_pos[i](None, grid), tokens) for i in range(count)]
+
+    def forward_block(self, block: int, tokens: Tensor, grid: Grid | None = None) -> Tensor:
+        """Block ``block`` (negative counts from the end) on tokens in the natural order of ``grid``."""
+        bias = self.attn_bias(block, grid)
+        return run_block(self.blocks[block], tokens, bias)
+
+    def embed_on_grid(
+        self, x: Tensor, camids: Tensor | None = None, viewids: Tensor | None = None
+    ) -> TokensOnGrid:
+        """Image ``[B, C, H, W]`` -> input tokens ``Z_0`` ``[B, 1 + L + N, D]`` and their patch grid."""
         feature_map = self.patch_embed.feature_map(x)
         grid = (feature_map.shape[-2], feature_map.shape[-1])
-        pos_embed = self.pos_embed
-        if grid != self.grid_size:  # another input size (e.g. DINO local crops): resize the grid
-            pos_embed = resize_pos_embed(pos_embed, new_grid=grid, old_grid=self.grid_size)
-        patches = feature_map.flatten(2).transpose(1, 2) + pos_embed
+        # another input size (e.g. DINO local crops): the position grid is resized
+        patches = feature_map.flatten(2).transpose(1, 2) + self.patch_pos_embed(grid)
         batch = patches.shape[0]
         prefix = [(self.cls_token + self.cls_pos).expand(batch, -1, -1)]
         if self.num_parts:
@@ -169,20 +240,32 @@ class VisionTransformer(nn.Module):
         tokens = torch.cat([*prefix, patches], dim=1)
         if self.camera_embed is not None:
             tokens = tokens + sie_offsets(self.sie_embed, self.camera_embed, camids, viewids)
-        return self.pos_drop(tokens)
+        return TokensOnGrid(self.pos_drop(tokens), grid)
+
+    def embed(self, x: Tensor, camids: Tensor | None = None, viewids: Tensor | None = None) -> Tensor:
+        """Image ``[B, C, H, W]`` -> input tokens ``Z_0`` ``[B, 1 + L + N, D]``."""
+        return self.embed_on_grid(x, camids, viewids).tokens
+
+    def forward_tokens_on_grid(
+        self, x: Tensor, camids: Tensor | None = None, viewids: Tensor | None = None, depth: int | None = None
+    ) -> TokensOnGrid:
+        """Tokens after the first ``depth`` blocks (all when ``None``; ``-1`` = all but the last), no norm,
+        with the input's patch grid."""
+        total = len(self.blocks)
+        if depth is not None and not -total <= depth <= total:
+            raise ValueError(f"VisionTransformer: depth must be None or in [-{total}, {total}], got {depth}")
+        num_blocks = total if depth is None else (depth if depth >= 0 else total + depth)
+        tokens, grid = self.embed_on_grid(x, camids, viewids)
+        masks = self._masks(num_blocks, tokens, grid)
+        for block, mask in zip(self.blocks[:num_blocks], masks, strict=True):
+            tokens = block(tokens) if mask is None else block(tokens, attn_mask=mask)
+        return TokensOnGrid(tokens, grid)
 
     def forward_tokens(
         self, x: Tensor, camids: Tensor | None = None, viewids: Tensor | None = None, depth: int | None = None
     ) -> Tensor:
         """Tokens after the first ``depth`` blocks (all when ``None``; ``-1`` = all but the last), no norm."""
-        total = len(self.blocks)
-        if depth is not None and not -total <= depth <= total:
-            raise ValueError(f"VisionTransformer: depth must be None or in [-{total}, {total}], got {depth}")
-        num_blocks = total if depth is None else (depth if depth >= 0 else total + depth)
-        tokens = self.embed(x, camids, viewids)
-        for block in self.blocks[:num_blocks]:
-            tokens = block(tokens)
-        return tokens
+        return self.forward_tokens_on_grid(x, camids, viewids, depth).tokens
 
     def forward_features(
         self, x: Tensor, camids: Tensor | None = None, viewids: Tensor | None = None

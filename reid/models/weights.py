@@ -25,7 +25,10 @@ torchvision  ImageNet ResNets saved by torchvision (``resnet50-0676ba61.pth``, `
 reid         our own ReIDNet / CNNReIDNet state dicts (``net.`` prefix of a Lightning module optional)
 ============ =====================================================================================
 
-A patch position grid of another size is resized bilinearly (input size or stride changed). The
+A patch position grid of another size is resized bilinearly (input size or stride changed), and our
+relative position tables (``rel_pos.{i}.table``, ``jpm.rel_pos.table``) bicubically to the same grid; a
+checkpoint without tables leaves the model's zero tables (reported as missing), so the model computes
+what the plain ViT loaded from it computes. The
 checkpoint's grid is, in order: the ``pos_grid`` record our ViTs save; ``old_grid`` (config
 ``model.weights_grid``, like TransReID-SSL's ``PRETRAIN_HW_RATIO``); the model's own grid when the
 counts are equal; the single candidate of :func:`reid.models.position.candidate_grids`. Several or no
@@ -48,6 +51,7 @@ from torch import Tensor, nn
 
 from reid.models.patch_embed import INPUT_NORM_FLAG
 from reid.models.position import POS_GRID, checkpoint_grid, resize_pos_embed
+from reid.models.relative_position import num_relative_entries, resize_relative_table
 
 StateDict = dict[str, Tensor]
 LAYOUTS = ("timm", "npz", "dino", "pass", "transreid", "torchvision", "reid")
@@ -287,6 +291,8 @@ def _likely_cause(name: str, saved: tuple[int, ...], wanted: tuple[int, ...]) ->
         return "camera/view count differs (SIE table = cameras x views), or SIE is set differently"
     if name.endswith(("part_tokens", "part_pos")):
         return "number of part tokens (num_parts) differs"
+    if _REL_TABLE.search(name):
+        return "relative table: heads or part tokens differ, or its grid is not the checkpoint's pos_grid"
     if re.match(r"(backbone\.)?(conv1|bn1|layer\d)\.", name):
         return "ResNet depth, block type or widths differ (e.g. a ResNet-18 checkpoint for a ResNet-50)"
     if name.endswith("patch_embed.proj.weight") and saved[2:] != wanted[2:]:
@@ -314,9 +320,9 @@ def _place(mapped: StateDict, layout: str, model: nn.Module) -> StateDict:
 
 def _fit_pos_embed(
     state: StateDict, model: nn.Module, report: LoadReport, old_grid: Sequence[int] | None
-) -> None:
+) -> tuple[int, int] | None:
     """Resize the checkpoint's patch positions to the model's grid; drops the checkpoint's grid record
-    (the model keeps its own)."""
+    (the model keeps its own). Returns the checkpoint's grid (``None`` without patch positions)."""
     backbone, prefix = _backbone_of(model)
     key, record = prefix + "pos_embed", state.pop(prefix + POS_GRID, None)
     target = getattr(backbone, "pos_embed", None)
@@ -325,10 +331,10 @@ def _fit_pos_embed(
             "weights: model.weights_grid is set, but the model has no position grid (CNN); set null"
         )
     if key not in state or target is None:
-        return
+        return None
     saved = state[key]
     if saved.ndim != 3 or saved.shape[-1] != target.shape[-1]:
-        return  # a width mismatch is reported by the shape check
+        return None  # a width mismatch is reported by the shape check
     new_grid = tuple(backbone.patch_embed.grid_size)
     grid = checkpoint_grid(saved.shape[1], record, old_grid, backbone.patch_embed, report.path)
     if grid != new_grid:
@@ -337,6 +343,29 @@ def _fit_pos_embed(
             "recorded in the file" if record is not None else "model.weights_grid" if old_grid else "inferred"
         )
         report.resized.append(f"{key} {grid[0]}x{grid[1]} -> {new_grid[0]}x{new_grid[1]} (old grid {how})")
+    return grid
+
+
+_REL_TABLE = re.compile(r"(^|\.)rel_pos\.(\d+\.)?table$")
+
+
+def _fit_rel_tables(
+    state: StateDict, model: nn.Module, report: LoadReport, grid: tuple[int, int] | None
+) -> None:
+    """Resize relative tables learned on the checkpoint's grid ``grid`` to the model's (bicubic); a table
+    of any other shape is left for the shape check to refuse."""
+    backbone, _ = _backbone_of(model)
+    new_grid = tuple(getattr(getattr(backbone, "patch_embed", None), "grid_size", ()))
+    if grid is None or len(new_grid) != 2 or grid == new_grid:
+        return
+    prefix = int(backbone.num_prefix_tokens)
+    wanted = model.state_dict()
+    for key, saved in list(state.items()):
+        if not _REL_TABLE.search(key) or key not in wanted or saved.ndim != 2:
+            continue
+        if saved.shape == (num_relative_entries(grid, prefix), wanted[key].shape[1]):
+            state[key] = resize_relative_table(saved, grid, new_grid, prefix)
+            report.resized.append(f"{key} {grid[0]}x{grid[1]} -> {new_grid[0]}x{new_grid[1]} (bicubic)")
 
 
 def _check_shapes(state: StateDict, wanted: Mapping[str, Tensor], path: str, layout: str) -> None:
@@ -387,7 +416,7 @@ def load_pretrained(
     wanted = model.state_dict()
     _check_input_norm(mapped, wanted, str(path))
     report = LoadReport(str(path), layout)
-    _fit_pos_embed(mapped, model, report, old_grid)
+    _fit_rel_tables(mapped, model, report, _fit_pos_embed(mapped, model, report, old_grid))
     _check_shapes(mapped, wanted, str(path), layout)
     usable = {k: v for k, v in mapped.items() if k in wanted}
     model.load_state_dict(usable, strict=False)

@@ -4,10 +4,10 @@
 
 Writes the teacher's backbone (``--which student`` for the student) in our ViT key layout
 (``patch_embed.proj.*``, ``cls_token``, ``part_tokens``, ``cls_pos``, ``part_pos``, ``pos_embed``,
-``blocks.{i}.*``, ``norm.*``, and the ``pos_grid`` record of the position grid), as ``.safetensors``
-(with the metadata ``num_parts``, ``embed_dim``, ``depth``, ``pos_grid``, ...) or ``.pth``; a fine-tuning
-experiment loads it with ``model.weights=<file>``, at any input size or stride: the recorded grid says
-how to resize the positions.
+``blocks.{i}.*``, ``norm.*``, ``rel_pos.{i}.table`` with relative position bias, and the ``pos_grid``
+record of the position grid), as ``.safetensors`` (with the metadata ``num_parts``, ``embed_dim``,
+``depth``, ``rel_pos_bias``, ``pos_grid``, ...) or ``.pth``; a fine-tuning experiment loads it with
+``model.weights=<file>``, at any input size or stride: the recorded grid says how to resize the positions.
 The same helpers load a backbone back from any of these files (used by the CFS tool).
 """
 
@@ -17,6 +17,7 @@ import argparse
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -61,8 +62,9 @@ def extract_backbone(state: Mapping[str, Tensor], which: str = "teacher") -> dic
     return backbone
 
 
-def architecture(state: Mapping[str, Tensor]) -> dict[str, int | str | bool]:
-    """ViT constructor arguments readable from a backbone state (heads: 64 dims each)."""
+def architecture(state: Mapping[str, Tensor]) -> dict[str, Any]:
+    """ViT constructor arguments readable from a backbone state (heads: the relative tables' width, else
+    64 dims each); ``rel_pos_bias`` is ``{"shared": ...}`` when the state has relative tables, else None."""
     if "patch_embed.proj.weight" not in state:
         raise ValueError("backbone state has no patch_embed.proj.weight; is it a reid ViT backbone?")
     embed_dim = int(state["patch_embed.proj.weight"].shape[0])
@@ -70,8 +72,11 @@ def architecture(state: Mapping[str, Tensor]) -> dict[str, int | str | bool]:
     num_parts = int(state["part_tokens"].shape[1]) if "part_tokens" in state else 0
     stem = "ics" if any(k.startswith("patch_embed.stem.") for k in state) else "patch"
     kernel = int(state["patch_embed.proj.weight"].shape[-1])
+    tables = [k for k in state if re.fullmatch(r"rel_pos\.\d+\.table", k)]
+    heads = int(state["rel_pos.0.table"].shape[1]) if "rel_pos.0.table" in state else max(1, embed_dim // 64)
     return {
-        "embed_dim": embed_dim, "depth": depth, "num_heads": max(1, embed_dim // 64), "num_parts": num_parts,
+        "embed_dim": embed_dim, "depth": depth, "num_heads": heads, "num_parts": num_parts,
+        "rel_pos_bias": {"shared": len(tables) == 1 and depth > 1} if tables else None,
         "stem": stem, "patch_size": 2 * kernel if stem == "ics" else kernel,
         **({"stem_dim": int(state["patch_embed.proj.weight"].shape[1])} if stem == "ics" else {}),
         "input_norm": f"patch_embed.{INPUT_NORM_FLAG}" in state,
