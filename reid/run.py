@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,10 +23,12 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationKeyError
 
 from reid.config import CONFIG_DIR, register_resolvers
+from reid.training.preemption import Preempted
 
 log = logging.getLogger("reid")
 register_resolvers()
@@ -39,10 +42,18 @@ def _instantiate_dict(section: DictConfig | None) -> list[Any]:
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
-    """``"last"`` means ``<output_dir>/checkpoints/last.ckpt``; a named file must exist."""
+    """``"last"`` means ``<output_dir>/checkpoints/last.ckpt``; a named file must exist.
+
+    ``None`` in a SLURM job that was requeued (``SLURM_RESTART_COUNT`` > 0) resumes from that
+    ``last.ckpt`` when it exists: the requeued job runs the same command as the preempted one.
+    """
+    last = Path(output_dir) / "checkpoints" / "last.ckpt"
     if ckpt_path is None:
+        if int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0 and last.is_file():
+            log.warning("requeued SLURM job: resuming from %s", last)
+            return str(last)
         return None
-    path = Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    path = last if ckpt_path == "last" else Path(ckpt_path)
     if not path.is_file():
         hint = " (resume a run by re-using its folder: hydra.run.dir=<run folder> ckpt_path=last)"
         raise FileNotFoundError(f"ckpt_path={ckpt_path!r}: no checkpoint at {path}{hint}")
@@ -135,7 +146,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("evaluate_before_fit"):  # on the test split, as the final row: the two compare like for like
         summary["untrained"] = _metrics(trainer.test(model, datamodule=datamodule), "test/")
     if cfg.train:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, output_dir))
+        _fit(trainer, model, datamodule, resolve_ckpt_path(cfg.ckpt_path, output_dir), output_dir)
         summary["best_checkpoint"] = _best_checkpoint(trainer)
     if cfg.test:
         ckpt = summary.get("best_checkpoint") if cfg.train else resolve_ckpt_path(cfg.ckpt_path, output_dir)
@@ -149,6 +160,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     summary["optimized_metric"] = float(metric) if metric is not None else None
     _finish_loggers(trainer)
     return summary
+
+
+def _fit(
+    trainer: L.Trainer, model: L.LightningModule, datamodule: Any, ckpt_path: str | None, output_dir: Path
+) -> None:
+    """``trainer.fit``; SIGTERM (Lightning stops at the step boundary) raises :class:`Preempted`."""
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SIGTERMException as stop:
+        callback = trainer.checkpoint_callback
+        last = getattr(callback, "last_model_path", "") or "no checkpoint (none is configured)"
+        message = (
+            f"preempted (SIGTERM) at step {trainer.global_step}: last state in {last}; resume with "
+            f"`python -m reid.run <same overrides> hydra.run.dir={output_dir} ckpt_path=last`"
+        )
+        log.error(message)
+        _finish_loggers(trainer)
+        raise Preempted(message) from stop
 
 
 def _finish_loggers(trainer: L.Trainer) -> None:

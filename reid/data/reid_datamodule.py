@@ -5,9 +5,9 @@ The dataset is given as a partial loader (``conf/dataset/*.yaml``) and parsed on
 the model trains on ``dataset.train`` and is evaluated on ``test_dataset``'s query and gallery.
 
 Training is resumable mid-epoch and exact: the P x K plan is a function of (seed, epoch), each
-item's augmentation is seeded by its (epoch, slot) in the stream, and the datamodule's
-``state_dict`` (saved in every checkpoint) records the batches already consumed, which the
-sampler skips on resume (``reid.training.resumable``).
+item's augmentation is seeded by its (epoch, slot) in the stream, and the training loader's
+``state_dict`` (saved by Lightning in every checkpoint) records the epoch and the batches already
+consumed, which the sampler skips on resume, at any worker count (``reid.training.resumable``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,13 @@ from reid.data.loading import loader_options, world_of
 from reid.data.records import DatasetInfo, ReIDDataset
 from reid.data.samplers import IdentitySampler
 from reid.data.transforms import TrainAugment, build_test_transform, build_train_transform
-from reid.training.resumable import ItemSeededDataset, ResumableKeySampler, TrainPosition, train_position
+from reid.training.resumable import (
+    ItemSeededDataset,
+    ResumableDataLoader,
+    ResumableKeySampler,
+    TrainPosition,
+    train_position,
+)
 
 
 class ReIDDataModule(L.LightningDataModule):
@@ -62,8 +68,6 @@ class ReIDDataModule(L.LightningDataModule):
         self.seed = seed
         self.train_data: ReIDDataset | None = None
         self.test_data: ReIDDataset | None = None
-        self._train_sampler: ResumableKeySampler | None = None
-        self._pending_position: TrainPosition | None = None
 
     def setup(self, stage: str | None = None) -> None:
         """Parse the dataset(s) once; later calls are no-ops."""
@@ -93,7 +97,7 @@ class ReIDDataModule(L.LightningDataModule):
         self.setup()
         return len(self.test_data.query)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableDataLoader:
         self.setup()
         world_size, rank = world_of(self)
         records = self.train_data.train
@@ -106,17 +110,18 @@ class ReIDDataModule(L.LightningDataModule):
             num_replicas=world_size,
             rank=rank,
         )
-        self._train_sampler = ResumableKeySampler(identities, self.batch_size)
-        if self._pending_position is not None:
-            self._train_sampler.resume_from(self._pending_position)
-            self._pending_position = None
-        return DataLoader(
+        return ResumableDataLoader(
             ItemSeededDataset(ImageDataset(records, transform), self.seed, rank),
             batch_size=self.batch_size,
-            sampler=self._train_sampler,
+            sampler=ResumableKeySampler(identities, self.batch_size),
+            position=self._train_position,
             drop_last=True,
             **loader_options(self.num_workers),
         )
+
+    def _train_position(self) -> TrainPosition | None:
+        trainer = getattr(self, "trainer", None)
+        return train_position(trainer) if trainer is not None else None
 
     def val_dataloader(self) -> DataLoader:
         """Query records followed by gallery records; ``index < num_query`` marks a query."""
@@ -136,26 +141,3 @@ class ReIDDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
-
-    def state_dict(self) -> dict[str, int]:
-        """The training position (epoch, batches done), written into every checkpoint."""
-        trainer = getattr(self, "trainer", None)
-        if trainer is None or self._train_sampler is None:
-            return {}
-        position = train_position(trainer)
-        return {"epoch": position.epoch, "batches_done": position.batches_done}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Resume: the next training epoch ``state["epoch"]`` skips the batches already consumed."""
-        if not state:
-            return
-        missing = {"epoch", "batches_done"} - set(state)
-        if missing:
-            raise KeyError(
-                f"ReIDDataModule.load_state_dict: checkpoint state lacks {sorted(missing)}: {state}"
-            )
-        position = TrainPosition(int(state["epoch"]), int(state["batches_done"]))
-        if self._train_sampler is not None:
-            self._train_sampler.resume_from(position)
-        else:
-            self._pending_position = position

@@ -6,9 +6,10 @@ groups crops by resolution so the model runs one forward per resolution:
 ``{"crops": [Tensor[B,3,Hg,Wg] x 2, Tensor[B,3,Hl,Wl] x n], "regions": long[n], "index": long[B]}``.
 
 Determinism and resume: the sampler yields *keys* ``epoch * N + i`` from a permutation seeded by
-(seed, epoch); the crops of key k are drawn from a generator seeded by (seed, k). A checkpoint
-stores (epoch, batches done); on resume the sampler starts at that position, so an interrupted
-run sees exactly the batches of an uninterrupted one, whatever the number of workers.
+(seed, epoch); the crops of key k are drawn from a generator seeded by (seed, k). The training
+loader's state (saved by Lightning in every checkpoint) is (epoch, batches done); on resume the
+sampler starts at that position, so an interrupted run sees exactly the batches of an
+uninterrupted one, whatever the number of workers (``reid.training.resumable``).
 
 An optional labelled ``monitor_dataset`` provides the kNN monitor's query + gallery loader in the
 supervised batch format (``reid.data.image_dataset.ImageDataset``).
@@ -17,7 +18,6 @@ supervised batch format (``reid.data.image_dataset.ImageDataset``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -28,6 +28,7 @@ from reid.data.image_dataset import ImageDataset, read_image
 from reid.data.loading import loader_options, world_of
 from reid.data.multicrop import MultiCropAugmentation
 from reid.data.records import Record, ReIDDataset
+from reid.training.resumable import ResumableDataLoader, TrainPosition, train_position
 
 _SEED_MIX = 0x9E3779B97F4A7C15
 
@@ -67,12 +68,7 @@ def collate_multicrop(items: Sequence[tuple[list[torch.Tensor], list[int], int]]
     }
 
 
-@dataclass
-class SamplerPosition:
-    """Where the training stream stands: epoch and batches already consumed in it."""
-
-    epoch: int = 0
-    batches_done: int = 0
+SamplerPosition = TrainPosition  # the name this module exported before the position moved to reid.training
 
 
 class ResumableRandomSampler(Sampler[int]):
@@ -96,7 +92,7 @@ class ResumableRandomSampler(Sampler[int]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
-        self._resume: SamplerPosition | None = None
+        self._resume: TrainPosition | None = None
 
     @property
     def per_rank(self) -> int:
@@ -109,7 +105,11 @@ class ResumableRandomSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def resume_from(self, position: SamplerPosition) -> None:
+    def resume_from(self, position: TrainPosition) -> None:
+        if position.batches_done < 0:
+            raise ValueError(
+                f"ResumableRandomSampler: batches_done must be >= 0, got {position.batches_done}"
+            )
         self._resume = position
 
     def __len__(self) -> int:
@@ -162,8 +162,6 @@ class SSLDataModule(L.LightningDataModule):
         self.pixel_std = tuple(pixel_std)
         self.train_records: list[Record] | None = None
         self.monitor_data: ReIDDataset | None = None
-        self._sampler: ResumableRandomSampler | None = None
-        self._pending: SamplerPosition | None = None
 
     def setup(self, stage: str | None = None) -> None:
         """Parse the datasets once; later calls are no-ops."""
@@ -189,24 +187,25 @@ class SSLDataModule(L.LightningDataModule):
         self.setup()
         return len(self.monitor_data.query) if self.monitor_data else 0
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableDataLoader:
         self.setup()
         world_size, rank = world_of(self)
-        self._sampler = ResumableRandomSampler(
+        sampler = ResumableRandomSampler(
             len(self.train_records), self.batch_size, self.seed, num_replicas=world_size, rank=rank
         )
-        if self._pending is not None:
-            self._sampler.resume_from(self._pending)
-            self._pending = None
-        dataset = MultiCropDataset(self.train_records, self.augment, self.seed)
-        return DataLoader(
-            dataset,
+        return ResumableDataLoader(
+            MultiCropDataset(self.train_records, self.augment, self.seed),
             batch_size=self.batch_size,
-            sampler=self._sampler,
+            sampler=sampler,
+            position=self._train_position,
             drop_last=True,
             collate_fn=collate_multicrop,
             **loader_options(self.num_workers),
         )
+
+    def _train_position(self) -> TrainPosition | None:
+        trainer = getattr(self, "trainer", None)
+        return train_position(trainer) if trainer is not None else None
 
     def monitor_dataloader(self) -> DataLoader | None:
         """Query then gallery of the monitor set in the supervised batch format (None without one)."""
@@ -223,19 +222,6 @@ class SSLDataModule(L.LightningDataModule):
         """The monitor set (``reid.run``'s final test scores the teacher on it); [] without one."""
         loader = self.monitor_dataloader()
         return [] if loader is None else loader
-
-    def state_dict(self) -> dict[str, int]:
-        """The sampler position derived from the trainer's step count (drop_last batches)."""
-        trainer = getattr(self, "trainer", None)
-        if trainer is None or self._sampler is None:
-            return {}
-        steps = trainer.global_step  # one optimiser step per batch
-        per_epoch = self._sampler.batches_per_epoch
-        return {"epoch": steps // per_epoch, "batches_done": steps % per_epoch}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        if state:
-            self._pending = SamplerPosition(int(state["epoch"]), int(state["batches_done"]))
 
 
 __all__ = [

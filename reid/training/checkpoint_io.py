@@ -117,3 +117,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 "copy; an unsupported global means the file holds objects beyond tensors and configs "
                 "(load it with weights_only=False only if you trust its source)"
             ) from error
+
+
+def remove_stale_temporaries(folder: _PATH) -> list[str]:
+    """Delete the ``.<name>.<random>.tmp`` files :func:`write_atomically` leaves when a process dies
+    mid-write (nothing else in ``folder`` is touched); returns the names removed."""
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        return []
+    stale = sorted(
+        n for n in os.listdir(folder) if n.startswith(".") and n.endswith(".tmp") and n.count(".") >= 3
+    )
+    for name in stale:
+        os.remove(os.path.join(folder, name))
+    return stale

@@ -9,25 +9,46 @@ the kill. Here the training stream is made a pure function of ``(seed, epoch, sl
   skipping the batches a checkpoint records as consumed (:func:`train_position`);
 * :class:`ItemSeededDataset` runs the wrapped dataset's transform under a torch RNG seeded by
   :func:`item_seed` of that key, independent of workers and of what ran before;
+* :class:`ResumableDataLoader` starts each pass over the sampler at the first batch request, at
+  the position the trainer then stands at (restored loop counters on resume), and exposes that
+  position as its ``state_dict`` (the ``_Stateful`` protocol: Lightning saves it in every
+  checkpoint and does not warn that the loader is not resumable, because it is);
 * :class:`ReseedEveryStep` reseeds the model's randomness (dropout, drop path) from the global
   step, so a resumed run draws the same masks as the uninterrupted one.
+
+Why resume was exact only with ``num_workers=0`` before: Lightning creates the training iterator in
+``FitLoop.setup_data``, before it calls ``set_epoch`` for the epoch being resumed, and a worker
+iterator prefetches (so runs the sampler's ``__iter__``) as soon as it is created: on resume the
+sampler planned epoch 0 and ignored the skip recorded for epoch ``e``. (When ``configure_optimizers``
+asks ``trainer.estimated_stepping_batches``, as the TransReID task does, Lightning builds the loader
+even before the checkpoint's loops are restored, and never calls the loader's ``load_state_dict``.)
+A single-process iterator reads the sampler lazily, after ``set_epoch``, which hid the problem.
+Deferring the start of each pass to the first ``next()``, when the loops are restored and the
+sampler's epoch is set, makes the stream the same at any worker count.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sized
+from collections.abc import Callable, Iterator, Sized
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class EpochSampler(Protocol, Sized):
     def set_epoch(self, epoch: int) -> None: ...
     def __iter__(self) -> Iterator[int]: ...
+
+
+class PositionedSampler(Protocol):
+    """A sampler whose next iteration can start at a :class:`TrainPosition`."""
+
+    def set_epoch(self, epoch: int) -> None: ...
+    def resume_from(self, position: TrainPosition) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -110,6 +131,92 @@ class ResumableKeySampler(Sampler[SampleKey]):
         return (SampleKey(epoch, slot, indices[slot]) for slot in range(start, len(indices)))
 
 
+class ResumableDataLoader(DataLoader):
+    """A training DataLoader whose passes start where the trainer stands.
+
+    Args:
+        dataset, **kwargs: as for :class:`~torch.utils.data.DataLoader`.
+        sampler: a :class:`PositionedSampler` (:class:`ResumableKeySampler`, ``ResumableRandomSampler``).
+        position: where training stands now (the datamodule passes ``train_position(trainer)``):
+            batches the trainer consumed, not batches the workers prefetched; ``None`` without a
+            trainer (the pass then covers the sampler's whole epoch).
+
+    ``iter(loader)`` returns an iterator that creates the worker iterator on the first ``next()``,
+    after telling the sampler to skip ``position().batches_done`` batches of its epoch.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        sampler: PositionedSampler,
+        position: Callable[[], TrainPosition | None],
+        **kwargs: Any,
+    ) -> None:
+        for method in ("set_epoch", "resume_from"):
+            if not callable(getattr(sampler, method, None)):
+                raise TypeError(f"ResumableDataLoader: the sampler {type(sampler).__name__} lacks {method}()")
+        super().__init__(dataset, sampler=sampler, **kwargs)
+        self.position = position
+        self._restored: TrainPosition | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        return _StartOnFirstBatch(self._start)
+
+    def _start(self) -> Iterator[Any]:
+        position = self.position()
+        if position is not None:
+            self._check_restored(position)
+            self.sampler.resume_from(position)
+        return super().__iter__()
+
+    def _check_restored(self, position: TrainPosition) -> None:
+        """The first pass after ``load_state_dict`` must start where the checkpoint says."""
+        restored, self._restored = self._restored, None
+        if restored is not None and restored != position:
+            raise RuntimeError(
+                f"ResumableDataLoader: the checkpoint's loader state is {restored} but the restored trainer "
+                f"is at {position}; the checkpoint does not come from this configuration (batch size, "
+                "dataset, world size) or from a consistent point of training"
+            )
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch", "batches_done"}`` consumed so far; Lightning saves it with the fit loop."""
+        position = self.position() or TrainPosition()
+        return {"epoch": position.epoch, "batches_done": position.batches_done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Record the checkpoint's position; the next pass checks it against the restored trainer.
+
+        The position itself is taken from the trainer when the pass starts, because Lightning calls
+        this only when it builds the loader after restoring the loops, not when
+        ``estimated_stepping_batches`` built it before. A state saved after a full epoch stands
+        for the start of the next one.
+        """
+        missing = {"epoch", "batches_done"} - set(state)
+        if missing:
+            raise KeyError(
+                f"ResumableDataLoader.load_state_dict: the checkpoint's loader state lacks "
+                f"{sorted(missing)}: {state}"
+            )
+        epoch, done = int(state["epoch"]), int(state["batches_done"])
+        self._restored = TrainPosition(epoch + 1, 0) if done >= len(self) else TrainPosition(epoch, done)
+
+
+class _StartOnFirstBatch(Iterator[Any]):
+    """Calls ``start()`` for the real iterator on the first ``next()``, then delegates to it."""
+
+    def __init__(self, start: Callable[[], Iterator[Any]]) -> None:
+        self._start: Callable[[], Iterator[Any]] | None = start
+        self._iterator: Iterator[Any] | None = None
+
+    def __next__(self) -> Any:
+        if self._iterator is None:
+            assert self._start is not None
+            self._iterator, self._start = self._start(), None
+        return next(self._iterator)
+
+
 class ItemSeededDataset(Dataset):
     """``dataset[key.index]`` computed under a torch RNG seeded by ``item_seed(seed, *key, rank)``.
 
@@ -155,7 +262,9 @@ __all__ = [
     "ITEM_STREAM",
     "STEP_STREAM",
     "ItemSeededDataset",
+    "PositionedSampler",
     "ReseedEveryStep",
+    "ResumableDataLoader",
     "ResumableKeySampler",
     "SampleKey",
     "TrainPosition",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import lightning as L
@@ -44,3 +46,29 @@ class BatchRecorder(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.batches))
+
+
+class SigtermAtStep(L.Callback):
+    """Sends this process SIGTERM at the start of step ``step``, as a scheduler's preemption would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+class ValidationRecorder(L.Callback):
+    """Appends ``{"epoch", "step", "mAP"}`` of every validation inside ``fit`` to ``path`` (JSON lines)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        record = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        record["mAP"] = float(trainer.callback_metrics.get("val/mAP", float("nan")))
+        with self.path.open("a") as file:
+            file.write(json.dumps(record) + "\n")

@@ -1,7 +1,12 @@
-"""Exact resume (``ckpt_path=last`` after a kill mid-epoch) and seed determinism of CPU runs."""
+"""Exact resume (``ckpt_path=last`` after a kill mid-epoch) and seed determinism of CPU runs.
+
+The resume tests run with 2 DataLoader workers: worker iterators prefetch as soon as Lightning
+creates them, which is what broke exactness before (``reid.training.resumable``).
+"""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -17,7 +22,7 @@ from reid.training.resumable import (
     TrainPosition,
     item_seed,
 )
-from tests.conftest import TINY_RUN
+from tests.conftest import TINY_RUN, TINY_SSL_DATA
 from tests.training.callbacks import SimulatedKillError
 
 # 8 identities x 6 images, P x K = 4 x 2: 24 chunks // 4 = 6 steps per epoch; 2 epochs = 12 steps.
@@ -32,8 +37,10 @@ RESUMABLE = [
     "callbacks.learning_rate_monitor=null",
     "callbacks.model_checkpoint.monitor=null",
     "+callbacks.model_checkpoint.every_n_train_steps=1",
+    "data.num_workers=2",
 ]
 KILL_AFTER = 8  # steps: mid-way through epoch 1
+KILL = ["+callbacks.kill._target_=tests.training.callbacks.KillAfterSteps"]
 
 
 def _weights(output_dir: str) -> dict[str, torch.Tensor]:
@@ -47,30 +54,74 @@ def _assert_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> Non
         assert torch.equal(a[name], b[name]), name
 
 
-def test_killed_run_resumed_from_last_equals_uninterrupted(compose_config, tmp_path, monkeypatch):
-    full = compose_config(*RESUMABLE)
+def _kill_then_resume(compose_config, tmp_path: Path, overrides: list[str], kill_after: int) -> dict:
+    """Run uninterrupted, run again killed after ``kill_after`` steps, resume; return the mid checkpoint."""
+    full = compose_config(*overrides)
     full.paths.output_dir = str(tmp_path / "full")
     run(full)
-
-    killed = compose_config(
-        *RESUMABLE,
-        "+callbacks.kill._target_=tests.training.callbacks.KillAfterSteps",
-        f"+callbacks.kill.steps={KILL_AFTER}",
-    )
+    killed = compose_config(*overrides, *KILL, f"+callbacks.kill.steps={kill_after}")
     killed.paths.output_dir = str(tmp_path / "resumed")
     with pytest.raises(SimulatedKillError):
         run(killed)
     mid = AtomicCheckpointIO().load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
-    assert mid["global_step"] == KILL_AFTER - 1  # the killed step's checkpoint was never written
-    datamodule_state = next(v for k, v in mid.items() if k.endswith("ReIDDataModule"))
-    assert datamodule_state == {"epoch": 1, "batches_done": KILL_AFTER - 1 - 6}
-
-    resumed = compose_config(*RESUMABLE, "ckpt_path=last")
+    resumed = compose_config(*overrides, "ckpt_path=last")
     resumed.paths.output_dir = str(tmp_path / "resumed")
-    run(resumed)
-    final = _weights(resumed.paths.output_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(resumed)
+    assert not [w for w in caught if "not resumable" in str(w.message)]  # Lightning sees a stateful loader
+    return mid
+
+
+def test_killed_run_resumed_from_last_equals_uninterrupted(compose_config, tmp_path):
+    mid = _kill_then_resume(compose_config, tmp_path, RESUMABLE, KILL_AFTER)
+    assert mid["global_step"] == KILL_AFTER - 1  # the killed step's checkpoint was never written
+    assert mid["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
+        {"epoch": 1, "batches_done": KILL_AFTER - 1 - 6}
+    ]
+    final = _weights(str(tmp_path / "resumed"))
     assert int(final["global_step"]) == 12
-    _assert_equal(final, _weights(full.paths.output_dir))
+    _assert_equal(final, _weights(str(tmp_path / "full")))
+
+
+# PASS pretraining at test size: 40 images, 8 a batch: 5 steps an epoch, 2 epochs.
+PASS_RESUMABLE = [
+    "experiment=pass_lup",
+    "model=pass_tiny",
+    "++model.backbone.depth=1",
+    "++model.backbone.embed_dim=32",
+    "++model.backbone.num_heads=2",
+    "model.drop_path_rate=0.1",  # randomness in the model too
+    "model.out_dim=64",
+    "model.hidden_dim=32",
+    "model.bottleneck_dim=16",
+    "data=synthetic_ssl",
+    "trainer=cpu",
+    "logger=csv",
+    *TINY_SSL_DATA,
+    "data.num_workers=2",
+    "data.batch_size=8",
+    "data.augment.locals_per_region=1",
+    "data.augment.global_size=[32,16]",
+    "data.augment.local_size=[16,8]",
+    "trainer.max_epochs=2",
+    "trainer.enable_model_summary=false",
+    "callbacks.progress_bar=null",
+    "callbacks.knn_monitor=null",
+    "callbacks.learning_rate_monitor=null",
+    "callbacks.model_checkpoint.every_n_train_steps=1",
+    "test=false",
+]
+
+
+# ~20 s (three pretraining runs with 2 workers): kept in the fast suite, resume must stay exact
+def test_killed_pass_pretraining_resumed_from_last_equals_uninterrupted(compose_config, tmp_path):
+    """Multi-crop randomness, the EMA teacher and the centring state all resume exactly with workers."""
+    mid = _kill_then_resume(compose_config, tmp_path, PASS_RESUMABLE, kill_after=7)
+    assert mid["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches_done": 1}]
+    final = _weights(str(tmp_path / "resumed"))
+    assert int(final["global_step"]) == 10
+    _assert_equal(final, _weights(str(tmp_path / "full")))
 
 
 def test_same_seed_gives_identical_weights(compose_config, tmp_path):
