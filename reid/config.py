@@ -20,3 +20,5 @@ def register_resolvers() -> None:
     """Idempotently register the custom resolvers the configs use."""
     if not OmegaConf.has_resolver("wandb_offline"):
         OmegaConf.register_new_resolver("wandb_offline", _wandb_offline)
+    if not OmegaConf.has_resolver("pid"):  # run folder names (conf/hydra/default.yaml)
+        OmegaConf.register_new_resolver("pid", os.getpid, use_cache=True)

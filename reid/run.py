@@ -3,6 +3,9 @@
 Composes ``conf/run.yaml``, builds the datamodule, the task (LightningModule), callbacks, loggers
 and trainer from their ``_target_``s, then fits and/or tests. Results are printed as a table and
 written to ``<output_dir>/results.json``. Returns ``optimized_metric`` for Hydra sweepers.
+A run folder that already holds a run's results is not written over unless the run resumes it
+(``ckpt_path``) or is told to (``overwrite=true``); a resumed run appends to its ``csv/metrics.csv``.
+A ``ckpt_path`` must be a checkpoint of a run of the same model (else: use ``model.weights``).
 There is no default experiment: every group option composes on its own over the defaults of
 ``conf/run.yaml``, and options of two groups that do not fit together (pretraining data under a
 supervised model) fail before anything is built, naming the experiments that pair them.
@@ -28,6 +31,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationKeyError
 
 from reid.config import CONFIG_DIR, register_resolvers
+from reid.training.checkpoint_io import AtomicCheckpointIO
+from reid.training.csv_logger import ResumableCSVLogger
 from reid.training.preemption import Preempted
 
 log = logging.getLogger("reid")
@@ -58,6 +63,76 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
         hint = " (resume a run by re-using its folder: hydra.run.dir=<run folder> ckpt_path=last)"
         raise FileNotFoundError(f"ckpt_path={ckpt_path!r}: no checkpoint at {path}{hint}")
     return str(path)
+
+
+_RESULTS = ("results.json", "checkpoints", "csv/metrics.csv")
+"""What a run leaves in its folder; a new run into a folder holding any of them would overwrite it."""
+
+
+def check_output_dir(output_dir: str | Path, ckpt_path: str | None, overwrite: bool) -> None:
+    """Refuse to start a new run in a folder that holds another run's results (``overwrite``: remove them).
+
+    A run that resumes or evaluates a checkpoint (``ckpt_path`` set) writes into its folder on purpose.
+    """
+    out = Path(output_dir)
+    found = [name for name in _RESULTS if (out / name).is_file() or any((out / name).glob("*.ckpt"))]
+    if not found or ckpt_path is not None:
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"run folder {out} already holds the results of a run ({', '.join(found)}); resume that run with "
+            f"`hydra.run.dir={out} ckpt_path=last`, or replace its results with `overwrite=true` (a run "
+            "without hydra.run.dir gets a new folder)"
+        )
+    log.warning("overwrite=true: removing the results of the previous run in %s (%s)", out, ", ".join(found))
+    for name in ("results.json", "csv/metrics.csv"):
+        (out / name).unlink(missing_ok=True)
+    for ckpt in (out / "checkpoints").glob("*.ckpt"):
+        ckpt.unlink()
+
+
+def _checkpoint_step(checkpoint: Mapping[str, Any]) -> int:
+    """The step the loggers had reached when ``checkpoint`` was saved (Lightning logs at batches stepped)."""
+    epoch_loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
+    return int(epoch_loop.get("_batches_that_stepped", checkpoint.get("global_step", 0)))
+
+
+def _state_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """How a checkpoint's state dict differs from a model's: counts with one example each."""
+    missing = [k for k in wanted if k not in saved]
+    unexpected = [k for k in saved if k not in wanted]
+    shapes = [
+        f"{k} {tuple(saved[k].shape)} vs {tuple(v.shape)}"
+        for k, v in wanted.items()
+        if k in saved and hasattr(saved[k], "shape") and saved[k].shape != v.shape
+    ]
+    found = (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes))
+    return [f"{len(items)} {what} (e.g. {items[0]})" for what, items in found if items]
+
+
+def check_run_checkpoint(path: str, model: L.LightningModule, resume: bool) -> Mapping[str, Any]:
+    """Read ``ckpt_path``: a Lightning checkpoint of a run; when resuming, of a run of this very model.
+
+    A plain state dict, exported weights or another experiment's checkpoint is refused with a pointer
+    to ``model.weights``, which initialises a new run from weights. Returns the checkpoint.
+    """
+    checkpoint = AtomicCheckpointIO().load_checkpoint(path)
+    use_weights = f"to start a new run from its weights, set model.weights={path} (and ckpt_path=null)"
+    if not isinstance(checkpoint, Mapping) or not {"state_dict", "pytorch-lightning_version"} <= set(
+        checkpoint
+    ):
+        raise ValueError(
+            f"ckpt_path={path} is not a checkpoint of a run (a plain state dict or exported weights, no "
+            f"trainer state); ckpt_path resumes or evaluates a run of this project; {use_weights}"
+        )
+    differences = _state_differences(checkpoint["state_dict"], model.state_dict()) if resume else []
+    if differences:
+        raise ValueError(
+            f"ckpt_path={path} is a checkpoint of another experiment: its tensors do not fit this model "
+            f"({'; '.join(differences)}); resuming needs the run's own config (its .hydra/overrides.yaml); "
+            + use_weights
+        )
+    return checkpoint
 
 
 class OptionMismatchError(ValueError):
@@ -142,14 +217,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         callbacks=_instantiate_dict(cfg.get("callbacks")),
         logger=_instantiate_dict(cfg.get("logger")) or False,
     )
+    if trainer.is_global_zero:
+        check_output_dir(output_dir, cfg.ckpt_path, bool(cfg.get("overwrite", False)))
     summary: dict[str, Any] = {"output_dir": str(output_dir)}
     if cfg.get("evaluate_before_fit"):  # on the test split, as the final row: the two compare like for like
         summary["untrained"] = _metrics(trainer.test(model, datamodule=datamodule), "test/")
     if cfg.train:
-        _fit(trainer, model, datamodule, resolve_ckpt_path(cfg.ckpt_path, output_dir), output_dir)
+        resume = resolve_ckpt_path(cfg.ckpt_path, output_dir)
+        if resume is not None:
+            _resume_loggers(trainer, check_run_checkpoint(resume, model, resume=True))
+        _fit(trainer, model, datamodule, resume, output_dir)
         summary["best_checkpoint"] = _best_checkpoint(trainer)
     if cfg.test:
         ckpt = summary.get("best_checkpoint") if cfg.train else resolve_ckpt_path(cfg.ckpt_path, output_dir)
+        if ckpt is not None and not cfg.train:
+            check_run_checkpoint(ckpt, model, resume=False)
         summary["test"] = _metrics(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt), "test/")
     if trainer.is_global_zero:
         _print_comparison(summary.get("untrained", {}), summary.get("test", {}))
@@ -178,6 +260,13 @@ def _fit(
         log.error(message)
         _finish_loggers(trainer)
         raise Preempted(message) from stop
+
+
+def _resume_loggers(trainer: L.Trainer, checkpoint: Mapping[str, Any]) -> None:
+    """CSV logs keep their rows up to the checkpoint's step; the resumed run logs the rest again."""
+    for logger in trainer.loggers:
+        if isinstance(logger, ResumableCSVLogger) and trainer.is_global_zero:
+            logger.resume_at(_checkpoint_step(checkpoint))
 
 
 def _finish_loggers(trainer: L.Trainer) -> None:

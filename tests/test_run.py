@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reid.run import resolve_ckpt_path, run
+from reid.run import check_output_dir, resolve_ckpt_path, run
 from tests.conftest import TINY_RUN
 
 
@@ -53,3 +53,33 @@ def test_unknown_group_option_lists_the_choices(compose_config):
 
     with pytest.raises(MissingConfigException, match="markt"):
         compose_config("data=markt")
+
+
+# two tiny training runs (~20 s): kept in the fast suite, it proves resume appends and reruns refuse
+def test_resume_appends_to_the_log_and_a_rerun_refuses(compose_config):
+    """Issue 15 item 4: `hydra.run.dir=<run folder> ckpt_path=last` keeps the rows of csv/metrics.csv
+    (Lightning's CSVLogger truncated them), and a new run into the folder refuses to overwrite its results."""
+    first = compose_config(*TINY_RUN, "trainer.max_epochs=1", "test=false")
+    run(first)
+    out = Path(first.paths.output_dir)
+    before = (out / "csv" / "metrics.csv").read_text().splitlines()
+    with pytest.raises(FileExistsError, match="ckpt_path=last"):
+        run(compose_config(*TINY_RUN, "trainer.max_epochs=1", "test=false"))
+    assert (out / "csv" / "metrics.csv").read_text().splitlines() == before
+    run(compose_config(*TINY_RUN, "trainer.max_epochs=2", "test=false", "ckpt_path=last"))
+    after = (out / "csv" / "metrics.csv").read_text().splitlines()
+    assert after[0] == before[0] and after[: len(before)] == before and len(after) > len(before)
+    epochs = {line.split(",")[before[0].split(",").index("epoch")] for line in after[1:]}
+    assert {"0", "1"} <= epochs
+
+
+def test_overwrite_removes_the_previous_results(tmp_path):
+    for name in ("results.json", "csv/metrics.csv", "checkpoints/last.ckpt", "checkpoints/epoch=0.ckpt"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("old")
+    (tmp_path / ".hydra").mkdir()
+    check_output_dir(tmp_path, ckpt_path=None, overwrite=True)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        ".hydra", "checkpoints", "csv"
+    ]  # fmt: skip
+    check_output_dir(tmp_path, ckpt_path=None, overwrite=False)  # nothing left to protect

@@ -33,75 +33,59 @@ checkpoint's grid is, in order: the ``pos_grid`` record our ViTs save; ``old_gri
 ``model.weights_grid``, like TransReID-SSL's ``PRETRAIN_HW_RATIO``); the model's own grid when the
 counts are equal; the single candidate of :func:`reid.models.position.candidate_grids`. Several or no
 candidates are an error listing them and the key to set; a guess is never made.
-Any other shape mismatch is refused with the tensor name, both shapes and the likely cause.
-Files are read without unpickling code: ``torch.load(weights_only=True)``, safetensors or npz.
+Any other shape mismatch is refused with the tensor name, both shapes and the likely cause, except the
+ID classifier of a whole-network layout (``reid``, ``transreid``) trained on other identities: fine-tuning
+our own supervised checkpoint on another dataset keeps the backbone and re-initialises the classifier
+(listed in the report). A load that fills less than the backbone is an error naming the file, the layout,
+how many backbone tensors matched and the likely fix; ``strict=False`` (``model.weights_strict=false``)
+allows a partial load on purpose. Tensors a checkpoint legitimately lacks do not count: relative
+position tables (zero-init, see above), the SIE table (added at fine-tuning) and bookkeeping buffers.
+Files are read without unpickling code (:mod:`reid.models.weights_file`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from reid.models.patch_embed import INPUT_NORM_FLAG
 from reid.models.position import POS_GRID, checkpoint_grid, resize_pos_embed
 from reid.models.relative_position import num_relative_entries, resize_relative_table
+from reid.models.weights_checks import (
+    REL_TABLE,
+    WHOLE_NET_LAYOUTS,
+    LoadReport,
+    backbone_keys,
+    backbone_of,
+    check_filled,
+    check_input_norm,
+    check_shapes,
+    drop_foreign_classifiers,
+)
+from reid.models.weights_file import read_checkpoint
 
+__all__ = [
+    "FILTERS",
+    "LAYOUTS",
+    "LoadReport",
+    "backbone_keys",
+    "detect_layout",
+    "load_pretrained",
+    "read_checkpoint",
+]
 StateDict = dict[str, Tensor]
 LAYOUTS = ("timm", "npz", "dino", "pass", "transreid", "torchvision", "reid")
 
 
-@dataclass
-class LoadReport:
-    """What a load did: model keys filled, model keys left as they were, checkpoint keys unused."""
-
-    path: str
-    layout: str
-    loaded: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    resized: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        lines = [f"weights {self.path} (layout {self.layout}): loaded {len(self.loaded)} tensors"]
-        lines += [f"  resized {name}" for name in self.resized]
-        if self.missing:
-            lines.append(f"  missing (kept initialisation): {', '.join(self.missing)}")
-        if self.unexpected:
-            lines.append(f"  unexpected (ignored): {', '.join(self.unexpected)}")
-        return "\n".join(lines)
-
-
-# ---- reading ------------------------------------------------------------------------------------
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The raw mapping stored in ``path`` (.safetensors, .npz, or a torch file read weights-only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights: no checkpoint file at {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return dict(load_file(str(path)))
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as arrays:
-            return {key: torch.from_numpy(np.array(arrays[key])) for key in arrays.files}
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle.UnpicklingError and friends
-        raise ValueError(
-            f"weights: {path} cannot be read with torch.load(weights_only=True) ({error}); it stores "
-            "Python objects besides tensors. Re-save its state dict: torch.save(ckpt['state_dict'], ...)"
-        ) from error
-
-
-def _unwrap(raw: Mapping[str, Any]) -> tuple[dict[str, Tensor], bool]:
+# ---- reading (files: reid.models.weights_file) -----------------------------------------------
+def _unwrap(raw: Any) -> tuple[dict[str, Tensor], bool]:
     """Descend into teacher / state_dict / model entries; returns (flat tensors, came from a teacher)."""
+    if not isinstance(raw, Mapping):
+        raise TypeError(f"holds a {type(raw).__name__}, expected a dict of tensors")
     from_teacher = False
     current: Mapping[str, Any] = raw
     for key in ("teacher", "state_dict", "model"):
@@ -284,32 +268,9 @@ FILTERS: dict[str, Callable[[Mapping[str, Tensor]], StateDict]] = {
 
 
 # ---- fitting into a model ----------------------------------------------------------------------
-def _likely_cause(name: str, saved: tuple[int, ...], wanted: tuple[int, ...]) -> str:
-    if "classifier" in name:
-        return "class count differs (checkpoint trained on another dataset's identities)"
-    if name.endswith("sie_embed"):
-        return "camera/view count differs (SIE table = cameras x views), or SIE is set differently"
-    if name.endswith(("part_tokens", "part_pos")):
-        return "number of part tokens (num_parts) differs"
-    if _REL_TABLE.search(name):
-        return "relative table: heads or part tokens differ, or its grid is not the checkpoint's pos_grid"
-    if re.match(r"(backbone\.)?(conv1|bn1|layer\d)\.", name):
-        return "ResNet depth, block type or widths differ (e.g. a ResNet-18 checkpoint for a ResNet-50)"
-    if name.endswith("patch_embed.proj.weight") and saved[2:] != wanted[2:]:
-        return "patch size or stem differs (model.backbone.patch_size / stem=ics halves the kernel)"
-    if saved and wanted and saved[-1] != wanted[-1]:
-        return "embedding width differs (e.g. ViT-S 384 vs ViT-B 768)"
-    return "architecture differs (depth, heads, MLP ratio or input size)"
-
-
-def _backbone_of(model: nn.Module) -> tuple[nn.Module, str]:
-    backbone = getattr(model, "backbone", None)
-    return (backbone, "backbone.") if isinstance(backbone, nn.Module) else (model, "")
-
-
 def _place(mapped: StateDict, layout: str, model: nn.Module) -> StateDict:
     """Prefix backbone-only layouts for a ReIDNet; strip network layouts for a bare backbone."""
-    _, prefix = _backbone_of(model)
+    _, prefix = backbone_of(model)
     whole_net = layout in ("transreid", "reid")
     if whole_net and not prefix:
         return {k.removeprefix("backbone."): v for k, v in mapped.items() if k.startswith("backbone.")}
@@ -323,7 +284,7 @@ def _fit_pos_embed(
 ) -> tuple[int, int] | None:
     """Resize the checkpoint's patch positions to the model's grid; drops the checkpoint's grid record
     (the model keeps its own). Returns the checkpoint's grid (``None`` without patch positions)."""
-    backbone, prefix = _backbone_of(model)
+    backbone, prefix = backbone_of(model)
     key, record = prefix + "pos_embed", state.pop(prefix + POS_GRID, None)
     target = getattr(backbone, "pos_embed", None)
     if target is None and old_grid is not None:
@@ -346,84 +307,69 @@ def _fit_pos_embed(
     return grid
 
 
-_REL_TABLE = re.compile(r"(^|\.)rel_pos\.(\d+\.)?table$")
-
-
 def _fit_rel_tables(
     state: StateDict, model: nn.Module, report: LoadReport, grid: tuple[int, int] | None
 ) -> None:
     """Resize relative tables learned on the checkpoint's grid ``grid`` to the model's (bicubic); a table
     of any other shape is left for the shape check to refuse."""
-    backbone, _ = _backbone_of(model)
+    backbone, _ = backbone_of(model)
     new_grid = tuple(getattr(getattr(backbone, "patch_embed", None), "grid_size", ()))
     if grid is None or len(new_grid) != 2 or grid == new_grid:
         return
     prefix = int(backbone.num_prefix_tokens)
     wanted = model.state_dict()
     for key, saved in list(state.items()):
-        if not _REL_TABLE.search(key) or key not in wanted or saved.ndim != 2:
+        if not REL_TABLE.search(key) or key not in wanted or saved.ndim != 2:
             continue
         if saved.shape == (num_relative_entries(grid, prefix), wanted[key].shape[1]):
             state[key] = resize_relative_table(saved, grid, new_grid, prefix)
             report.resized.append(f"{key} {grid[0]}x{grid[1]} -> {new_grid[0]}x{new_grid[1]} (bicubic)")
 
 
-def _check_shapes(state: StateDict, wanted: Mapping[str, Tensor], path: str, layout: str) -> None:
-    problems = [
-        f"  {name}: checkpoint {tuple(value.shape)} vs model {tuple(wanted[name].shape)} -- "
-        + _likely_cause(name, tuple(value.shape), tuple(wanted[name].shape))
-        for name, value in state.items()
-        if name in wanted and value.shape != wanted[name].shape
-    ]
-    if problems:
-        raise ValueError(f"weights: {path} (layout {layout}) does not fit the model:\n" + "\n".join(problems))
-
-
-def _check_input_norm(state: StateDict, wanted: Mapping[str, Tensor], path: str) -> None:
-    """Refuse weights trained with ``input_norm`` for a model without it, and the other way round.
-
-    The option has no parameters, so a mismatch would otherwise load silently and feed the network
-    inputs on another scale than it was trained on; the ``input_norm_flag`` buffer records it.
-    """
-    flag = f"patch_embed.{INPUT_NORM_FLAG}"
-    saved, expected = (any(k.endswith(flag) for k in keys) for keys in (state, wanted))
-    if saved != expected:
-        raise ValueError(
-            f"weights: {path} was trained {'with' if saved else 'without'} per-image input "
-            f"standardisation, but the model has model.backbone.input_norm={str(expected).lower()}; "
-            f"set model.backbone.input_norm={str(saved).lower()} (it has no weights, so the config "
-            "must say it)"
-        )
-
-
 def load_pretrained(
-    model: nn.Module, path: str | Path, layout: str = "auto", old_grid: Sequence[int] | None = None
+    model: nn.Module,
+    path: str | Path,
+    layout: str = "auto",
+    old_grid: Sequence[int] | None = None,
+    strict: bool = True,
 ) -> LoadReport:
     """Load ``path`` into ``model`` (a ``ReIDNet`` or ``CNNReIDNet``; or a bare ``VisionTransformer``
     or ``ResNet``).
 
     ``layout`` is one of :data:`LAYOUTS` or ``"auto"`` (:func:`detect_layout`); ``old_grid``
     (``model.weights_grid``) is the checkpoint's ``[rows, cols]`` patch grid where it records none
-    and the count is ambiguous (:func:`reid.models.position.checkpoint_grid`). After a backbone-only
-    load the JPM branch is re-copied from the loaded last block (the official code copies after too).
+    and the count is ambiguous (:func:`reid.models.position.checkpoint_grid`). ``strict`` (config
+    ``model.weights_strict``): a file that fills less than :func:`backbone_keys` is an error.
+    When the file holds no JPM branch, the branch is re-copied from the loaded last block (the
+    official code builds its copies after loading the ImageNet checkpoint).
     """
-    state, from_teacher = _unwrap(read_checkpoint(path))
+    raw = read_checkpoint(path)
+    try:
+        state, from_teacher = _unwrap(raw)
+    except TypeError as error:
+        raise ValueError(f"weights: {path} {error}") from None
     if layout == "auto":
         layout = detect_layout(state, from_teacher)
     if layout not in FILTERS:
         raise ValueError(f"weights: layout must be 'auto' or one of {LAYOUTS}, got {layout!r}")
     mapped = _place(FILTERS[layout](state), layout, model)
     wanted = model.state_dict()
-    _check_input_norm(mapped, wanted, str(path))
+    check_input_norm(mapped, wanted, str(path))
     report = LoadReport(str(path), layout)
     _fit_rel_tables(mapped, model, report, _fit_pos_embed(mapped, model, report, old_grid))
-    _check_shapes(mapped, wanted, str(path), layout)
+    if layout in WHOLE_NET_LAYOUTS:
+        drop_foreign_classifiers(mapped, wanted, report)
+    check_shapes(mapped, wanted, str(path), layout)
     usable = {k: v for k, v in mapped.items() if k in wanted}
-    model.load_state_dict(usable, strict=False)
     report.loaded = sorted(usable)
+    check_filled(report, list(state), model, strict)
+    model.load_state_dict(usable, strict=False)
     report.unexpected = sorted(k for k in mapped if k not in wanted)
     skipped = ("num_batches_tracked", POS_GRID)  # bookkeeping buffers, not weights
-    report.missing = sorted(k for k in wanted if k not in mapped and not k.endswith(skipped))
-    if layout not in ("transreid", "reid") and hasattr(model, "reset_local_branch"):
+    reinitialised = {line.split(":")[0] for line in report.reinitialised}
+    report.missing = sorted(
+        k for k in wanted if k not in mapped and not k.endswith(skipped) and k not in reinitialised
+    )
+    if hasattr(model, "reset_local_branch") and not any(k.startswith("jpm.") for k in usable):
         model.reset_local_branch()
     return report

@@ -20,7 +20,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
@@ -82,6 +82,8 @@ class TransReIDTask(L.LightningModule):
     weights_grid: ``[rows, cols]`` of the checkpoint's patch position grid (TransReID-SSL's
         ``PRETRAIN_HW_RATIO``), or None: the grid recorded in the checkpoint, else the one the
         position count allows (``reid.models.position.checkpoint_grid``), else an error. ViT only.
+    weights_strict: a ``weights`` file that fills less than the backbone is an error (``False``: the
+        matching tensors are loaded, the rest keeps its initialisation, with a warning).
     net: ``_partial_`` config of the network class, called as ``net(backbone, num_classes, jpm=...,
         neck_feat=..., feature=...)``; ``None`` means :class:`ReIDNet` (ViT backbones). CNN backbones
         take ``reid.models.cnn_reid_net.CNNReIDNet``, which refuses JPM and part features.
@@ -107,6 +109,7 @@ class TransReIDTask(L.LightningModule):
         net: DictConfig | Mapping | None = None,
         sie_at_test: bool = True,
         weights_grid: Sequence[int] | None = None,
+        weights_strict: bool = True,
     ) -> None:
         super().__init__()
         # plain containers only, so Lightning checkpoints load with torch.load(weights_only=True)
@@ -115,9 +118,10 @@ class TransReIDTask(L.LightningModule):
         self.save_hyperparameters(
             {k: _plain(v) for k, v in hparams.items()}
             | {"neck_feat": neck_feat, "feature": feature, "weights": weights, "sie_at_test": sie_at_test}
-            | {"weights_grid": _plain(weights_grid)}
+            | {"weights_grid": _plain(weights_grid), "weights_strict": weights_strict}
         )
         self.weights_grid = _plain(weights_grid)
+        self.weights_strict = bool(weights_strict)
         self.data_info = data_info
         self.sie_at_test = sie_at_test
         self.evaluation = evaluation
@@ -132,13 +136,20 @@ class TransReIDTask(L.LightningModule):
         self.param_group_config = ParamGroupConfig(**(_plain(param_groups) or {}))
         self.schedule_factory = instantiate(schedule) if schedule is not None else None
         self.evaluator: ReIDEvaluator | None = None
-        if weights:
+        if weights is not None:
             self.load_weights(weights)
 
     def load_weights(self, path: str) -> None:
         """Initialise ``self.net`` from a checkpoint file (its position grid: ``weights_grid`` or the
-        file's record); logs what was missing, unexpected or resized."""
-        rank_zero_info(load_pretrained(self.net, path, old_grid=self.weights_grid).summary())
+        file's record); logs what was missing, unexpected, resized or re-initialised (a classifier
+        trained on other identities), and warns on a partial load (``weights_strict=False``)."""
+        if not str(path).strip():
+            raise ValueError(
+                f"model.weights={path!r} names no file: set model.weights=null to start from random "
+                "initialisation, or the path of a checkpoint"
+            )
+        report = load_pretrained(self.net, path, old_grid=self.weights_grid, strict=self.weights_strict)
+        (rank_zero_warn if report.partial else rank_zero_info)(report.summary())
 
     def forward(self, images: Tensor, camids: Tensor | None = None, viewids: Tensor | None = None) -> Tensor:
         """Retrieval embedding [B, D] (eval mode), flip-averaged when ``evaluation.flip``."""

@@ -141,6 +141,23 @@ def test_marker_reuses_a_matching_tree_and_regenerates_on_new_parameters(tmp_pat
         load_synthetic(root, **small)
 
 
+@pytest.mark.parametrize("added", ["notes.txt", "query/0099_c1s1_000001_01.jpg", "extra/img.png"])
+def test_regenerating_refuses_to_delete_files_it_did_not_write(tmp_path, added):
+    """A user's notes or images inside a generated tree survive a regeneration with new parameters."""
+    small = {**TINY, "num_train_ids": 2, "num_test_ids": 2}
+    root = generate_market_tree(tmp_path / "syn", **small)
+    (root / added).parent.mkdir(exist_ok=True)
+    (root / added).write_text("the user's")
+    with pytest.raises(
+        FileExistsError, match=rf"{re.escape(str(root))} holds 1 file.*e\.g\. {re.escape(added)}"
+    ):
+        generate_market_tree(root, **{**small, "num_train_ids": 3})
+    assert (root / added).read_text() == "the user's"
+    (root / added).unlink()
+    assert generate_market_tree(root, **{**small, "num_train_ids": 3}) == root  # only its own files: replaced
+    assert json.loads((root / MARKER_NAME).read_text())["num_train_ids"] == 3
+
+
 def test_generating_an_existing_identical_tree_keeps_its_files(tmp_path):
     small = {**TINY, "num_train_ids": 2, "num_test_ids": 2}
     root = generate_market_tree(tmp_path / "syn", **small)

@@ -129,6 +129,20 @@ def test_a_foreign_folder_is_never_overwritten(tmp_path):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
 
 
+def test_regenerating_refuses_to_delete_files_it_did_not_write(tmp_path):
+    root = generate_luperson_tree(tmp_path / "t", **TINY)
+    scene = sorted(p for p in root.iterdir() if p.is_dir())[0]
+    (scene / "my_crop.jpg").write_bytes(b"not ours")
+    with pytest.raises(
+        FileExistsError, match=rf"{re.escape(str(root))} holds 1 file.*{scene.name}/my_crop\.jpg"
+    ):
+        generate_luperson_tree(root, **{**TINY, "seed": 1})
+    assert (scene / "my_crop.jpg").read_bytes() == b"not ours"
+    (scene / "my_crop.jpg").unlink()
+    generate_luperson_tree(root, **{**TINY, "seed": 1})  # only its own files: replaced
+    assert json.loads((root / MARKER_NAME).read_text())["seed"] == 1
+
+
 def _fingerprint(person: Identity) -> bytes:
     return person.upper.tobytes() + person.lower.tobytes() + np.float64(person.height).tobytes()
 

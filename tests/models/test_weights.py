@@ -1,5 +1,6 @@
 """Checkpoints in each anchor layout (built here from our own tiny models) load back exactly."""
 
+import argparse
 import pickle
 
 import numpy as np
@@ -205,21 +206,94 @@ def test_shape_mismatches_name_tensor_shapes_and_cause(tmp_path):
     with pytest.raises(ValueError) as error:
         load_pretrained(target, tmp_path / "market.pth")
     message = str(error.value)
-    assert "global_head.classifier.weight: checkpoint (5, 24) vs model (7, 24)" in message
-    assert "class count" in message
     assert "backbone.sie_embed: checkpoint (3, 1, 24) vs model (4, 1, 24)" in message
     assert "camera" in message
+    assert "classifier" not in message  # other identities re-initialise the classifier (next test)
 
 
-def test_pickled_objects_are_refused(tmp_path):
+@pytest.mark.parametrize("wrap", ["lightning", "plain"])
+def test_own_supervised_checkpoint_fine_tunes_on_other_identities(tmp_path, wrap):
+    """Backbone and BNNeck kept, the ID classifier (5 -> 7 classes) left at the model's initialisation and
+    said in the summary, as the official TransReID ``load_param`` skips ``classifier`` on a new dataset."""
+    source = _net(num_classes=5)
+    state = source.state_dict()
+    torch.save({"state_dict": {f"net.{k}": v for k, v in state.items()}} if wrap == "lightning" else state,
+               tmp_path / "market.ckpt")  # fmt: skip
+    target = _net(num_classes=7, seed=1)
+    initial = target.global_head.classifier.weight.detach().clone()
+    report = load_pretrained(target, tmp_path / "market.ckpt")
+    assert report.layout == "reid" and not report.partial
+    _assert_backbone_equal(target.backbone, source.backbone)
+    torch.testing.assert_close(target.global_head.bottleneck.weight, source.global_head.bottleneck.weight)
+    torch.testing.assert_close(target.global_head.classifier.weight.detach(), initial)
+    assert (
+        "re-initialised global_head.classifier.weight: checkpoint has 5 classes, model 7" in report.summary()
+    )
+    assert "global_head.classifier.weight" not in report.missing
+
+
+def test_pickled_objects_are_refused_naming_the_global(tmp_path):
     torch.save(
         {"model": {"cls_token": torch.zeros(1)}, "args": pickle.loads(pickle.dumps(object()))},
         tmp_path / "x.pth",
     )
-    with pytest.raises(ValueError, match="weights_only"):
+    with pytest.raises(
+        ValueError, match=r"x\.pth cannot be read: .*asks for the global builtins\.object"
+    ) as error:
         load_pretrained(_vit(), tmp_path / "x.pth")
+    assert "weights_only=False" not in str(error.value) and error.value.__cause__ is None
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         load_pretrained(_vit(), tmp_path / "missing.pth")
+
+
+def test_official_dino_checkpoint_with_argparse_args_loads(tmp_path):
+    """facebookresearch/dino main_dino.py saves {"student", "teacher", "optimizer", "epoch", "args",
+    "dino_loss"} with ``args`` an argparse.Namespace: read weights-only with exactly that class allowed."""
+    source = _vit()
+    teacher = {f"backbone.{k}": v for k, v in _timm_state(source).items() if not k.startswith("head.")}
+    args = argparse.Namespace(arch="vit_small", patch_size=16, out_dim=65536, lr=0.0005, output_dir=".")
+    torch.save({"teacher": teacher, "epoch": 100, "args": args, "dino_loss": {"center": torch.zeros(1, 8)}},
+               tmp_path / "checkpoint.pth")  # fmt: skip
+    target = _net(seed=1)
+    assert load_pretrained(target, tmp_path / "checkpoint.pth").layout == "dino"
+    _assert_backbone_equal(target.backbone, source)
+
+
+def test_partial_load_only_when_not_strict(tmp_path):
+    source = _vit()
+    state = {k: v for k, v in _timm_state(source).items() if not k.startswith("blocks.1.")}
+    torch.save(state, tmp_path / "half.pth")
+    total = len([k for k in _vit().state_dict() if not k.endswith("pos_grid")])
+    with pytest.raises(
+        ValueError, match=rf"half\.pth \(layout timm\) fills {total - 12} of {total} backbone"
+    ):
+        load_pretrained(_net(seed=1), tmp_path / "half.pth")
+    net = _net(seed=1)
+    report = load_pretrained(net, tmp_path / "half.pth", strict=False)
+    assert report.partial and (report.backbone_matched, report.backbone_total) == (total - 12, total)
+    assert "PARTIAL" in report.summary() and "model.weights_strict=false" in report.summary()
+    torch.testing.assert_close(net.backbone.blocks[0].state_dict(), source.blocks[0].state_dict())
+
+
+@pytest.mark.parametrize("layout", ["timm", "reid"])
+def test_vit_checkpoint_into_jpm_model_copies_its_last_block(tmp_path, layout):
+    """The JPM branch starts as the loaded last block + norm, as the official build_transformer_local copies
+    ``base.blocks[-1]`` / ``base.norm`` after ``load_param`` (an ImageNet ViT or our non-JPM checkpoint)."""
+    source = _net()  # no JPM
+    state = _timm_state(source.backbone) if layout == "timm" else source.state_dict()
+    torch.save(state, tmp_path / "vit.pth")
+    target = _net(seed=1, jpm={"shift": 1, "groups": 2, "num_local": 2})
+    assert load_pretrained(target, tmp_path / "vit.pth").layout == layout
+    torch.testing.assert_close(target.jpm.block.state_dict(), source.backbone.blocks[-1].state_dict())
+    torch.testing.assert_close(target.jpm.norm.state_dict(), source.backbone.norm.state_dict())
+
+
+def test_width_mismatch_names_both_widths(tmp_path):
+    torch.save(_vit().state_dict(), tmp_path / "vit24.pth")
+    torch.manual_seed(0)
+    wider = vit_tiny(img_size=(32, 32), embed_dim=32, num_heads=HEADS, depth=DEPTH)
+    with pytest.raises(ValueError, match="embedding width differs: checkpoint 24, model 32"):
+        load_pretrained(wider, tmp_path / "vit24.pth")
 
 
 def test_layout_detection():  # grid inference: tests/models/test_position_grids.py

@@ -24,8 +24,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +42,7 @@ from reid.data.synthetic.render import (
     encode_jpeg,
     sample_pose,
 )
-from reid.data.synthetic.tree import MARKER_NAME, publish_tree
+from reid.data.synthetic.tree import MARKER_NAME, publish_tree, register_generator
 
 GENERATOR = "reid.data.synthetic.luperson"
 FORMAT_VERSION = 1
@@ -170,6 +172,16 @@ class _Renderer:
 
 def _marker_content(spec: LUPersonSpec) -> dict:
     return {"generator": GENERATOR, "format_version": FORMAT_VERSION, **spec.as_dict()}
+
+
+def _generated_files(params: Mapping[str, Any]) -> set[str]:
+    fields = {f.name for f in dataclasses.fields(LUPersonSpec)}
+    return {
+        crop.path for crop in plan_scenes(LUPersonSpec(**{k: v for k, v in params.items() if k in fields}))
+    }
+
+
+register_generator(GENERATOR, _generated_files)
 
 
 def is_complete_luperson_tree(root: Path, spec: LUPersonSpec) -> bool:

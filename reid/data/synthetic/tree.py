@@ -12,8 +12,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -124,21 +125,60 @@ def _write_tree(folder: Path, spec: SyntheticSpec) -> None:
     (folder / MARKER_NAME).write_text(json.dumps(_marker_content(spec), indent=2) + "\n", encoding="utf-8")
 
 
+GeneratedFiles = Callable[[Mapping[str, Any]], set[str]]
+"""Marker content -> the files (relative POSIX paths) the generator that wrote it writes."""
+_GENERATORS: dict[str, GeneratedFiles] = {}
+
+
+def register_generator(name: str, generated_files: GeneratedFiles) -> None:
+    """Let :func:`remove_synthetic_tree` recognise the files of trees whose marker names ``name``."""
+    _GENERATORS[name] = generated_files
+
+
+def _market_files(params: Mapping[str, Any]) -> set[str]:
+    fields = {f.name for f in dataclasses.fields(SyntheticSpec)}
+    spec = SyntheticSpec(**{k: v for k, v in params.items() if k in fields})
+    return {f"{item.folder}/{item.file_name}" for item in plan_tree(spec)}
+
+
+register_generator(_marker_content(SyntheticSpec(1, 1))["generator"], _market_files)
+
+
+def foreign_files(root: Path) -> list[str]:
+    """Files under ``root`` that the generator named by its marker did not write (all, without a marker
+    a registered generator can read back), sorted."""
+    present = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_dir())
+    try:
+        content = json.loads((root / MARKER_NAME).read_text(encoding="utf-8"))
+        expected = _GENERATORS[content["generator"]](content)
+    except (OSError, ValueError, KeyError, TypeError):
+        return [p for p in present if p != MARKER_NAME]
+    return [p for p in present if p != MARKER_NAME and p not in expected]
+
+
 def remove_synthetic_tree(root: Path) -> None:
-    """Remove a synthetic tree (or an empty folder) at ``root``; refuse to delete anything else."""
+    """Remove a synthetic tree (or an empty folder) at ``root``; refuse to delete anything else, even
+    a file someone added to a generated tree (notes, images)."""
     if not root.exists():
         return
     if not root.is_dir():
         raise FileExistsError(f"synthetic dataset root {root} exists and is not a folder")
-    if (root / MARKER_NAME).is_file():
-        shutil.rmtree(root)
-    elif any(root.iterdir()):
+    if not any(root.iterdir()):
+        root.rmdir()
+        return
+    if not (root / MARKER_NAME).is_file():
         raise FileExistsError(
             f"synthetic dataset root {root} is a non-empty folder without a '{MARKER_NAME}' marker; "
             "refusing to overwrite it: pass an empty or new folder"
         )
-    else:
-        root.rmdir()
+    foreign = foreign_files(root)
+    if foreign:
+        raise FileExistsError(
+            f"synthetic dataset root {root} holds {len(foreign)} file(s) the generator did not write "
+            f"(e.g. {foreign[0]}); refusing to delete them to write a new tree: move them out, or pass a "
+            "new folder as the root"
+        )
+    shutil.rmtree(root)
 
 
 def generate_market_tree(

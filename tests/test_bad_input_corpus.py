@@ -1,0 +1,349 @@
+"""The bad-input corpus of issue 15 as a test module: one case per bad input, each asserting that the
+error names the file, key or value it is about (and never advises ``weights_only=False``).
+
+Items covered: 4 (logs and results survive: run folders, reruns, synthetic trees) and 5 (weights never
+half-load silently: files that fill too little of the backbone, unreadable files, ``model.weights=''``,
+``ckpt_path`` that is not a run's checkpoint). Cases use tiny tensors and models, and no training run.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from hydra.errors import InstantiationException
+from omegaconf import OmegaConf
+from safetensors.torch import save_file
+
+from reid.config import CONFIG_DIR
+from reid.data.records import DatasetInfo
+from reid.data.synthetic import generate_market_tree
+from reid.data.synthetic.luperson_tree import generate_luperson_tree
+from reid.evaluation import EvalConfig
+from reid.models import ReIDNet, vit_tiny
+from reid.models.weights import load_pretrained
+from reid.run import check_output_dir, check_run_checkpoint
+
+DIM = 24
+Case = Callable[[Path], tuple[Callable[[], object], type[BaseException], list[str]]]
+CASES: dict[str, Case] = {}
+
+
+def case(name: str) -> Callable[[Case], Case]:
+    def register(build: Case) -> Case:
+        CASES[name] = build
+        return build
+
+    return register
+
+
+def _vit(depth: int = 2, **kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return vit_tiny(img_size=(32, 16), embed_dim=DIM, num_heads=2, depth=depth, **kw)
+
+
+def _net(depth: int = 2, **kw) -> ReIDNet:
+    return ReIDNet(_vit(depth, **kw), num_classes=3)
+
+
+def _load(path: Path, model: torch.nn.Module | None = None) -> Callable[[], object]:
+    return lambda: load_pretrained(_net() if model is None else model, path)
+
+
+# ---- item 5: weights that fill less than the backbone ------------------------------------------
+@case("torchvision ResNet into the ViT")
+def _resnet_into_vit(tmp: Path):
+    torch.save(torchvision.models.resnet18().state_dict(), tmp / "resnet18.pth")
+    return (
+        _load(tmp / "resnet18.pth"),
+        ValueError,
+        ["resnet18.pth", "layout torchvision", "fills 0 of", "ResNet"],
+    )
+
+
+@case("empty dict")
+def _empty_dict(tmp: Path):
+    torch.save({}, tmp / "empty.pth")
+    return (
+        _load(tmp / "empty.pth"),
+        ValueError,
+        ["empty.pth", "fills 0 of", "holds no tensors", "weights_strict"],
+    )
+
+
+@case("our pretraining last.ckpt as model.weights")
+def _pretraining_ckpt(tmp: Path):
+    state = {
+        f"{net}.backbone.{k}": v for net in ("student", "teacher") for k, v in _vit().state_dict().items()
+    }
+    torch.save({"state_dict": state, "epoch": 3, "pytorch-lightning_version": "2.6.6"}, tmp / "last.ckpt")
+    return _load(tmp / "last.ckpt"), ValueError, ["last.ckpt", "fills 0 of", "reid.tools.export_backbone"]
+
+
+@case("layout misdetected as timm")
+def _misdetected(tmp: Path):
+    hf = {f"vit.encoder.layer.{i}.attention.query.weight": torch.zeros(DIM, DIM) for i in range(2)}
+    torch.save(hf, tmp / "hf_vit.bin")
+    return (
+        _load(tmp / "hf_vit.bin"),
+        ValueError,
+        ["hf_vit.bin", "layout timm", "'reid' layout", "export_backbone"],
+    )
+
+
+@case("shallower checkpoint (depth 1 into depth 2)")
+def _shallower(tmp: Path):
+    torch.save(_vit(depth=1).state_dict(), tmp / "depth1.pth")
+    return _load(tmp / "depth1.pth"), ValueError, ["depth1.pth", "of", "blocks.1.", "weights_strict=false"]
+
+
+@case("width differs")
+def _width(tmp: Path):
+    torch.manual_seed(0)
+    wide = vit_tiny(img_size=(32, 16), embed_dim=32, num_heads=2, depth=2)
+    torch.save(wide.state_dict(), tmp / "wide.pth")
+    return _load(tmp / "wide.pth"), ValueError, ["wide.pth", "width differs: checkpoint 32, model 24"]
+
+
+@case("model.weights='' (empty string)")
+def _empty_weights_key(tmp: Path):
+    return lambda: _task(weights=""), InstantiationException, ["model.weights=''", "model.weights=null"]
+
+
+@case("partial file through the task without weights_strict=false")
+def _task_strict(tmp: Path):
+    state = {k: v for k, v in _vit().state_dict().items() if not k.startswith("blocks.1.")}
+    torch.save(state, tmp / "half.pth")
+    expected = ["half.pth", "fills 19 of 31", "model.weights_strict=false"]
+    return lambda: _task(weights=str(tmp / "half.pth")), InstantiationException, expected
+
+
+def _task(**model):
+    from hydra.utils import instantiate
+
+    cfg = OmegaConf.create({"data": {"image_size": [32, 16]}})
+    cfg.model = OmegaConf.load(CONFIG_DIR / "model" / "vit_tiny.yaml")
+    cfg.model.backbone.update(depth=2, embed_dim=DIM, num_heads=2)
+    for key, value in model.items():
+        OmegaConf.update(cfg, f"model.{key}", value, force_add=True)
+    info = DatasetInfo(num_classes=3, num_cameras=2, num_views=1)
+    return instantiate(cfg.model, data_info=info, evaluation=EvalConfig(), _recursive_=False)
+
+
+# ---- item 5: files that cannot be read --------------------------------------------------------
+def _write(tmp: Path, name: str, data: bytes) -> Path:
+    (tmp / name).write_bytes(data)
+    return tmp / name
+
+
+def _saved_bytes(obj) -> bytes:
+    buffer = __import__("io").BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+@case("zero-byte file")
+def _zero(tmp: Path):
+    return _load(_write(tmp, "zero.pth", b"")), ValueError, ["zero.pth", "empty (0 bytes)"]
+
+
+@case("truncated zip archive")
+def _truncated(tmp: Path):
+    data = _saved_bytes(_vit().state_dict())
+    path = _write(tmp, "cut.pth", data[: len(data) // 2])
+    return _load(path), ValueError, ["cut.pth", "truncated zip archive", f"{len(data) // 2} bytes"]
+
+
+@case("corrupt zip archive")
+def _corrupt(tmp: Path):
+    with zipfile.ZipFile(tmp / "bad.pth", "w") as archive:
+        archive.writestr("bad/data.pkl", b"\x80\x02not a pickle")
+    return _load(tmp / "bad.pth"), ValueError, ["bad.pth", "corrupt zip archive"]
+
+
+@case("Git LFS pointer")
+def _lfs(tmp: Path):
+    path = _write(tmp, "lfs.pth", b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 9\n")
+    return _load(path), ValueError, ["lfs.pth", "Git LFS pointer", "git lfs pull"]
+
+
+@case("HTML page saved as weights")
+def _html(tmp: Path):
+    path = _write(tmp, "page.pth", b"<!DOCTYPE html><html><body>Sign in</body></html>")
+    return _load(path), ValueError, ["page.pth", "HTML"]
+
+
+@case("other text file")
+def _text(tmp: Path):
+    return (
+        _load(_write(tmp, "notes.pth", b"lr=0.1\nepochs=3\n")),
+        ValueError,
+        ["notes.pth", "text file", "lr=0.1"],
+    )
+
+
+@case("pickle holding another object")
+def _object(tmp: Path):
+    torch.save({"model": _vit().state_dict(), "meta": pickle.loads(pickle.dumps(Path("x")))}, tmp / "obj.pth")
+    return _load(tmp / "obj.pth"), ValueError, ["obj.pth", "asks for the global pathlib", "re-save"]
+
+
+@case("legacy (non-zip) pickle holding an object")
+def _legacy(tmp: Path):
+    torch.save({"a": torch.zeros(1), "o": object()}, tmp / "old.pth", _use_new_zipfile_serialization=False)
+    return _load(tmp / "old.pth"), ValueError, ["old.pth", "asks for the global object"]
+
+
+@case("random bytes")
+def _random(tmp: Path):
+    path = _write(tmp, "noise.pth", bytes(np.random.default_rng(0).integers(1, 256, 64, dtype=np.uint8)))
+    return _load(path), ValueError, ["noise.pth", "not a checkpoint"]
+
+
+@case("corrupt safetensors")
+def _bad_safetensors(tmp: Path):
+    save_file(dict(_vit().state_dict()), str(tmp / "w.safetensors"))
+    data = (tmp / "w.safetensors").read_bytes()
+    return (
+        _load(_write(tmp, "w.safetensors", data[:100])),
+        ValueError,
+        ["w.safetensors", "safetensors", "100 bytes"],
+    )
+
+
+@case("corrupt npz")
+def _bad_npz(tmp: Path):
+    return _load(_write(tmp, "ViT-B_16.npz", b"PK\x03\x04 truncated")), ValueError, ["ViT-B_16.npz", ".npz"]
+
+
+@case("npz with pickled objects")
+def _object_npz(tmp: Path):
+    np.savez(tmp / "obj.npz", a=np.array([{"x": 1}], dtype=object))
+    return _load(tmp / "obj.npz"), ValueError, ["obj.npz", "pickled Python objects"]
+
+
+@case("a list instead of a dict")
+def _list(tmp: Path):
+    torch.save([torch.zeros(1)], tmp / "list.pth")
+    return _load(tmp / "list.pth"), ValueError, ["list.pth", "holds a list"]
+
+
+# ---- item 5: ckpt_path that is not a run's checkpoint -----------------------------------------
+@case("ckpt_path is a plain state dict")
+def _plain_ckpt(tmp: Path):
+    torch.save(_net().state_dict(), tmp / "weights.pth")
+    path = str(tmp / "weights.pth")
+    return lambda: check_run_checkpoint(path, _net(), True), ValueError, [path, f"model.weights={path}"]
+
+
+@case("ckpt_path is another experiment's checkpoint")
+def _other_experiment(tmp: Path):
+    other = {f"student.backbone.{k}": v for k, v in _vit().state_dict().items()}
+    torch.save({"state_dict": other, "pytorch-lightning_version": "2.6.6", "loops": {}}, tmp / "ssl.ckpt")
+    path = str(tmp / "ssl.ckpt")
+    expected = [path, "another experiment", "missing (e.g. ", f"model.weights={path}"]
+    return lambda: check_run_checkpoint(path, _LightningNet(), True), ValueError, expected
+
+
+class _LightningNet(torch.nn.Module):
+    """The key names of a supervised task (``net.*``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _net()
+
+
+# ---- item 4: results and synthetic trees survive ----------------------------------------------
+def _run_folder(tmp: Path, holds: str) -> Path:
+    out = tmp / "outputs" / "reid" / "2026-01-01_00-00-00"
+    (out / holds).parent.mkdir(parents=True, exist_ok=True)
+    (out / holds).write_text("{}")
+    return out
+
+
+@pytest.mark.parametrize("holds", ["results.json", "checkpoints/last.ckpt", "csv/metrics.csv"])
+def test_rerun_into_a_folder_with_results_refuses(tmp_path, holds):
+    out = _run_folder(tmp_path, holds)
+    with pytest.raises(FileExistsError) as error:
+        check_output_dir(out, ckpt_path=None, overwrite=False)
+    message = str(error.value)
+    assert str(out) in message and f"hydra.run.dir={out} ckpt_path=last" in message
+    assert "overwrite=true" in message and holds.split("/")[0] in message
+    check_output_dir(out, ckpt_path="last", overwrite=False)  # resuming writes there on purpose
+    assert (out / holds).exists()
+
+
+@case("synthetic Market tree holding a user's file")
+def _market_tree(tmp: Path):
+    spec = {"num_train_ids": 2, "num_test_ids": 2, "num_cameras": 2, "images_per_id": 4}
+    spec |= {"num_distractors": 2, "num_junk": 1}
+    root = generate_market_tree(tmp / "syn", **spec)
+    (root / "notes.md").write_text("mine")
+    return lambda: generate_market_tree(root, **{**spec, "seed": 1}), FileExistsError, [str(root), "notes.md"]
+
+
+@case("synthetic LUPerson tree holding a user's image")
+def _luperson_tree(tmp: Path):
+    spec = {"num_images": 6, "num_scenes": 2, "num_identities": 3}
+    root = generate_luperson_tree(tmp / "lup", **spec)
+    (root / "scene_00000" / "photo.jpg").write_bytes(b"mine")
+    expected = [str(root), "scene_00000/photo.jpg"]
+    return lambda: generate_luperson_tree(root, **{**spec, "seed": 1}), FileExistsError, expected
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_gets_an_error_naming_it(tmp_path, name):
+    action, kind, fragments = CASES[name](tmp_path)
+    with pytest.raises(kind) as error:
+        action()
+    message = str(error.value)
+    missing = [fragment for fragment in fragments if fragment not in message]
+    assert not missing, f"{missing} not in: {message}"
+    assert "weights_only=False" not in message and "weights_only` set to `False" not in message
+
+
+def test_partial_file_loads_through_the_task_with_weights_strict_false(tmp_path):
+    state = {k: v for k, v in _vit().state_dict().items() if not k.startswith("blocks.1.")}
+    torch.save(state, tmp_path / "half.pth")
+    with pytest.warns(UserWarning, match=r"half\.pth .*19 of 31 backbone tensors \(PARTIAL"):
+        task = _task(weights=str(tmp_path / "half.pth"), weights_strict=False)
+    torch.testing.assert_close(task.net.backbone.blocks[0].state_dict(), _vit().blocks[0].state_dict())
+
+
+def test_two_runs_started_in_the_same_second_get_two_folders():
+    """conf/hydra/default.yaml: microseconds and the process id follow the second; names sort by time."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        first, second = (compose("run", return_hydra_config=True) for _ in range(2))
+    for key in ("run", "sweep"):
+        a, b = str(first.hydra[key].dir), str(second.hydra[key].dir)
+        assert a != b and a < b and a.endswith(f"_{os.getpid()}"), (a, b)
+    GlobalHydra.instance().clear()
+
+
+def test_a_resumed_csv_log_keeps_its_rows(tmp_path):
+    """Lightning's CSVLogger deletes metrics.csv when a resumed run starts logging (33 -> 11 lines in the
+    issue); ours appends, widens the header for a new key, and drops rows after the checkpoint's step."""
+    from reid.training.csv_logger import ResumableCSVLogger
+
+    first = ResumableCSVLogger(tmp_path, name="csv", version="")
+    for step in range(4):
+        first.log_metrics({"train/loss": 1.0 / (step + 1)}, step=step)
+    first.save()
+    resumed = ResumableCSVLogger(tmp_path, name="csv", version="")  # a resume from a checkpoint at step 2
+    resumed.resume_at(2)
+    resumed.log_metrics({"train/loss": 0.3, "val/mAP": 50.0}, step=3)
+    resumed.save()
+    rows = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "step,train/loss,val/mAP"
+    assert rows[1:] == ["0,1.0,", "1,0.5,", "2,0.3333333333333333,", "3,0.3,50.0"]
