@@ -7,7 +7,8 @@
 #   imports     reid imports without wandb (only logger=wandb needs it) and CUDA is visible
 #   nvidia-smi  the device
 #   pytest-gpu  pytest -m gpu: bf16/16-mixed fits of every task, CUDA evaluation == CPU evaluation
-#   train-*     benchmarks/train_bench.py --device cuda, bf16-mixed, batch 64, one family per step
+#   train-*     benchmarks/train_bench.py --device cuda, bf16-mixed, batch 64, one family per step; the
+#               vit_b_ics_384 step also measures it with relative position bias and with bias + RPE-triplet
 #   eval-*      benchmarks/eval_bench.py --device cuda at MSMT17 scale: distances + features, then re-ranking
 #   collect     docs/benchmarks.md and the step logs to $OUT
 # Every step has its own timeout; a failed step is reported and the next one still runs, and the
@@ -30,19 +31,22 @@ DRY=0
 case "${1:-}" in
   --dry-run) DRY=1 ;;
   "") ;;
-  -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}"; exit 0 ;;
+  -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}"; exit 0 ;;
   *) echo "gpu_check.sh: unknown argument '$1' (expected --dry-run, --help or nothing)" >&2; exit 2 ;;
 esac
 
 # Wheels the image lacks for sure (pinned as in pyproject.toml) and ones installed only when missing.
 REQUIRED=(hydra_core-1.3.8 omegaconf-2.3.0 antlr4_python3_runtime-4.9.3)
 FALLBACK=(setuptools rich markdown_it_py mdurl pygments pytest pluggy iniconfig packaging)
-# One train_bench step per family; the step timeouts (seconds) sum to under 8 minutes.
+# One train_bench step per family; the step timeouts (seconds) sum to under 8 minutes. The vit_b_ics_384
+# step measures RPE_FAMILIES in the same process, so their overhead over it compares like for like.
 FAMILIES=(transreid vit_b_ics_384 vit_s bot_r50 dino pass)
+RPE_FAMILIES=(vit_b_ics_384_rpe vit_b_ics_384_rpe_triplet)
 TRAIN_FLAGS=(--device cuda --precision bf16-mixed --batch 64 --steps 10 --no-overhead --workers)
 EVAL_FLAGS=(--device cuda --scale msmt17)
-T_INSTALL=40 T_IMPORTS=30 T_SMI=5 T_PYTEST=110 T_TRAIN=25 T_OVERHEAD=25 T_EVAL=50 T_RERANK=65
-BUDGET=$((T_INSTALL + T_IMPORTS + T_SMI + T_PYTEST + ${#FAMILIES[@]} * T_TRAIN + T_OVERHEAD + T_EVAL + T_RERANK))
+T_INSTALL=40 T_IMPORTS=30 T_SMI=5 T_PYTEST=110 T_TRAIN=23 T_TRAIN_RPE=40 T_OVERHEAD=25 T_EVAL=50 T_RERANK=65
+BUDGET=$((T_INSTALL + T_IMPORTS + T_SMI + T_PYTEST + (${#FAMILIES[@]} - 1) * T_TRAIN + T_TRAIN_RPE + T_OVERHEAD
+  + T_EVAL + T_RERANK))
 ((BUDGET <= 480)) || { echo "gpu_check.sh: the step timeouts sum to ${BUDGET}s, over 8 minutes" >&2; exit 2; }
 
 FAILED=()
@@ -128,7 +132,12 @@ steps() {
   run_step nvidia-smi "$T_SMI" nvidia-smi
   run_step pytest-gpu "$T_PYTEST" "$py" -m pytest -q -m gpu tests/gpu -p no:cacheprovider
   for family in "${FAMILIES[@]}"; do
-    run_step "train-$family" "$T_TRAIN" "$py" benchmarks/train_bench.py "${TRAIN_FLAGS[@]}" --models "$family"
+    if [[ $family == vit_b_ics_384 ]]; then
+      run_step "train-$family" "$T_TRAIN_RPE" "$py" benchmarks/train_bench.py "${TRAIN_FLAGS[@]}" \
+        --models "$family" "${RPE_FAMILIES[@]}"
+    else
+      run_step "train-$family" "$T_TRAIN" "$py" benchmarks/train_bench.py "${TRAIN_FLAGS[@]}" --models "$family"
+    fi
   done
   run_step train-overhead "$T_OVERHEAD" "$py" benchmarks/train_bench.py --device cuda --precision bf16-mixed \
     --batch 64 --steps 10 --models --workers
@@ -148,7 +157,7 @@ dry_run() {
   steps "$PYTHON"
   say "step collect (no timeout): copy docs/benchmarks.md and logs/ to $RESULTS"
   say "check: train_bench.py flags"
-  "$PYTHON" benchmarks/train_bench.py "${TRAIN_FLAGS[@]}" --models "${FAMILIES[@]}" --dry-run
+  "$PYTHON" benchmarks/train_bench.py "${TRAIN_FLAGS[@]}" --models "${FAMILIES[@]}" "${RPE_FAMILIES[@]}" --dry-run
   say "check: eval_bench.py flags"
   "$PYTHON" benchmarks/eval_bench.py "${EVAL_FLAGS[@]}" --cases distances features rerank --help > /dev/null
   say "check: the gpu tests collect"

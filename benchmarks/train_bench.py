@@ -7,7 +7,9 @@ images/s per worker.
     python benchmarks/train_bench.py --device cuda --models transreid vit_b_ics_384 --dry-run
 
 Families (``--models``, paper sizes): ViT-B TransReID (256x128, stride 12, JPM + SIE), ViT-B+ICS 384x128
-(TransReID-SSL), ViT-S (TransReID-SSL), ResNet-50 BoT, one DINO and one PASS (ViT-S) pretraining step.
+(TransReID-SSL), the same with relative position bias in every layer (``vit_b_ics_384_rpe``) and with
+the bias plus the stable RPE-triplet term (``vit_b_ics_384_rpe_triplet``), ViT-S (TransReID-SSL),
+ResNet-50 BoT, one DINO and one PASS (ViT-S) pretraining step.
 Rows are merged into the ``train_bench`` section of docs/benchmarks.md, keyed by device, precision,
 batch and family, so a GPU run adds its rows beside the CPU ones instead of replacing them.
 """
@@ -55,11 +57,32 @@ class Family:
     num_parts: int = 0
 
 
+# conf/experiment/rpe_market.yaml / rpe_triplet_market.yaml on the vit_b_ics_384 family; the term's warm-up
+# is off so every timed step pays for it at full weight.
+RPE_BIAS = {"backbone.rel_pos_bias": {"shared": False}}
+RPE_TRIPLET = {
+    "loss.rpe_triplet": {
+        "_target_": "reid.losses.RPETripletTerm",
+        "weight": 0.5,
+        "num_patches": 8,
+        "form": "stable",
+        "warmup_steps": 0,
+    }
+}
 FAMILIES = {
     "vit_s": Family("ViT-S/16 baseline (vit_small_lup)", (256, 128), "vit_small_lup"),
     "transreid": Family("ViT-B/16 TransReID s12 JPM+SIE", (256, 128), "transreid"),
     "vit_b_ics_384": Family(
         "ViT-B/16+ICS (TransReID-SSL)", (384, 128), "vit_base_lup", {"backbone.stem": "ics"}
+    ),
+    "vit_b_ics_384_rpe": Family(
+        "ViT-B/16+ICS + RPE bias per layer", (384, 128), "vit_base_lup", {"backbone.stem": "ics", **RPE_BIAS}
+    ),
+    "vit_b_ics_384_rpe_triplet": Family(
+        "ViT-B/16+ICS + RPE bias + RPE-triplet",
+        (384, 128),
+        "vit_base_lup",
+        {"backbone.stem": "ics", **RPE_BIAS, **RPE_TRIPLET},
     ),
     "bot_r50": Family("ResNet-50 BoT (last stride 1)", (256, 128), "bot_r50"),
     "dino": Family("DINO ViT-S (2x256x128 + 8x128x64)", (256, 128), num_parts=0),

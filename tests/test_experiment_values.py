@@ -148,6 +148,28 @@ OFFICIAL_SSL = {
 }
 
 
+# conf/experiment/rpe_*.yaml: the ViT-B+ICS 384 LUPerson recipes plus the relative position bias
+# (rpe_*) and plus the bias and the stable RPE-triplet term (rpe_triplet_*); (headline, with the term).
+RPE_EXPERIMENTS = {
+    "rpe_market": ("vit_base_ics_lup_market_384", False),
+    "rpe_triplet_market": ("vit_base_ics_lup_market_384", True),
+    "rpe_msmt": ("vit_base_ics_lup_msmt_384", False),
+    "rpe_triplet_msmt": ("vit_base_ics_lup_msmt_384", True),
+}
+# the loss defaults of the real recipe: N = 8, weight 0.5, ramp over 1000 steps (about 5 Market epochs
+# at batch 64), the stable form's normalised relations and hinge margin
+RPE_TRIPLET = {
+    "_target_": "reid.losses.RPETripletTerm",
+    "weight": 0.5,
+    "num_patches": 8,
+    "form": "stable",
+    "warmup_steps": 1000,
+    "layers": "last",
+    "heads": "mean",
+    "use_bias": True,
+}
+
+
 @pytest.fixture(scope="module")
 def composed() -> dict[str, DictConfig]:
     """Every experiment composed once (composition is the slow part)."""
@@ -155,7 +177,7 @@ def composed() -> dict[str, DictConfig]:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return {
             name: compose(config_name="run", overrides=[f"experiment={name}"])
-            for name in [*OFFICIAL, *OFFICIAL_BOT, *OFFICIAL_SSL]
+            for name in [*OFFICIAL, *OFFICIAL_BOT, *OFFICIAL_SSL, *RPE_EXPERIMENTS]
         }
 
 
@@ -374,3 +396,59 @@ def test_384_experiment_loads_a_256x128_lup_checkpoint(name, stem, parts, compos
             backbone.part_pos, torch.cat([official[f"part{i}_pos"] for i in (1, 2, 3)], 1)
         )
     assert any(k.startswith("patch_embed.stem.") for k in ours) == (stem == "ics")
+
+
+@pytest.mark.parametrize("name", sorted(RPE_EXPERIMENTS))
+def test_rpe_experiment_is_its_headline_recipe_plus_the_rpe_keys(name, composed):
+    """The headline's official values (test_experiment_matches_official_values) carry over untouched:
+    the composed config equals vit_base_ics_lup_*_384's except task_name, the bias switch and the term."""
+    headline, with_term = RPE_EXPERIMENTS[name]
+    ours = OmegaConf.to_container(composed[name])
+    base = OmegaConf.to_container(composed[headline])
+    assert ours["model"]["backbone"].pop("rel_pos_bias") == {"shared": False}
+    assert base["model"]["backbone"].pop("rel_pos_bias") is None
+    assert ours["model"]["loss"].pop("rpe_triplet", None) == (RPE_TRIPLET if with_term else None)
+    assert "rpe_triplet" not in base["model"]["loss"]
+    assert (ours.pop("task_name"), base.pop("task_name")) == (name, headline)
+    assert ours == base
+
+
+@pytest.mark.parametrize("name", ["rpe_triplet_market", "rpe_triplet_msmt"])
+def test_rpe_triplet_experiment_builds_the_stable_term_and_the_bias(name, composed):
+    model = composed[name].model.copy()
+    OmegaConf.set_struct(model, False)
+    model.backbone._target_ = "reid.models.vit.vit_tiny"
+    model.backbone.depth = 2
+    model.weights = None
+    info = DatasetInfo(num_classes=6, num_cameras=3, num_views=1)
+    task = instantiate(model, data_info=info, evaluation=EvalConfig(), _recursive_=False)
+    term = task.objective.terms["rpe_triplet"]
+    assert (term.normalize, term.margin, term.warmup_steps) == (True, 0.1, 1000)
+    assert (
+        term.weight_at(0) == 0.0
+        and term.weight_at(500) == pytest.approx(0.25)
+        and term.weight_at(1000) == 0.5
+    )
+    biases = [
+        block for block in task.net.backbone.modules() if type(block).__name__ == "RelativePositionBias"
+    ]
+    assert len(biases) == 2 and biases[0].grid == (24, 8)  # one table per layer, 384 x 128 at stride 16
+
+
+def test_rpe_triplet_sweep_composes():
+    """``python -m reid.run -m experiment=rpe_triplet_market num_patches=4,8,16 weight=0.1,0.5``: the
+    basic sweeper's six jobs, each composed as the multirun would."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    key = "model.loss.rpe_triplet"
+    sweep = ["experiment=rpe_triplet_market", f"{key}.num_patches=4,8,16", f"{key}.weight=0.1,0.5"]
+    (jobs,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(sweep), None)
+    register_resolvers()
+    seen = set()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        for job in jobs:
+            term = compose(config_name="run", overrides=job).model.loss.rpe_triplet
+            seen.add((term.num_patches, term.weight))
+            assert term.form == "stable" and term.warmup_steps == 1000
+    assert seen == {(n, w) for n in (4, 8, 16) for w in (0.1, 0.5)}

@@ -21,6 +21,7 @@ import train_bench  # noqa: E402
 import train_bench_doc  # noqa: E402
 
 FAMILIES = ["transreid", "vit_b_ics_384", "vit_s", "bot_r50", "dino", "pass"]
+RPE_FAMILIES = ["vit_b_ics_384_rpe", "vit_b_ics_384_rpe_triplet"]  # measured in the vit_b_ics_384 step
 STEPS = ["install", "imports", "nvidia-smi", "pytest-gpu", *(f"train-{f}" for f in FAMILIES)]
 STEPS += ["train-overhead", "eval-msmt17", "eval-rerank-msmt17", "collect"]
 WHEELS = [
@@ -60,11 +61,17 @@ def test_dry_run_names_every_step_and_checks_flags_and_collection(tmp_path):
     assert result.returncode == 0, result.stderr
     steps = [line.split()[2] for line in result.stdout.splitlines() if line.startswith("[gpu_check] step ")]
     assert steps == STEPS
-    train = [line for line in result.stdout.splitlines() if "step train-" in line and "overhead" not in line]
+    train = [
+        line for line in result.stdout.splitlines() if "step train-" in line and "train-overhead" not in line
+    ]
+    assert len(train) == len(FAMILIES)  # (every train step shows --no-overhead: filter on the step name)
     assert all("--device cuda --precision bf16-mixed --batch 64" in line for line in train)
     assert "gpu tests collected: 2" in result.stdout
     calls = (tmp_path / "calls").read_text().splitlines()  # the checks the dry run made with PYTHON
-    assert calls[0].endswith(f"--models {' '.join(FAMILIES)} --dry-run") and "--device cuda" in calls[0]
+    assert calls[0].endswith(f"--models {' '.join(FAMILIES + RPE_FAMILIES)} --dry-run")
+    assert "--device cuda" in calls[0]
+    (vit_b,) = [line for line in train if "step train-vit_b_ics_384 " in line]
+    assert "(timeout 40s)" in vit_b  # three families in one process
     assert (
         calls[1].startswith("benchmarks/eval_bench.py --device cuda --scale msmt17") and "--help" in calls[1]
     )
@@ -101,7 +108,7 @@ def test_dry_run_with_the_real_python(tmp_path):
     result = dry_run(tmp_path, wheel_dir(tmp_path, WHEELS), sys.executable)
     assert result.returncode == 0, result.stderr
     assert "gpu tests collected: 18" in result.stdout
-    for family in FAMILIES:
+    for family in FAMILIES + RPE_FAMILIES:
         assert f"plan: cuda bf16-mixed batch 64 10 steps {family}:" in result.stdout
 
 
@@ -217,7 +224,7 @@ def test_reid_imports_and_logs_to_csv_without_wandb(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     count, logger = result.stdout.split()[-2:]
-    assert int(count) > 40 and logger == "CSVLogger"
+    assert int(count) > 40 and logger == "ResumableCSVLogger"
 
 
 @pytest.mark.parametrize("name", list(gpu.EVAL_CONFIGS))

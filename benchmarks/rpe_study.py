@@ -1,0 +1,442 @@
+"""The relative-position study on CPU: baseline, +bias, +bias+RPE-triplet naive and stable, same budget.
+
+Trains each variant with the demo's recipe (tiny ViT + ICS stem stride 8 on the synthetic people,
+AdamW 1e-3) for every seed, as subprocesses of ``python -m reid.run``, ``--jobs`` at a time with the
+CPU threads split between them; every run logs every step (CSV logger) and ends with a test
+evaluation. Then it reads each run's ``csv/metrics.csv`` and ``results.json`` and writes
+
+* ``docs/rpe_study.png``: the RPE loss, d_ap, d_an, the relation / position-embedding / bias-table
+  norms and the total train loss over steps, every variant where the quantity exists, every seed;
+* the ``rpe_study`` section of ``docs/rpe.md``: the final test mAP / R1 / mINP per variant and seed
+  (and their mean), the step where each naive run diverges (:func:`divergence_step`) and how far the
+  stable runs went past it, and the command.
+
+    python benchmarks/rpe_study.py [--epochs 10] [--seeds 0 1] [--jobs 2] [--reuse-data data]
+
+Runs live in ``--out`` (``outputs/rpe_study/<variant>/seed<k>``). Finished runs (a ``results.json`` in
+their folder) are read, not retrained, unless ``--rerun``; an unfinished one is restarted from scratch;
+``--report-only`` only reads and writes the figure and the section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from doc_section import write_section
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "rpe.md"
+FIGURE = ROOT / "docs" / "rpe_study.png"
+SECTION = "rpe_study"
+RPE = "train/rpe_triplet"
+FIGSIZE = (15.0, 11.0)  # inches
+DPI = 100  # -> a 1500 x 1100 PNG
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    label: str
+    overrides: tuple[str, ...]
+
+
+def variants(naive_weight: float | None = None) -> tuple[Variant, ...]:
+    """The four variants; ``naive_weight`` sets the naive form's weight (default: the stable one's)."""
+    naive = ["experiment=rpe_triplet_demo", "model.loss.rpe_triplet.form=naive"]
+    naive += ["model.loss.rpe_triplet.warmup_steps=0"]  # the form's default (0) over the demo's 90
+    if naive_weight is not None:
+        naive.append(f"model.loss.rpe_triplet.weight={naive_weight}")
+    return (
+        Variant("baseline", "baseline (demo)", ("experiment=demo",)),
+        Variant("bias", "+bias (rpe_demo)", ("experiment=rpe_demo",)),
+        Variant(
+            "naive",
+            "+bias+triplet naive" + (f" (weight {naive_weight:g})" if naive_weight else ""),
+            tuple(naive),
+        ),
+        Variant("stable", "+bias+triplet stable (rpe_triplet_demo)", ("experiment=rpe_triplet_demo",)),
+    )
+
+
+TRAIN_ORDER = ("naive", "stable", "bias", "baseline")
+COLOURS = {"baseline": "tab:gray", "bias": "tab:blue", "naive": "tab:red", "stable": "tab:green"}
+STYLES = ("-", "--", ":", "-.")
+PANELS = (  # (metrics.csv column, title, log scale)
+    ("train/loss_rpe_triplet", "RPE-triplet loss (unweighted)", False),
+    (f"{RPE}/d_ap", "d_ap (hardest positive)", True),
+    (f"{RPE}/d_an", "d_an (hardest negative)", True),
+    (f"{RPE}/relation_norm", "relation norm ||r_i|| (raw)", True),
+    (f"{RPE}/pos_embed_norm", "position embedding row norm", True),
+    (f"{RPE}/rel_bias_norm", "bias table RMS (gathered entries)", True),
+    ("train/loss", "total train loss", False),
+    (f"{RPE}/gap", "gap d_an - d_ap (< 0: growing the tables raises the loss)", False),
+    (f"{RPE}/weight", "RPE-triplet weight in the total", False),
+)
+
+
+def common_overrides(run_dir: Path, seed: int, epochs: int) -> list[str]:
+    """What every run of the study shares besides its variant's overrides."""
+    return [
+        f"seed={seed}",
+        f"trainer.max_epochs={epochs}",
+        "trainer.log_every_n_steps=1",
+        "evaluate_before_fit=false",  # the final test evaluation only
+        "data.num_workers=0",  # load in the run's own thread: two jobs share two cores
+        "callbacks.progress_bar=null",
+        f"hydra.run.dir={run_dir}",
+    ]
+
+
+def run_dir(out: Path, variant: str, seed: int) -> Path:
+    return out / variant / f"seed{seed}"
+
+
+def command(variant: Variant, seed: int, epochs: int, out: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "reid.run",
+        *variant.overrides,
+        *common_overrides(run_dir(out, variant.name, seed), seed, epochs),
+    ]
+
+
+def train_all(
+    jobs: list[tuple[Variant, int]], epochs: int, out: Path, parallel: int, threads: int, data: Path | None
+) -> None:
+    """Run ``jobs`` (variant, seed) ``parallel`` at a time, each on ``threads`` CPU threads."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    if data is not None:
+        env["REID_DATA"] = str(data.resolve())
+    pending, running = list(jobs), []
+    while pending or running:
+        while pending and len(running) < parallel:
+            variant, seed = pending.pop(0)
+            folder = run_dir(out, variant.name, seed)
+            shutil.rmtree(folder, ignore_errors=True)  # a fresh run: the CSV logger appends to an old file
+            folder.mkdir(parents=True)
+            log = (folder / "stdout.log").open("w")
+            print(f"start {variant.name} seed {seed} -> {folder}", flush=True)
+            proc = subprocess.Popen(
+                command(variant, seed, epochs, out), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+            running.append((proc, variant.name, seed, time.time(), log))
+        time.sleep(2)
+        for entry in list(running):
+            proc, name, seed, started, log = entry
+            if proc.poll() is not None:
+                log.close()
+                running.remove(entry)
+                print(
+                    f"done {name} seed {seed}: rc {proc.returncode}, {time.time() - started:.0f} s",
+                    flush=True,
+                )
+
+
+# ---------------------------------------------------------------- reading
+
+
+Series = dict[str, tuple[list[int], list[float]]]
+
+
+def read_metrics(path: Path) -> Series:
+    """Every column of a Lightning CSV log as ``(steps, values)``, rows where it is empty skipped."""
+    series: Series = {}
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            step = row.get("step", "")
+            if step == "":
+                continue
+            for key, value in row.items():
+                if key in ("step", "epoch") or value in ("", None):
+                    continue
+                steps, values = series.setdefault(key, ([], []))
+                steps.append(int(float(step)))
+                values.append(float(value))
+    return series
+
+
+@dataclass
+class Run:
+    variant: str
+    seed: int
+    series: Series
+    test: dict[str, float]
+
+    @property
+    def last_step(self) -> int:
+        steps = self.series.get("train/loss", ([], []))[0]
+        return max(steps) if steps else -1
+
+
+def read_runs(out: Path, names: Sequence[str], seeds: Sequence[int]) -> list[Run]:
+    """The runs of ``out`` that have a ``csv/metrics.csv`` (``test`` empty without ``results.json``)."""
+    runs = []
+    for name in names:
+        for seed in seeds:
+            folder = run_dir(out, name, seed)
+            metrics = folder / "csv" / "metrics.csv"
+            if not metrics.exists():
+                continue
+            results = folder / "results.json"
+            test = json.loads(results.read_text()).get("test", {}) if results.exists() else {}
+            runs.append(Run(name, seed, read_metrics(metrics), test))
+    return runs
+
+
+# ---------------------------------------------------------------- divergence
+
+
+def divergence_step(series: Series, key: str, factor: float, reference_step: int) -> int | None:
+    """The first step at which ``key`` exceeds ``factor`` x its value at ``reference_step`` (the first
+    logged step at or after it), or at which the total train loss is not finite; None if neither."""
+    steps, values = series.get(key, ([], []))
+    bad = [s for s, v in zip(*series.get("train/loss", ([], []))) if not math.isfinite(v)]
+    first_bad = min(bad) if bad else None
+    after = [v for s, v in zip(steps, values) if s >= reference_step]
+    if not after:
+        return first_bad
+    limit = factor * abs(after[0])
+    crossed = [s for s, v in zip(steps, values) if s > reference_step and (not math.isfinite(v) or v > limit)]
+    found = [s for s in (min(crossed) if crossed else None, first_bad) if s is not None]
+    return min(found) if found else None
+
+
+# ---------------------------------------------------------------- figure and table
+
+
+def plot(runs: Sequence[Run], labels: Mapping[str, str], path: Path, smooth: int = 1) -> None:
+    """The study's panels (:data:`PANELS`) for ``runs``, one line per run (colour: variant, style: seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 3, figsize=FIGSIZE, dpi=DPI)
+    seeds = sorted({run.seed for run in runs})
+    for ax, (key, title, log_scale) in zip(axes.flat, PANELS):
+        for run in runs:
+            steps, values = run.series.get(key, ([], []))
+            if not steps:
+                continue
+            values = _moving_average(values, smooth)
+            style = STYLES[seeds.index(run.seed) % len(STYLES)]
+            ax.plot(
+                steps,
+                values,
+                style,
+                color=COLOURS.get(run.variant, "k"),
+                lw=1.0,
+                label=f"{labels.get(run.variant, run.variant)} s{run.seed}",
+            )
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if log_scale and ax.lines and all(min(line.get_ydata()) > 0 for line in ax.lines):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    handles, names = [], []
+    for ax in axes.flat:
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            if name not in names:
+                handles.append(handle)
+                names.append(name)
+    fig.legend(handles, names, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def _moving_average(values: Sequence[float], width: int) -> list[float]:
+    if width <= 1:
+        return list(values)
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value
+        if i >= width:
+            total -= values[i - width]
+        out.append(total / min(i + 1, width))
+    return out
+
+
+METRICS = ("mAP", "R1", "mINP")
+
+
+def table(runs: Sequence[Run], labels: Mapping[str, str]) -> str:
+    """Markdown: one row per run (variant, seed, final test metrics, last step), then each variant's mean."""
+    lines = [
+        "| variant | seed | " + " | ".join(METRICS) + " | steps |",
+        "|---|---|" + "---|" * (len(METRICS) + 1),
+    ]
+    by_variant: dict[str, list[Run]] = {}
+    for run in runs:
+        by_variant.setdefault(run.variant, []).append(run)
+        cells = [_cell(run.test.get(k)) for k in METRICS]
+        lines.append(
+            f"| {labels.get(run.variant, run.variant)} | {run.seed} | "
+            + " | ".join(cells)
+            + f" | {run.last_step + 1} |"
+        )
+    for name, group in by_variant.items():
+        cells = []
+        for key in METRICS:
+            found = [run.test[key] for run in group if key in run.test]
+            cells.append(_cell(sum(found) / len(found) if found else None))
+        lines.append(f"| **{labels.get(name, name)}** | mean | " + " | ".join(cells) + " | |")
+    return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.2f}"
+
+
+def divergence_report(runs: Sequence[Run], key: str, factor: float, reference_step: int) -> str:
+    """Where each naive run diverges (:func:`divergence_step`) and how far each stable run went
+    without diverging, as a multiple of the naive runs' earliest divergence step."""
+    naive = {
+        run.seed: divergence_step(run.series, key, factor, reference_step)
+        for run in runs
+        if run.variant == "naive"
+    }
+    stable = {
+        run.seed: (divergence_step(run.series, key, factor, reference_step), run.last_step)
+        for run in runs
+        if run.variant == "stable"
+    }
+    rule = (
+        f"first step > {reference_step} where `{key}` exceeds {factor:g} x its value at step "
+        f"{reference_step}, or the train loss is not finite"
+    )
+    lines = [f"Divergence rule: {rule}.", ""]
+    for seed, step in sorted(naive.items()):
+        lines.append(
+            f"- naive, seed {seed}: "
+            + (f"diverges at step {step}" if step is not None else "does not diverge")
+        )
+    found = [step for step in naive.values() if step is not None]
+    first = min(found) if found else None
+    for seed, (step, last) in sorted(stable.items()):
+        ran = f"ran {last + 1} steps"
+        ratio = f" = {(last + 1) / first:.1f} x the naive divergence step {first}" if first else ""
+        state = f"diverges at step {step}" if step is not None else "does not diverge"
+        lines.append(f"- stable, seed {seed}: {state}; {ran}{ratio}")
+    return "\n".join(lines)
+
+
+def report(
+    out: Path,
+    seeds: Sequence[int],
+    argv: Sequence[str],
+    key: str,
+    factor: float,
+    reference_step: int,
+    doc: Path = DOC,
+    figure: Path = FIGURE,
+    naive_weight: float | None = None,
+    smooth: int = 1,
+) -> list[Run]:
+    """Read the runs under ``out``, write the figure and the doc section; returns the runs read."""
+    found = variants(naive_weight)
+    labels = {v.name: v.label for v in found}
+    runs = read_runs(out, [v.name for v in found], seeds)
+    if not runs:
+        raise SystemExit(f"no runs under {out} (expected {out}/<variant>/seed<k>/csv/metrics.csv)")
+    plot(runs, labels, figure, smooth)
+    shared = " ".join(common_overrides(Path("<out>/<variant>/seed<k>"), 0, 0))
+    shared = shared.replace("seed=0", "seed=<k>").replace("max_epochs=0", "max_epochs=<epochs>")
+    overrides = "\n".join(f"- {v.name}: `{' '.join(v.overrides)}`" for v in found)
+    body = "\n\n".join(
+        [
+            f"Command: `python benchmarks/{Path(__file__).name} {' '.join(argv)}`".rstrip(),
+            f"Per-run overrides (besides `{shared}`):\n{overrides}",
+            table(runs, labels),
+            divergence_report(runs, key, factor, reference_step),
+            f"Figure: `{figure.relative_to(ROOT) if figure.is_relative_to(ROOT) else figure}`.",
+        ]
+    )
+    write_section(SECTION, body, doc)
+    return runs
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=10,
+        help="epochs of 45 steps per run, the same for every variant (10: the demo)",
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="runs at a time; the CPU threads are split between them"
+    )
+    parser.add_argument(
+        "--reuse-data",
+        type=Path,
+        default=None,
+        help="data root holding synthetic/ (REID_DATA), shared by every run",
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "rpe_study")
+    parser.add_argument(
+        "--naive-weight",
+        type=float,
+        default=None,
+        help="the naive form's weight (default: rpe_triplet_demo's)",
+    )
+    parser.add_argument("--variants", nargs="+", default=None, help="train only these (default: all four)")
+    parser.add_argument("--rerun", action="store_true", help="retrain runs that already have results.json")
+    parser.add_argument(
+        "--report-only", action="store_true", help="read the runs, write figure and doc, train nothing"
+    )
+    parser.add_argument(
+        "--diverge-key", default=f"{RPE}/relation_norm", help="metrics.csv column of the divergence rule"
+    )
+    parser.add_argument("--diverge-factor", type=float, default=10.0)
+    parser.add_argument("--diverge-reference-step", type=int, default=0)
+    parser.add_argument("--smooth", type=int, default=1, help="moving-average width of the plotted curves")
+    args = parser.parse_args(argv)
+    argv = [
+        a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"
+    ]  # the training command
+    if not args.report_only:
+        chosen = [v for v in variants(args.naive_weight) if args.variants is None or v.name in args.variants]
+        chosen.sort(key=lambda v: TRAIN_ORDER.index(v.name))  # the runs the divergence needs first
+        todo = [
+            (v, seed)
+            for v in chosen
+            for seed in args.seeds
+            if args.rerun or not (run_dir(args.out, v.name, seed) / "results.json").exists()
+        ]
+        threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+        train_all(todo, args.epochs, args.out, args.jobs, threads, args.reuse_data)
+    runs = report(
+        args.out,
+        args.seeds,
+        argv,
+        args.diverge_key,
+        args.diverge_factor,
+        args.diverge_reference_step,
+        naive_weight=args.naive_weight,
+        smooth=args.smooth,
+    )
+    print(f"{len(runs)} runs read; wrote {FIGURE} and the {SECTION} section of {DOC}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""benchmarks/rpe_study.py without training: its reading, divergence rule, figure and table on fabricated
+run folders, and its four variants' overrides composed as ``python -m reid.run`` would."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from PIL import Image
+
+from reid.config import CONFIG_DIR
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import rpe_study
+
+RPE = rpe_study.RPE
+STEPS = 30
+
+
+def _write_run(
+    folder: Path, variant: str, seed: int, nan_at: int | None = None, blow_up_at: int | None = None
+):
+    """A Lightning-style metrics.csv (an lr-monitor row before each train row) and a results.json."""
+    columns = ["epoch", "lr-AdamW/lr", "step", "train/loss", "train/loss_id"]
+    if variant in ("naive", "stable"):
+        stats = ("d_ap", "d_an", "gap", "relation_norm", "pos_embed_norm", "rel_bias_norm", "weight")
+        columns += ["train/loss_rpe_triplet", *(f"{RPE}/{k}" for k in stats)]
+    (folder / "csv").mkdir(parents=True)
+    with (folder / "csv" / "metrics.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for step in range(STEPS):
+            writer.writerow({"step": step, "lr-AdamW/lr": 1e-3})
+            loss = math.nan if nan_at is not None and step >= nan_at else 5.0 - step / STEPS + seed * 0.1
+            row = {"epoch": step // 10, "step": step, "train/loss": loss, "train/loss_id": loss - 1}
+            if variant in ("naive", "stable"):
+                norm = 0.03 * (100.0 if blow_up_at is not None and step >= blow_up_at else 1.0)
+                row |= {"train/loss_rpe_triplet": 0.69, f"{RPE}/relation_norm": norm}
+                row |= {f"{RPE}/{k}": 0.05 for k in ("d_ap", "d_an", "rel_bias_norm", "weight")}
+                row |= {f"{RPE}/gap": -0.01, f"{RPE}/pos_embed_norm": 0.28}
+            writer.writerow(row)
+    test = {"mAP": 40.0 + seed, "R1": 50.0 + seed, "mINP": 10.0 + seed, "R5": 70.0}
+    (folder / "results.json").write_text(json.dumps({"test": test}))
+
+
+@pytest.fixture
+def study(tmp_path: Path) -> Path:
+    out = tmp_path / "runs"
+    for variant in ("baseline", "bias", "naive", "stable"):
+        for seed in (0, 1):
+            blow_up = {0: 7, 1: None}[seed] if variant == "naive" else None
+            nan_at = 12 if variant == "naive" and seed == 1 else None
+            _write_run(rpe_study.run_dir(out, variant, seed), variant, seed, nan_at, blow_up)
+    return out
+
+
+def test_report_writes_the_figure_the_table_and_the_divergence_steps(study, tmp_path):
+    doc, figure = tmp_path / "rpe.md", tmp_path / "rpe_study.png"
+    doc.write_text("# RPE\n\nhand-written text\n")
+    runs = rpe_study.report(study, [0, 1], ["--epochs", "3"], f"{RPE}/relation_norm", 10.0, 0, doc, figure)
+    assert len(runs) == 8 and all(run.last_step == STEPS - 1 for run in runs)
+    with Image.open(figure) as image:
+        assert image.format == "PNG"
+        assert image.size == (rpe_study.FIGSIZE[0] * rpe_study.DPI, rpe_study.FIGSIZE[1] * rpe_study.DPI)
+    text = doc.read_text()
+    assert text.startswith("# RPE\n\nhand-written text\n")  # the section is added, the rest kept
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "| variant |" not in line]
+    for label in (v.label for v in rpe_study.variants()):
+        for seed in (0, 1):
+            (row,) = [r for r in rows if r.startswith(f"| {label} | {seed} |")]
+            assert row.split("|")[3].strip() == f"{40.0 + seed:.2f}"  # mAP
+        (mean,) = [r for r in rows if r.startswith(f"| **{label}** | mean |")]
+        assert [c.strip() for c in mean.split("|")[3:6]] == ["40.50", "50.50", "10.50"]  # mAP R1 mINP
+    assert "naive, seed 0: diverges at step 7" in text  # relation_norm x100 from step 7
+    assert "naive, seed 1: diverges at step 12" in text  # train loss NaN from step 12
+    assert f"stable, seed 0: does not diverge; ran {STEPS} steps = {STEPS / 7:.1f} x" in text
+    assert "python benchmarks/rpe_study.py --epochs 3" in text
+
+
+def test_divergence_rule_reference_and_no_divergence():
+    series = {
+        "train/loss": ([0, 1, 2, 3], [1.0, 1.0, 1.0, 1.0]),
+        "k": ([0, 1, 2, 3], [1.0, 2.0, 3.0, 9.0]),
+    }
+    assert rpe_study.divergence_step(series, "k", 10.0, 0) is None
+    assert rpe_study.divergence_step(series, "k", 2.5, 0) == 2
+    assert rpe_study.divergence_step(series, "k", 2.5, 1) == 3  # relative to the value at step 1 (2.0)
+    series["train/loss"][1][1] = math.inf
+    assert rpe_study.divergence_step(series, "k", 10.0, 0) == 1
+
+
+@pytest.mark.parametrize("variant", rpe_study.variants(naive_weight=5.0), ids=lambda v: v.name)
+def test_variant_overrides_compose(variant, tmp_path):
+    shared = rpe_study.common_overrides(tmp_path / "run", seed=1, epochs=3)
+    overrides = [*variant.overrides, *(o for o in shared if not o.startswith("hydra."))]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("run", overrides=overrides)
+    assert (cfg.seed, cfg.trainer.max_epochs, cfg.trainer.log_every_n_steps) == (1, 3, 1)
+    assert cfg.model.backbone.stem == "ics" and cfg.model.backbone.stride == 8  # the demo's recipe
+    assert cfg.model.optimizer.lr == pytest.approx(1e-3) and cfg.data.batch_size == 32
+    has_bias = variant.name != "baseline"
+    assert (cfg.model.backbone.rel_pos_bias is not None) == has_bias
+    term = cfg.model.loss.get("rpe_triplet")
+    if variant.name in ("baseline", "bias"):
+        assert term is None
+    elif variant.name == "naive":  # the reported form: raw relations, soft margin, no warm-up
+        built = instantiate(term)
+        assert (built.form, built.warmup_steps, built.weight) == ("naive", 0, 5.0)
+        assert built.normalize is False and built.margin is None
+    else:
+        assert (term.form, term.warmup_steps, term.weight) == ("stable", 90, 0.5)
