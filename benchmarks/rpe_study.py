@@ -11,7 +11,7 @@ evaluation. Then it reads each run's ``csv/metrics.csv`` and ``results.json`` an
   (and their mean), the step where each naive run diverges (:func:`divergence_step`) and how far the
   stable runs went past it, and the command.
 
-    python benchmarks/rpe_study.py [--epochs 10] [--seeds 0 1] [--jobs 2] [--reuse-data data]
+    python benchmarks/rpe_study.py [--epochs E] [--seeds 0 1] [--jobs 2] [--reuse-data data]
 
 Runs live in ``--out`` (``outputs/rpe_study/<variant>/seed<k>``). Finished runs (a ``results.json`` in
 their folder) are read, not retrained, unless ``--rerun``; an unfinished one is restarted from scratch;
@@ -36,6 +36,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from doc_section import write_section
+from omegaconf import OmegaConf
+
+from reid.config import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "rpe.md"
@@ -85,6 +88,9 @@ PANELS = (  # (metrics.csv column, title, log scale)
     (f"{RPE}/gap", "gap d_an - d_ap (< 0: growing the tables raises the loss)", False),
     (f"{RPE}/weight", "RPE-triplet weight in the total", False),
 )
+
+
+DEMO_EPOCHS = int(OmegaConf.load(CONFIG_DIR / "experiment" / "demo.yaml").trainer.max_epochs)
 
 
 def common_overrides(run_dir: Path, seed: int, epochs: int) -> list[str]:
@@ -379,8 +385,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--epochs",
         type=int,
-        default=10,
-        help="epochs of 45 steps per run, the same for every variant (10: the demo)",
+        default=DEMO_EPOCHS,
+        help=f"epochs of 45 steps per run, the same for every variant (default {DEMO_EPOCHS}: the demo's)",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument(
