@@ -18,12 +18,14 @@ import logging
 import math
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -31,12 +33,27 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationKeyError
 
 from reid.config import CONFIG_DIR, register_resolvers
+from reid.config_checks import RecordRunSettings, check_config, run_settings, warn_on_changed_settings
 from reid.training.checkpoint_io import AtomicCheckpointIO
 from reid.training.csv_logger import ResumableCSVLogger
 from reid.training.preemption import Preempted
 
 log = logging.getLogger("reid")
 register_resolvers()
+
+
+def _not_a_tip(record: logging.LogRecord) -> bool:
+    return "litlogger" not in str(record.msg)
+
+
+def quiet_lightning() -> None:
+    """Silence what is not the user's business: Lightning's LitLogger advert at every Trainer start and
+    torch's ``LeafSpec`` deprecation, raised by Lightning's own pytree helper (idempotent)."""
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_a_tip)
+
+
+quiet_lightning()
 
 
 def _instantiate_dict(section: DictConfig | None) -> list[Any]:
@@ -194,17 +211,60 @@ def _metrics(results: list[dict[str, float]], prefix: str) -> dict[str, float]:
     return {key.split("/", 1)[1]: float(value) for key, value in found.items() if key.startswith(prefix)}
 
 
-def _print_comparison(untrained: dict[str, float], final: dict[str, float]) -> None:
-    keys = [k for k in ("mAP", "R1", "R5", "R10", "mINP") if k in final]
-    lines = ["", f"{'':<10}" + "".join(f"{k:>8}" for k in keys)]
-    for name, values in (("untrained", untrained), ("trained", final)):
+def _print_comparison(untrained: dict[str, float], final: dict[str, float], label: str) -> None:
+    """The results table: one row per evaluation, with the valid / all query counts it rests on."""
+    if not final and not untrained:
+        return
+    keys = [k for k in ("mAP", "R1", "R5", "R10", "mINP") if k in (final or untrained)]
+    lines = ["", f"{'':<12}" + "".join(f"{k:>8}" for k in keys) + f"{'valid / all queries':>22}"]
+    for name, values in (("untrained", untrained), (label, final)):
         if values:
-            lines.append(f"{name:<10}" + "".join(f"{values.get(k, math.nan):>8.2f}" for k in keys))
+            counts = (
+                f"{values.get('num_valid_queries', math.nan):.0f} / {values.get('num_queries', math.nan):.0f}"
+            )
+            row = "".join(f"{values.get(k, math.nan):>8.2f}" for k in keys)
+            lines.append(f"{name:<12}{row}{counts:>22}")
     print("\n".join(lines))
+
+
+def _summary_input(model: L.LightningModule, cfg: DictConfig) -> None:
+    """An example image batch for the model summary of a supervised task, so that its FLOPs column counts
+    a forward pass (Lightning prints FLOPs 0 for every layer without one)."""
+    from reid.tasks import TransReIDTask
+
+    size = OmegaConf.select(cfg, "data.image_size")
+    if isinstance(model, TransReIDTask) and cfg.trainer.get("enable_model_summary") and size is not None:
+        model.example_input_array = torch.zeros(1, 3, *size)
+
+
+def _load_for_test(model: L.LightningModule, ckpt: str) -> str | None:
+    """Test-only evaluation of a run's checkpoint: a task with ``load_for_evaluation`` loads it here,
+    leaving out an ID classifier trained for other identities (``data=<another dataset>``), and
+    Lightning gets ``None``; other tasks get ``ckpt`` back for ``trainer.test`` to load."""
+    checkpoint = check_run_checkpoint(ckpt, model, resume=False)
+    if not hasattr(model, "load_for_evaluation"):
+        return ckpt
+    model.load_for_evaluation(checkpoint, ckpt)
+    return None
+
+
+def _final_label(cfg: DictConfig, trainer: L.Trainer, ckpt: str | None) -> str:
+    """What the final row rests on: ``trained`` only when this run took optimiser steps; else the
+    checkpoint it evaluated, the ``model.weights`` it started from, or a random initialisation."""
+    if cfg.train and trainer.global_step > 0:
+        return "trained"
+    if ckpt is not None and not cfg.train:  # a run without steps tests its own (untrained) last.ckpt
+        return "checkpoint"
+    if cfg.model.get("weights"):
+        return "weights"
+    why = "no training step ran (trainer.limit_train_batches=0?)" if cfg.train else "train=false"
+    log.warning("%s and no model.weights or ckpt_path: the test row is of a randomly initialised model", why)
+    return "random init"
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Fit and/or test as ``cfg`` says; returns the summary written to ``results.json``."""
+    check_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
@@ -212,9 +272,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     data_info = datamodule.info
     log.info("data: %s", data_info)
     model = instantiate(cfg.model, data_info=data_info, evaluation=evaluation, _recursive_=False)
+    _summary_input(model, cfg)
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=_instantiate_dict(cfg.get("callbacks")),
+        callbacks=[*_instantiate_dict(cfg.get("callbacks")), RecordRunSettings(run_settings(cfg))],
         logger=_instantiate_dict(cfg.get("logger")) or False,
     )
     if trainer.is_global_zero:
@@ -225,16 +286,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.train:
         resume = resolve_ckpt_path(cfg.ckpt_path, output_dir)
         if resume is not None:
-            _resume_loggers(trainer, check_run_checkpoint(resume, model, resume=True))
+            checkpoint = check_run_checkpoint(resume, model, resume=True)
+            warn_on_changed_settings(checkpoint, cfg, resume)
+            _resume_loggers(trainer, checkpoint)
         _fit(trainer, model, datamodule, resume, output_dir)
         summary["best_checkpoint"] = _best_checkpoint(trainer)
+    ckpt = None
     if cfg.test:
         ckpt = summary.get("best_checkpoint") if cfg.train else resolve_ckpt_path(cfg.ckpt_path, output_dir)
-        if ckpt is not None and not cfg.train:
-            check_run_checkpoint(ckpt, model, resume=False)
-        summary["test"] = _metrics(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt), "test/")
+        test_ckpt = _load_for_test(model, ckpt) if ckpt is not None and not cfg.train else ckpt
+        summary["test"] = _metrics(trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt), "test/")
+        summary["test_label"] = _final_label(cfg, trainer, ckpt)
     if trainer.is_global_zero:
-        _print_comparison(summary.get("untrained", {}), summary.get("test", {}))
+        _print_comparison(
+            summary.get("untrained", {}), summary.get("test", {}), summary.get("test_label", "")
+        )
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "results.json").write_text(json.dumps(summary, indent=2))
         log.info("results written to %s", output_dir / "results.json")

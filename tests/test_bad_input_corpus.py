@@ -1,9 +1,14 @@
 """The bad-input corpus of issue 15 as a test module: one case per bad input, each asserting that the
 error names the file, key or value it is about (and never advises ``weights_only=False``).
 
-Items covered: 4 (logs and results survive: run folders, reruns, synthetic trees) and 5 (weights never
+Items covered: 4 (logs and results survive: run folders, reruns, synthetic trees), 5 (weights never
 half-load silently: files that fill too little of the backbone, unreadable files, ``model.weights=''``,
-``ckpt_path`` that is not a run's checkpoint). Cases use tiny tensors and models, and no training run.
+``ckpt_path`` that is not a run's checkpoint) and 8 (config values of the wrong type or range, refused by
+``reid.run`` before anything is built; a full disk while saving; DDP on CPU), 6 (data checked at setup:
+unreadable images by path, 16-bit, EXIF, sub-patch images, folders named like images, K above an
+identity's images, the header check's cost) and 9 (a wrong ``paths.data_dir``, a test-only checkpoint of
+another model). Items 7 and 9's end-to-end runs are in ``tests/test_run.py``. Cases use tiny tensors and
+models, and no training run.
 """
 
 from __future__ import annotations
@@ -298,6 +303,154 @@ def _luperson_tree(tmp: Path):
     return lambda: generate_luperson_tree(root, **{**spec, "seed": 1}), FileExistsError, expected
 
 
+# ---- item 8: config errors name the key -------------------------------------------------------
+def _composed(tmp: Path, *overrides: str):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("run", overrides=[f"paths.data_dir={tmp / 'data'}", "data=synthetic_tiny", *overrides])
+    GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp / "run")
+    return cfg
+
+
+_BAD_CONFIG = {  # override -> what the message must say besides the override itself
+    "data.batch_size=abc": "expected a positive integer",
+    "data.batch_size=0": "expected a positive integer",
+    "data.test_batch_size=0": "expected a positive integer",
+    "trainer.max_epochs=abc": "expected an integer >= -1",
+    "seed=abc": "expected an integer",
+    "data.image_size=[64]": "expected [height, width]: two positive integers",
+    "model.optimizer.lr=abc": "expected a positive number",
+}
+
+
+def _bad_config(override: str) -> Case:
+    def build(tmp: Path):
+        from reid.config_checks import ConfigValueError
+        from reid.run import run
+
+        cfg = _composed(tmp, override)
+        key, value = override.split("=")
+        shown = f"{key}={[64]!r}" if value == "[64]" else f"{key}={value if value == '0' else repr(value)}"
+        return lambda: run(cfg), ConfigValueError, [shown, _BAD_CONFIG[override]]
+
+    return build
+
+
+for _override in _BAD_CONFIG:
+    case(f"config {_override}")(_bad_config(_override))
+
+
+@case("disk full while saving a checkpoint")
+def _disk_full(tmp: Path):
+    """A real ENOSPC from the kernel: the temporary file's descriptor is /dev/full."""
+    from unittest import mock
+
+    from reid.training import checkpoint_io
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full (Linux)")
+    target = tmp / "checkpoints" / "last.ckpt"
+
+    def full_disk(**kw):
+        return os.open("/dev/full", os.O_WRONLY), str(tmp / "checkpoints" / ".last.ckpt.x.tmp")
+
+    def save():
+        with mock.patch.object(checkpoint_io.tempfile, "mkstemp", full_disk):
+            checkpoint_io.AtomicCheckpointIO().save_checkpoint({"w": torch.zeros(100_000)}, target)
+
+    expected = [str(target), "No space left on device (ENOSPC)", "MiB free in", "model_checkpoint.dirpath"]
+    return save, checkpoint_io.CheckpointWriteError, expected
+
+
+def test_cpu_ddp_switches_sync_batchnorm_off_with_a_logged_line(tmp_path, caplog):
+    from reid.config_checks import check_config
+
+    cfg = _composed(tmp_path, "trainer=ddp", "trainer.accelerator=cpu", "trainer.precision=32-true")
+    assert cfg.trainer.sync_batchnorm is True
+    with caplog.at_level("WARNING", logger="reid"):
+        check_config(cfg)
+    assert cfg.trainer.sync_batchnorm is False
+    assert "trainer.sync_batchnorm=false" in caplog.text and "CPU" in caplog.text
+    gpu = _composed(tmp_path, "trainer=ddp")  # accelerator=gpu: left as configured
+    check_config(gpu)
+    assert gpu.trainer.sync_batchnorm is True
+
+
+# ---- item 6: data checked before training ------------------------------------------------------
+_TINY_TREE = {"num_train_ids": 4, "num_test_ids": 3, "num_cameras": 2, "images_per_id": 4}
+_TINY_TREE |= {"num_distractors": 2, "num_junk": 1}
+
+
+def _tree(tmp: Path) -> Path:
+    return generate_market_tree(tmp / "Market-1501-v15.09.15", **_TINY_TREE)
+
+
+def _datamodule(root: Path, **kw):
+    from reid.data.datasets import load_market1501
+    from reid.data.reid_datamodule import ReIDDataModule
+
+    return ReIDDataModule(lambda: load_market1501(root), image_size=(32, 16), num_workers=0, **kw)
+
+
+def _spoil(split: str, data: bytes) -> Case:
+    """Overwrite the first image of ``split`` with ``data``: setup (before any step) names the file."""
+
+    def build(tmp: Path):
+        from reid.data.image_dataset import ImageReadError
+
+        root = _tree(tmp)
+        path = sorted((root / split).glob("*.jpg"))[-1]  # [0] may be junk, which the parser drops
+        path.write_bytes(data)
+        return lambda: _datamodule(root).setup(), ImageReadError, [str(path), "cannot be read", "1 of "]
+
+    return build
+
+
+case("zero-byte query image")(_spoil("query", b""))
+case("text file named .jpg in the gallery")(_spoil("bounding_box_test", b"id,cam\n1,2\n"))
+case("corrupt header in the train split")(_spoil("bounding_box_train", b"\xff\xd8\xff\x00garbage" * 4))
+
+
+@case("folder named like an image in a split")
+def _image_folder(tmp: Path):
+    from reid.data.datasets import DatasetFormatError
+
+    root = _tree(tmp)
+    folder = root / "query" / "0001_c1s1_000001_00.jpg"
+    folder.mkdir()
+    return lambda: _datamodule(root).setup(), DatasetFormatError, [str(folder), "folder named like an image"]
+
+
+@case("data.test_batch_size=0 at setup")
+def _test_batch_zero(tmp: Path):
+    root = tmp / "unused"
+    return lambda: _datamodule(root, test_batch_size=0), ValueError, ["data.test_batch_size=0", "positive"]
+
+
+@case("paths.data_dir pointing at the dataset folder itself")
+def _data_dir_is_dataset(tmp: Path):
+    from reid.data.datasets import DatasetLayoutError, load_market1501
+
+    dataset = _tree(tmp)  # the user set paths.data_dir=<dataset>, the config appends the dataset's name
+    expected = [f"paths.data_dir={tmp}", f"data.dataset.root={dataset}", "is itself the dataset folder"]
+    return lambda: load_market1501(dataset / dataset.name), DatasetLayoutError, expected
+
+
+# ---- item 9: test-only evaluation of a checkpoint of another model ------------------------------
+@case("test-only ckpt_path of a shallower model")
+def _eval_other_model(tmp: Path):
+    task, path = _task(), str(tmp / "depth1.ckpt")
+    state = {f"net.{k}": v for k, v in ReIDNet(_vit(depth=1), num_classes=5).state_dict().items()}
+    expected = [f"ckpt_path={path}", "does not fit this model", "missing", "blocks.1."]
+    return lambda: task.load_for_evaluation({"state_dict": state}, path), ValueError, expected
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input_gets_an_error_naming_it(tmp_path, name):
     action, kind, fragments = CASES[name](tmp_path)
@@ -307,6 +460,7 @@ def test_bad_input_gets_an_error_naming_it(tmp_path, name):
     missing = [fragment for fragment in fragments if fragment not in message]
     assert not missing, f"{missing} not in: {message}"
     assert "weights_only=False" not in message and "weights_only` set to `False" not in message
+    assert "unexpected pos" not in message  # torch's zip writer, not the cause
 
 
 def test_partial_file_loads_through_the_task_with_weights_strict_false(tmp_path):
@@ -347,3 +501,74 @@ def test_a_resumed_csv_log_keeps_its_rows(tmp_path):
     rows = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
     assert rows[0] == "step,train/loss,val/mAP"
     assert rows[1:] == ["0,1.0,", "1,0.5,", "2,0.3333333333333333,", "3,0.3,50.0"]
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path):
+    """PIL's ``convert("RGB")`` of mode ``I;16`` clips every value above 255 to white."""
+    from PIL import Image
+
+    from reid.data.image_dataset import read_image
+
+    values = np.array([[0, 30000], [65535, 257]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "depth.png")
+    assert Image.open(tmp_path / "depth.png").mode == "I;16"
+    rgb = np.asarray(read_image(str(tmp_path / "depth.png")))
+    assert rgb.shape == (2, 2, 3) and (rgb[..., 0] == rgb[..., 2]).all()
+    assert rgb[..., 0].tolist() == [[0, round(30000 * 255 / 65535)], [255, 1]]
+
+
+def test_exif_rotated_image_is_read_upright(tmp_path):
+    """Orientation 6 (stored rotated 90 degrees counter-clockwise): the viewer turns it clockwise."""
+    from PIL import Image
+
+    from reid.data.image_dataset import read_image
+
+    stored = np.zeros((20, 40, 3), dtype=np.uint8)
+    stored[:, :20] = 255  # left half white as stored: the top half once upright
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    upright = np.asarray(read_image(str(tmp_path / "phone.jpg")))
+    assert upright.shape == (40, 20, 3)
+    assert upright[:15].mean() > 200 and upright[25:].mean() < 50
+
+
+def test_images_smaller_than_a_patch_are_logged(tmp_path, caplog):
+    from PIL import Image
+
+    root = _tree(tmp_path)
+    small = sorted((root / "bounding_box_test").glob("*.jpg"))[-1]
+    Image.new("RGB", (8, 12)).save(small)
+    with caplog.at_level("WARNING", logger="reid"):
+        _datamodule(root).setup()
+    assert f"{small} (8x12)" in caplog.text and "smaller than 16 px" in caplog.text
+
+
+def test_k_above_an_identitys_images_is_logged_once_with_the_count(caplog):
+    from reid.data.samplers import IdentitySampler
+
+    pids = [0] * 2 + [1] * 6 + [2] * 3 + [3] * 8  # K=4: identities 0 and 2 are short
+    with caplog.at_level("WARNING", logger="reid"):
+        for _ in range(3):  # a sampler rebuilt (every epoch, every rank) logs once
+            IdentitySampler(pids, batch_size=8, num_instances=4, seed=123)
+    lines = [r.getMessage() for r in caplog.records if "sampled with replacement" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("2 of 4 training identities") and "K=4" in lines[0]
+
+
+def test_header_check_of_3000_files_is_fast(tmp_path):
+    """The setup check reads headers only: 3000 tiny PNGs well under 5 s on a shared CPU."""
+    import time
+
+    from PIL import Image
+
+    from reid.data.image_dataset import check_image_headers
+
+    Image.new("RGB", (4, 8)).save(tmp_path / "one.png")
+    data = (tmp_path / "one.png").read_bytes()
+    paths = [str(tmp_path / f"{i:05d}.png") for i in range(3000)]
+    for path in paths:
+        Path(path).write_bytes(data)
+    start = time.perf_counter()
+    small = check_image_headers(paths, "test", min_side=6)
+    assert time.perf_counter() - start < 5.0
+    assert len(small) == 3000 and small[0].endswith("(4x8)")

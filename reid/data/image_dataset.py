@@ -1,29 +1,97 @@
-"""A torch Dataset over :class:`~reid.data.records.Record` lists: decode, transform, label."""
+"""A torch Dataset over :class:`~reid.data.records.Record` lists: decode, transform, label.
+
+Images are read upright (an EXIF orientation tag is applied, as phone and camera JPEGs need) and
+16-bit grayscale (``I;16``, ``I``) is scaled to 8 bits before the RGB conversion, which would
+otherwise clip every value above 255 to white. :func:`check_image_headers` reads only the headers
+of a split (size and mode, no pixel data) so that unreadable files fail at setup, by path.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from reid.data.records import Record
+
+_WIDE_GRAYSCALE = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
+"""Integer grayscale modes and the white level they are scaled from (16-bit PNG/TIFF)."""
+
+_MAX_LISTED = 5
 
 
 class ImageReadError(OSError):
     """An image file that is missing, truncated or not an image; the message names the path."""
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` upright and as 8-bit RGB; 16-bit grayscale is scaled (``v * 255 / 65535``), not clipped."""
+    if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+        image = ImageOps.exif_transpose(image)
+    if image.mode in _WIDE_GRAYSCALE:
+        values = np.asarray(image, dtype=np.float64) * (255.0 / _WIDE_GRAYSCALE[image.mode])
+        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+    return image.convert("RGB")
+
+
 def read_image(path: str) -> Image.Image:
-    """Decode ``path`` as RGB, failing with the path in the message."""
+    """Decode ``path`` as upright RGB, failing with the path in the message."""
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            return to_rgb(image)
     except FileNotFoundError as error:
         raise ImageReadError(f"image file not found: {path}") from error
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ImageReadError(f"cannot decode image {path}: {error} (corrupt or not an image?)") from error
+
+
+def _header_problem(path: str) -> tuple[str | None, tuple[int, int] | None]:
+    """``(problem, None)`` for an unreadable file, else ``(None, (width, height))`` from its header."""
+    try:
+        with Image.open(path) as image:
+            return None, image.size
+    except IsADirectoryError:
+        return f"{path} (a folder, not an image file)", None
+    except FileNotFoundError:
+        return f"{path} (not found)", None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            return f"{path} (empty: 0 bytes)", None
+        return f"{path} (not an image: {error})", None
+
+
+def _listed(items: Sequence[str]) -> str:
+    more = f"; ... (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
+    return "; ".join(items[:_MAX_LISTED]) + more
+
+
+def check_image_headers(paths: Sequence[str], split: str, min_side: int = 1) -> list[str]:
+    """Open every file's header (size only, no pixels): raise :class:`ImageReadError` naming each file
+    that is not a readable image (zero bytes, not an image, a folder); return the images with a side
+    shorter than ``min_side`` pixels, as ``"path (WxH)"``. A progress bar shows on large splits."""
+    from tqdm.auto import tqdm
+
+    unreadable: list[str] = []
+    small: list[str] = []
+    bar = tqdm(
+        paths, desc=f"checking {split} images", unit="img", disable=True if len(paths) < 20_000 else None
+    )
+    for path in bar:
+        problem, size = _header_problem(path)
+        if problem is not None:
+            unreadable.append(problem)
+        elif size is not None and min(size) < min_side:
+            small.append(f"{path} ({size[0]}x{size[1]})")
+    if unreadable:
+        raise ImageReadError(
+            f"{len(unreadable)} of {len(paths)} {split} images cannot be read: {_listed(unreadable)}; "
+            "remove or replace them (or re-extract the dataset)"
+        )
+    return small
 
 
 class ImageDataset(Dataset):

@@ -12,12 +12,14 @@ consumed, which the sampler skips on resume, at any worker count (``reid.trainin
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Sequence
 
 import lightning as L
 from torch.utils.data import DataLoader, DistributedSampler
 
-from reid.data.image_dataset import ImageDataset
+from reid.data.image_dataset import ImageDataset, check_image_headers
 from reid.data.loading import loader_options, world_of
 from reid.data.records import DatasetInfo, ReIDDataset
 from reid.data.samplers import IdentitySampler
@@ -30,6 +32,8 @@ from reid.training.resumable import (
     train_position,
 )
 
+log = logging.getLogger("reid")
+
 
 class ReIDDataModule(L.LightningDataModule):
     """Args:
@@ -38,6 +42,10 @@ class ReIDDataModule(L.LightningDataModule):
     image_size: ``[height, width]`` fed to the network.
     batch_size: images per step per rank (P x K).
     num_instances: K, images per identity in a batch.
+    min_image_side: images with a side shorter than this (one ViT patch) are reported at setup.
+
+    Setup parses the dataset(s) and reads the header of every image of every split (size only, no
+    pixels), so that a zero-byte, corrupt or non-image file fails before the first step, by path.
     """
 
     def __init__(
@@ -53,8 +61,15 @@ class ReIDDataModule(L.LightningDataModule):
         pixel_std: Sequence[float] = (0.5, 0.5, 0.5),
         augment: TrainAugment | dict | None = None,
         seed: int = 0,
+        min_image_side: int = 16,
     ) -> None:
         super().__init__()
+        for key, value in (("batch_size", batch_size), ("test_batch_size", test_batch_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"data.{key}={value!r}: expected a positive integer (images per step)")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"data.num_workers={num_workers!r}: expected an integer >= 0")
+        self.min_image_side = min_image_side
         self.load_dataset = dataset
         self.load_test_dataset = test_dataset
         self.image_size = tuple(image_size)
@@ -80,6 +95,27 @@ class ReIDDataModule(L.LightningDataModule):
                 raise ValueError(f"dataset '{self.train_data.name}' has an empty {name} split")
         if not self.test_data.gallery and not self.test_data.trials:
             raise ValueError(f"dataset '{self.test_data.name}' has an empty gallery split")
+        self._check_images()
+
+    def _check_images(self) -> None:
+        """Every split's image headers (a missing, empty or non-image file raises, naming it)."""
+        start, checked = time.perf_counter(), 0
+        splits = {
+            "train": self.train_data.train,
+            "query": self.test_data.query,
+            "gallery": self.test_data.gallery,
+        }
+        for split, records in splits.items():
+            name = self.train_data.name if split == "train" else self.test_data.name
+            small = check_image_headers([r.path for r in records], f"{name} {split}", self.min_image_side)
+            checked += len(records)
+            if small:
+                log.warning(
+                    "%d %s %s images are smaller than %d px on a side (one patch), upscaled to %s they carry "
+                    "little: %s", len(small), name, split, self.min_image_side, list(self.image_size),
+                    "; ".join(small[:5]) + (f"; ... (+{len(small) - 5} more)" if len(small) > 5 else ""),
+                )  # fmt: skip
+        log.info("checked the headers of %d images in %.1f s", checked, time.perf_counter() - start)
 
     @property
     def info(self) -> DatasetInfo:

@@ -16,11 +16,16 @@ epoch is exactly the single-process epoch of a ``P x world_size`` batch.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import Sampler
+
+log = logging.getLogger("reid")
+_REPORTED: set[tuple[int, int, int]] = set()
+"""(identities, short identities, K) already logged: a sampler rebuilt every epoch logs once."""
 
 
 class IdentitySampler(Sampler[int]):
@@ -66,9 +71,22 @@ class IdentitySampler(Sampler[int]):
                 f"ranks) but the training set has only {len(self._index_by_pid)}; lower data.batch_size or "
                 "raise data.num_instances"
             )
+        self._report_short_identities()
         total_chunks = sum(max(1, len(v) // num_instances) for v in self._index_by_pid.values())
         self.batches_per_epoch = total_chunks // needed
         self._length = self.batches_per_epoch * self.ids_per_batch * num_instances
+
+    def _report_short_identities(self) -> None:
+        """Log once how many identities have fewer than K images (they are sampled with replacement)."""
+        short = sum(len(v) < self.num_instances for v in self._index_by_pid.values())
+        key = (len(self._index_by_pid), short, self.num_instances)
+        if short and key not in _REPORTED:
+            _REPORTED.add(key)
+            log.warning(
+                "%d of %d training identities have fewer than num_instances (K=%d) images: they are sampled "
+                "with replacement (repeated images in their batches); lower data.num_instances to avoid it",
+                short, len(self._index_by_pid), self.num_instances,
+            )  # fmt: skip
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -40,6 +40,11 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
+def _is_classifier(key: str) -> bool:
+    """An ID classifier weight of a head (``...classifier.weight``, ``...classifier_1.weight``)."""
+    return key.rsplit(".", 2)[-2].startswith("classifier")
+
+
 def camera_embed_settings(sie: Mapping[str, Any] | None, data_info: DatasetInfo) -> dict[str, Any] | None:
     """``model.sie`` ({camera, view, coefficient}) + the data's counts -> the backbone's ``camera_embed``.
 
@@ -151,6 +156,36 @@ class TransReIDTask(L.LightningModule):
         report = load_pretrained(self.net, path, old_grid=self.weights_grid, strict=self.weights_strict)
         (rank_zero_warn if report.partial else rank_zero_info)(report.summary())
 
+    def load_for_evaluation(self, checkpoint: Mapping[str, Any], path: str) -> list[str]:
+        """Test-only: load a run's checkpoint without its ID classifiers when they were trained for another
+        number of identities (evaluation ranks neck features; the classifier never runs). Any other
+        difference is an error naming the file. Returns the classifier keys left out."""
+        saved, own = checkpoint["state_dict"], self.state_dict()
+        dropped = [
+            key
+            for key, value in saved.items()
+            if key in own and _is_classifier(key) and tuple(value.shape) != tuple(own[key].shape)
+        ]
+        state = {key: value for key, value in saved.items() if key not in dropped}
+        try:
+            missing, unexpected = self.load_state_dict(state, strict=False)
+        except RuntimeError as error:
+            raise ValueError(f"ckpt_path={path} does not fit this model: {error}") from error
+        missing = [key for key in missing if key not in dropped]
+        if missing or unexpected:
+            raise ValueError(
+                f"ckpt_path={path} does not fit this model: {len(missing)} missing, {len(unexpected)} "
+                f"unexpected tensors (e.g. {(missing + list(unexpected))[0]}); evaluate it with its own "
+                "model config"
+            )
+        if dropped:
+            shapes = f"{saved[dropped[0]].shape[0]} identities vs {own[dropped[0]].shape[0]} here"
+            rank_zero_info(
+                f"evaluating {path} without its ID classifier ({', '.join(dropped)}: {shapes}); the "
+                "ranking uses the neck features only, so test-only evaluation on another dataset is exact"
+            )
+        return dropped
+
     def forward(self, images: Tensor, camids: Tensor | None = None, viewids: Tensor | None = None) -> Tensor:
         """Retrieval embedding [B, D] (eval mode), flip-averaged when ``evaluation.flip``."""
         embedding = self.net(images, camids, viewids).embedding
@@ -230,13 +265,25 @@ class TransReIDTask(L.LightningModule):
         self.evaluator.update(embedding, batch["pid"], batch["camid"], batch["index"])
 
     def _finish_evaluation(self, prefix: str) -> dict[str, float]:
-        result = self.evaluator.compute().as_dict()
+        """Log, print and return the metrics with ``num_valid_queries / num_queries``: the means are over
+        the queries with a true match in the gallery (another camera); the others are excluded."""
+        rank = self.evaluator.compute()
+        result = rank.as_dict()
         self.evaluator = None
         metrics = {f"{prefix}/{key}": float(result[key]) for key in METRIC_KEYS}
+        metrics[f"{prefix}/num_valid_queries"] = float(rank.num_valid_queries)
+        metrics[f"{prefix}/num_queries"] = float(rank.num_queries)
         self.log_dict(metrics, sync_dist=False)
-        header = "".join(f"{key:>8}" for key in METRIC_KEYS)
-        row = "".join(f"{result[key]:>8.2f}" for key in METRIC_KEYS)
+        header = "".join(f"{key:>8}" for key in METRIC_KEYS) + f"{'valid / all queries':>22}"
+        counts = f"{rank.num_valid_queries} / {rank.num_queries}"
+        row = "".join(f"{result[key]:>8.2f}" for key in METRIC_KEYS) + f"{counts:>22}"
         self.print(f"\n[{prefix}] epoch {epochs_completed(self.trainer)}\n{header}\n{row}")
+        excluded = rank.num_queries - rank.num_valid_queries
+        if excluded:
+            rank_zero_warn(
+                f"[{prefix}] {excluded} of {rank.num_queries} queries have no true match in the gallery "
+                f"(same identity, another camera) and are excluded: the metrics rest on {counts} queries"
+            )
         return metrics
 
     def on_validation_epoch_start(self) -> None:

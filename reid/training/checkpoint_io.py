@@ -12,8 +12,10 @@ the few container types Lightning checkpoints hold (OmegaConf configs from
 
 from __future__ import annotations
 
+import errno
 import os
 import pathlib
+import shutil
 import tempfile
 import typing
 from collections.abc import Callable
@@ -28,6 +30,39 @@ _PATH = str | os.PathLike
 
 class CheckpointLoadError(RuntimeError):
     """A checkpoint that cannot be read; the message names the file and the likely cause."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint that could not be written (disk full, quota, permissions): the operating system's
+    cause (``errno``), the file and the free space of its folder, in place of the zip writer's
+    ``unexpected pos`` that torch raises when a write of its archive fails."""
+
+
+def _os_error_in(error: BaseException) -> OSError | None:
+    """The first ``OSError`` in ``error``'s chain (torch's zip writer re-raises a failed ``write`` as a
+    ``RuntimeError`` whose ``__context__`` is the ``OSError``)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _write_error(cause: OSError, path: str, folder: str) -> CheckpointWriteError:
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB free in {folder}"
+    except OSError:
+        free = f"free space of {folder} unknown"
+    name = errno.errorcode.get(cause.errno or 0, "no errno")
+    hint = "; free disk space or point callbacks.model_checkpoint.dirpath at another disk"
+    if cause.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        hint = ""
+    return CheckpointWriteError(
+        cause.errno, f"cannot write checkpoint {path}: {cause.strerror or cause} ({name}); {free}{hint}"
+    )
 
 
 def _safe_globals() -> list[Any]:
@@ -49,7 +84,8 @@ def write_atomically(write: Callable[[typing.BinaryIO], None], path: _PATH) -> N
     """Call ``write(file)`` on a temporary file in ``path``'s folder, fsync it, then rename it to ``path``.
 
     If ``write`` raises (or the process dies) the temporary file is removed (or left as a
-    ``.tmp`` file) and ``path`` keeps its previous content.
+    ``.tmp`` file) and ``path`` keeps its previous content. A failure of the operating system (disk
+    full, quota) is raised as :class:`CheckpointWriteError` naming its cause and the free space.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -61,9 +97,12 @@ def write_atomically(write: Callable[[typing.BinaryIO], None], path: _PATH) -> N
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.remove(tmp)
+        cause = _os_error_in(error) if isinstance(error, Exception) else None
+        if cause is not None and not isinstance(error, CheckpointWriteError):
+            raise _write_error(cause, path, folder) from error
         raise
     _fsync_folder(folder)
 

@@ -63,7 +63,7 @@ def resolve_root(
         parent = f" or its parent holding one of {list(official_names)}" if official_names else ""
         raise DatasetLayoutError(
             f"{dataset} root {root} does not exist or is not a folder; expected a folder laid out as "
-            f"{_expected(required)}{parent}"
+            f"{_expected(required)}{parent}{_data_dir_hint(root, required)}"
         )
     candidates = [root, *(root / name for name in official_names)]
     for candidate in candidates:
@@ -75,6 +75,18 @@ def resolve_root(
     raise DatasetLayoutError(
         f"{dataset} root {target} has no '{missing}'; expected {_expected(required)} "
         f"(found: {describe_contents(target)})"
+    )
+
+
+def _data_dir_hint(root: Path, required: Sequence[str]) -> str:
+    """When ``root``'s parent is itself the dataset (``paths.data_dir`` set to the dataset folder instead
+    of the folder holding it), say which key to set."""
+    folder = root.parent
+    if not required or not all((folder / entry).exists() for entry in required):
+        return ""
+    return (
+        f". {folder} is itself the dataset folder: paths.data_dir names the folder that holds the datasets, "
+        f"so set paths.data_dir={folder.parent} (or data.dataset.root={folder})"
     )
 
 
@@ -106,6 +118,8 @@ def list_images(folder: Path, dataset: str, recursive: bool = False) -> list[str
 
     Raises:
         DatasetLayoutError: if ``folder`` is missing or holds no image.
+        DatasetFormatError: if a folder in a non-recursive split is named like an image (``x.jpg/``),
+            which would otherwise be skipped without a word.
     """
     require_folder(folder, dataset, "image")
     found: list[str] = []
@@ -115,6 +129,12 @@ def list_images(folder: Path, dataset: str, recursive: bool = False) -> list[str
             if entry.is_dir():
                 if recursive:
                     stack.append(entry.path)
+                elif entry.name.lower().endswith(IMAGE_SUFFIXES):
+                    raise DatasetFormatError(
+                        f"{dataset} split {folder} holds a folder named like an image: {entry.path}/ "
+                        "(an extracted archive or a copy gone wrong?); move its images into the split or "
+                        "remove it"
+                    )
             elif entry.name.lower().endswith(IMAGE_SUFFIXES):
                 found.append(entry.path)
     if not found:
