@@ -72,10 +72,17 @@ class KNNMonitor(L.Callback):
                 update_with_batch(evaluator, pl_module, batch, config)
         finally:
             pl_module.train(was_training)
-        metrics = {f"val/{name}": value for name, value in evaluator.compute().as_dict().items()}
+        result = evaluator.compute()
+        metrics = {f"val/{name}": value for name, value in result.as_dict().items()}
+        metrics |= {
+            "val/num_valid_queries": float(result.num_valid_queries),
+            "val/num_queries": float(result.num_queries),
+        }
         self.history.append((trainer.global_step, metrics))
         rank_zero_info(
-            f"KNNMonitor step {trainer.global_step}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+            f"KNNMonitor step {trainer.global_step}: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if "queries" not in k)
+            + f" ({result.num_valid_queries} / {result.num_queries} queries with a match)"
         )
         return metrics
 

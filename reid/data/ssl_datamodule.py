@@ -17,6 +17,8 @@ supervised batch format (``reid.data.image_dataset.ImageDataset``).
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -24,11 +26,13 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from reid.data.image_dataset import ImageDataset, read_image
+from reid.data.image_dataset import ImageDataset, check_image_headers, read_image
 from reid.data.loading import loader_options, world_of
 from reid.data.multicrop import MultiCropAugmentation
 from reid.data.records import Record, ReIDDataset
 from reid.training.resumable import ResumableDataLoader, TrainPosition, train_position
+
+log = logging.getLogger(__name__)
 
 _SEED_MIX = 0x9E3779B97F4A7C15
 
@@ -134,6 +138,9 @@ class SSLDataModule(L.LightningDataModule):
     batch_size: images per rank per step (each gives 2 + n crops).
     monitor_dataset: optional labelled loader whose query + gallery feed the kNN monitor.
     monitor_image_size, pixel_mean, pixel_std: test transform of the monitor set.
+    check_images: read every image's header at setup (training and monitor images; a missing, empty
+        or non-image file raises, naming it). About 0.2 ms an image from a local disk: ~15 min for the
+        4.18 M images of LUPerson, so a run that re-reads a checked copy may set it false.
     """
 
     def __init__(
@@ -148,8 +155,10 @@ class SSLDataModule(L.LightningDataModule):
         monitor_batch_size: int = 256,
         pixel_mean: Sequence[float] = (0.5, 0.5, 0.5),
         pixel_std: Sequence[float] = (0.5, 0.5, 0.5),
+        check_images: bool = True,
     ) -> None:
         super().__init__()
+        self.check_images = check_images
         self.load_dataset = dataset
         self.load_monitor_dataset = monitor_dataset
         self.augment = augment
@@ -176,6 +185,20 @@ class SSLDataModule(L.LightningDataModule):
             name = self.monitor_data.name
             if not self.monitor_data.query or not self.monitor_data.gallery:
                 raise ValueError(f"SSLDataModule: monitor dataset '{name}' has no query or no gallery images")
+        if self.check_images:
+            self._check_images(data.name)
+
+    def _check_images(self, name: str) -> None:
+        """Headers of the training and monitor images, before the first step."""
+        start = time.perf_counter()
+        check_image_headers([r.path for r in self.train_records], f"{name} train")
+        checked = len(self.train_records)
+        if self.monitor_data is not None:
+            for split in ("query", "gallery"):
+                records = getattr(self.monitor_data, split)
+                check_image_headers([r.path for r in records], f"{self.monitor_data.name} {split}")
+                checked += len(records)
+        log.info("checked the headers of %d images in %.1f s", checked, time.perf_counter() - start)
 
     @property
     def info(self) -> None:

@@ -58,5 +58,8 @@ def test_monitor_ranks_eval_mode_features_and_restores_the_module() -> None:
         with torch.no_grad():
             features = module.monitor_features(batch["image"])
         expected.update(features, batch["pid"], batch["camid"], batch["index"])
-    want = expected.compute().as_dict()
-    assert metrics == {f"val/{name}": value for name, value in want.items()}
+    result = expected.compute()
+    want = {f"val/{name}": value for name, value in result.as_dict().items()}
+    # the table states what it rests on (issue 15 item 7): queries with a match out of all queries
+    want |= {"val/num_valid_queries": float(result.num_valid_queries), "val/num_queries": float(num_query)}
+    assert metrics == want

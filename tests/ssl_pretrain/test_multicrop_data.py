@@ -9,7 +9,7 @@ from PIL import Image
 
 from reid.data.multicrop import MultiCropAugmentation, region_bands, sample_resized_crop_box
 from reid.data.ssl_datamodule import ResumableRandomSampler, SamplerPosition
-from tests.ssl_pretrain.tiny import tiny_datamodule
+from tests.ssl_pretrain.tiny import tiny_datamodule, write_images
 
 
 def test_region_bands_are_pass_halves_for_three_parts() -> None:
@@ -118,3 +118,20 @@ def test_colour_jitter_strengths_and_grayscale_are_configurable() -> None:
         MultiCropAugmentation(colour_jitter=(0.4, 0.4, 0.2))
     with pytest.raises(ValueError, match="grayscale_p"):
         MultiCropAugmentation(grayscale_p=1.5)
+
+
+def test_setup_names_an_unreadable_pretraining_image_before_the_first_step(tmp_path) -> None:
+    """Issue 15 item 6 for pretraining data: a zero-byte and a text file among the images are named at
+    setup; ``check_images=False`` skips the check (the LUPerson-scale opt-out)."""
+    from reid.data.image_dataset import ImageReadError
+
+    paths = write_images(tmp_path, 6)
+    paths[1].write_bytes(b"")
+    paths[4].write_text("not an image")
+    datamodule = tiny_datamodule(paths, num_parts=0)
+    with pytest.raises(ImageReadError, match=r"2 of 6 tiny train images.*img_001\.png \(empty.*img_004\.png"):
+        datamodule.setup()
+    unchecked = tiny_datamodule(paths, num_parts=0)
+    unchecked.check_images = False
+    unchecked.setup()
+    assert len(unchecked.train_records) == 6
