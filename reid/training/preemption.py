@@ -72,6 +72,8 @@ class SlurmRequeue(L.Callback):
         self._previous = signal.signal(self._signum, self._on_requeue_signal)
 
     def _on_requeue_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._signum is None:  # after fit: Lightning's teardown may re-install this handler; inert
+            return
         log.warning("received signal %d: stopping at the next step to requeue the SLURM job", signum)
         self.requested = True
         os.kill(os.getpid(), signal.SIGTERM)  # Lightning's SIGTERM path: stop at the step boundary
@@ -79,6 +81,7 @@ class SlurmRequeue(L.Callback):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
+        self._restore_handler()  # Lightning calls no teardown hook after an exception
         if not (self.requested and isinstance(exception, SIGTERMException) and trainer.is_global_zero):
             return
         job = slurm_job_id()
@@ -92,6 +95,9 @@ class SlurmRequeue(L.Callback):
             log.error("scontrol requeue %s failed with status %d", job, result.returncode)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._restore_handler()
+
+    def _restore_handler(self) -> None:
         if self._signum is not None:
             signal.signal(self._signum, self._previous)
             self._signum = None
