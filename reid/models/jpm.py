@@ -74,7 +74,7 @@ def shift_shuffle_order(
     """Patch indices (0-based) of the shifted and shuffled sequence (length rounded up to a multiple of G)."""
     if not 1 <= shift <= num_patches:
         raise ValueError(f"JPM: shift must be in [1, {num_patches}] for {num_patches} patches, got {shift}")
-    order = torch.arange(num_patches, device=device).roll(-(shift - 1))
+    order = torch.arange(num_patches, device=device).roll(-(shift - 1), dims=0)  # dims: ONNX export needs it
     padding = -num_patches % groups
     if padding:
         order = torch.cat([order, order[-2:-1].expand(padding)])

@@ -180,7 +180,8 @@ class RelativePositionBias(nn.Module):
                     f"{positions.dtype} {tuple(positions.shape)}"
                 )
             index = index[positions[..., :, None], positions[..., None, :]]
-        return table[index].movedim(-1, -3).contiguous()
+        bias = table[index]  # [..., T', T', heads]
+        return bias.movedim(bias.ndim - 1, bias.ndim - 3).contiguous()  # ONNX export mis-traces negative dims
 
     def patch_bias(self, grid: Grid | None = None) -> Tensor:
         """The patch-to-patch part ``[heads, N, N]`` (patches row-major)."""

@@ -1,0 +1,7 @@
+"""Inference with trained runs: rebuild a task from its run folder, embed images, export."""
+
+from reid.inference.extraction import Extraction, extract_features
+from reid.inference.features import FeatureExtractor
+from reid.inference.trained_model import TrainedModel, load_trained_model
+
+__all__ = ["Extraction", "FeatureExtractor", "TrainedModel", "extract_features", "load_trained_model"]

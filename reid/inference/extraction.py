@@ -1,0 +1,112 @@
+"""Batched feature extraction over image files with a :class:`~reid.inference.TrainedModel`.
+
+Images go through the run's test transform and :class:`~reid.inference.features.FeatureExtractor`
+(flip averaging and L2 normalisation as the run's ``eval`` says). An SIE model embeds in its
+camera-free mode unless camera ids are given (``camids``, e.g. parsed from Market-style names). A file
+that cannot be decoded is an error naming it, or, with ``skip_bad``, left out and listed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from reid.data.image_dataset import ImageReadError, read_image
+from reid.inference.features import FeatureExtractor
+from reid.inference.trained_model import TrainedModel
+
+
+@dataclass
+class Extraction:
+    """Features ``[N, D]`` (float32, CPU) of the images ``paths`` (row order); ``skipped``: the files left
+    out, as ``{"path", "error"}``."""
+
+    features: Tensor
+    paths: list[str]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+class ImageFiles(Dataset):
+    """Items ``{"index", "image"}``, or ``{"index", "error"}`` for a file that cannot be decoded."""
+
+    def __init__(self, paths: Sequence[str], transform: Callable[[Any], Tensor]) -> None:
+        self.paths = list(paths)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        try:
+            return {"index": index, "image": self.transform(read_image(self.paths[index]))}
+        except ImageReadError as error:
+            return {"index": index, "error": str(error)}
+
+
+def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    good = [item for item in items if "image" in item]
+    return {
+        "index": [item["index"] for item in good],
+        "images": torch.stack([item["image"] for item in good]) if good else None,
+        "errors": [(item["index"], item["error"]) for item in items if "error" in item],
+    }
+
+
+def camera_mode(model: TrainedModel, with_camids: bool) -> str:
+    """How SIE is fed, for the metadata: ``no SIE``, ``camera-free`` or ``camera ids``."""
+    if model.camera_embed is None:
+        return "no SIE (images only)"
+    if not with_camids or not model.uses_cameras:
+        return "camera-free (SIE: the mean embedding of the table)"
+    views = "; views averaged (camera-free over views)" if model.uses_views else ""
+    return f"camera ids (SIE rows of the given cameras{views})"
+
+
+def extract_features(
+    model: TrainedModel,
+    paths: Sequence[str],
+    camids: Sequence[int] | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> Extraction:
+    """Features of ``paths`` (camera-free without ``camids``; ``camids[i]`` is the camera of ``paths[i]``)."""
+    from tqdm.auto import tqdm
+
+    if camids is not None and len(camids) != len(paths):
+        raise ValueError(f"extract: {len(camids)} camera ids for {len(paths)} images")
+    device = model.task.device
+    extractor = FeatureExtractor(model.task, model.evaluation.normalize).eval()
+    loader = DataLoader(
+        ImageFiles(paths, model.test_transform()),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_collate,
+    )
+    rows: list[Tensor] = []
+    kept: list[int] = []
+    skipped: list[dict[str, str]] = []
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc="extracting", unit="batch", disable=not progress):
+            for index, error in batch["errors"]:
+                if not skip_bad:
+                    raise ImageReadError(f"{error} (--skip-bad leaves such files out)")
+                skipped.append({"path": paths[index], "error": error})
+            if batch["images"] is None:
+                continue
+            cams = (
+                None if camids is None else torch.tensor([camids[i] for i in batch["index"]], device=device)
+            )
+            rows.append(extractor(batch["images"].to(device), cams).float().cpu())
+            kept.extend(batch["index"])
+    if not kept:
+        raise ImageReadError(
+            f"extract: none of the {len(paths)} images could be read ({skipped[0]['error']})"
+        )
+    return Extraction(torch.cat(rows), [paths[i] for i in kept], skipped)

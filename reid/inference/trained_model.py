@@ -1,0 +1,292 @@
+"""Rebuild a trained :class:`~reid.tasks.TransReIDTask` from its run folder, for inference.
+
+A run of ``python -m reid.run`` leaves ``<run>/.hydra/config.yaml`` (the composed config) and
+``<run>/checkpoints/*.ckpt`` (Lightning checkpoints). :func:`load_trained_model` builds the task from
+the config's ``model`` node as ``reid.run`` does, loads the checkpoint strictly and returns it in eval
+mode with the run's test transform (``data.image_size``, ``pixel_mean``, ``pixel_std``) and evaluation
+settings (``eval``: L2 normalisation, flip averaging).
+
+The training data need not be on disk: what the task is built for (:class:`DatasetInfo`) is read from
+the checkpoint. The number of identities is the rows of the ID classifiers (``net.*classifier*.weight``);
+the cameras and views are the rows of the SIE table (``net.backbone.sie_embed``, ``[C * V, 1, D]``) read
+with the run's ``model.sie`` switches. A table of both cameras and views holds ``C * V`` rows that do not
+say ``C``: pass ``num_cameras``. ``model.weights`` (the initialisation of the run) is not read: the
+checkpoint holds every tensor.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import Tensor
+
+from reid.config import register_resolvers
+from reid.data.records import DatasetInfo
+from reid.data.transforms import build_test_transform
+from reid.evaluation import EvalConfig
+from reid.models.sie import CameraEmbedConfig
+from reid.run import _state_differences
+from reid.tasks import TransReIDTask
+from reid.training.checkpoint_io import AtomicCheckpointIO
+
+CONFIG_FILE = Path(".hydra") / "config.yaml"
+SIE_TABLE = "net.backbone.sie_embed"
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The config and the checkpoint a trained model is rebuilt from."""
+
+    config: Path
+    checkpoint: Path
+
+
+@dataclass
+class TrainedModel:
+    """A trained task in eval mode with what its inputs and outputs need.
+
+    ``camera_embed``: the SIE settings of the backbone (``None`` without SIE).
+    """
+
+    task: TransReIDTask
+    files: RunFiles
+    data_info: DatasetInfo
+    evaluation: EvalConfig
+    image_size: tuple[int, int]
+    pixel_mean: tuple[float, float, float]
+    pixel_std: tuple[float, float, float]
+    model_target: str
+
+    @property
+    def camera_embed(self) -> CameraEmbedConfig | None:
+        return getattr(self.task.net.backbone, "camera_embed", None)
+
+    @property
+    def uses_cameras(self) -> bool:
+        return self.camera_embed is not None and self.camera_embed.uses_cameras
+
+    @property
+    def uses_views(self) -> bool:
+        return self.camera_embed is not None and self.camera_embed.uses_views
+
+    def test_transform(self) -> Any:
+        """The run's test pipeline: bicubic resize -> tensor in [0, 1] -> ``(x - mean) / std``."""
+        return build_test_transform(self.image_size, self.pixel_mean, self.pixel_std)
+
+    def description(self) -> dict[str, Any]:
+        """What the features are, for the metadata of extracted features and exported models."""
+        return {
+            "checkpoint": str(self.files.checkpoint),
+            "config": str(self.files.config),
+            "model": self.model_target,
+            "image_size": list(self.image_size),
+            "pixel_mean": list(self.pixel_mean),
+            "pixel_std": list(self.pixel_std),
+            "normalized": self.evaluation.normalize,
+            "flip": self.evaluation.flip,
+            "metric": self.evaluation.metric,
+            # steps of the run's evaluation that need the query and gallery sets, not applied per image
+            "not_applied": [name for name in ("aqe", "rerank") if getattr(self.evaluation, name) is not None],
+            "num_cameras": self.data_info.num_cameras if self.uses_cameras else 0,
+            "num_views": self.data_info.num_views if self.uses_views else 0,
+        }
+
+
+def _best_in_results(run_dir: Path) -> Path | None:
+    """The checkpoint ``results.json`` names as the run's best (looked up by file name in the run's
+    ``checkpoints/``: the run may have been moved)."""
+    results = run_dir / "results.json"
+    if not results.is_file():
+        return None
+    best = json.loads(results.read_text()).get("best_checkpoint")
+    found = run_dir / "checkpoints" / Path(best).name if best else None
+    return found if found is not None and found.is_file() else None
+
+
+def find_run_files(
+    path: str | Path, checkpoint: str | Path | None = None, config: str | Path | None = None
+) -> RunFiles:
+    """``path``: a run folder, or a checkpoint inside one (``<run>/checkpoints/x.ckpt``), or anywhere
+    with ``config`` (the run config file, instead of ``<run>/.hydra/config.yaml``).
+
+    From a folder the checkpoint is ``checkpoint`` (a file name in ``<run>/checkpoints`` or a path), else
+    the best one ``results.json`` records, else ``last.ckpt``.
+    """
+    path = Path(path)
+    if path.is_file():
+        if checkpoint is not None:
+            raise ValueError(
+                f"{path} is a checkpoint file; a checkpoint ({checkpoint}) goes with a run folder"
+            )
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        chosen = path
+    elif path.is_dir():
+        run_dir = path
+        if checkpoint is not None:
+            named = Path(checkpoint)
+            chosen = named if named.is_file() else run_dir / "checkpoints" / named
+        else:
+            chosen = _best_in_results(run_dir) or run_dir / "checkpoints" / "last.ckpt"
+    else:
+        raise FileNotFoundError(f"{path}: no such run folder or checkpoint file")
+    config = Path(config) if config is not None else run_dir / CONFIG_FILE
+    if not config.is_file():
+        raise FileNotFoundError(
+            f"{config}: no run config; expected the folder of a `python -m reid.run` run, holding "
+            f"{CONFIG_FILE} and checkpoints/*.ckpt (or the run config file: --config)"
+        )
+    if not chosen.is_file():
+        found = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
+        raise FileNotFoundError(
+            f"{chosen}: no checkpoint (found in {run_dir / 'checkpoints'}: {', '.join(found) or 'none'}); "
+            "expected a run that trained at least one epoch (checkpoints/last.ckpt)"
+        )
+    return RunFiles(config, chosen)
+
+
+def _classes(state: Mapping[str, Tensor], path: Path) -> int:
+    """Identities the task was trained for: the rows of its ID classifiers (all must agree)."""
+    rows = {
+        int(value.shape[0])
+        for key, value in state.items()
+        if key.startswith("net.")
+        and key.rsplit(".", 2)[-2].startswith("classifier")
+        and key.endswith("weight")
+    }
+    if len(rows) != 1:
+        what = (
+            "no ID classifier (net.*classifier*.weight)"
+            if not rows
+            else f"classifiers of {sorted(rows)} rows"
+        )
+        raise ValueError(
+            f"checkpoint {path} holds {what}; expected a checkpoint of a supervised TransReIDTask run"
+        )
+    return rows.pop()
+
+
+def _cameras_and_views(
+    state: Mapping[str, Tensor], sie: Mapping[str, Any] | None, path: Path, num_cameras: int | None
+) -> tuple[int, int]:
+    """``(num_cameras, num_views)`` that rebuild the SIE table of ``state`` (1 for a side not used)."""
+    table = state.get(SIE_TABLE)
+    sie = sie or {}
+    camera, view = bool(sie.get("camera", False)), bool(sie.get("view", False))
+    if table is None:  # no SIE, or every used side had a single value (the backbone dropped it)
+        return 1, 1
+    rows = int(table.shape[0])
+    if camera and view:
+        if num_cameras is None:
+            raise ValueError(
+                f"checkpoint {path}: its SIE table embeds cameras and views together ({rows} = cameras "
+                "x views rows); pass the number of training cameras (--num-cameras) to split it"
+            )
+        if num_cameras < 1 or rows % num_cameras:
+            raise ValueError(
+                f"checkpoint {path}: num_cameras={num_cameras} does not divide its {rows} SIE rows"
+            )
+        return num_cameras, rows // num_cameras
+    if camera:
+        return rows, 1
+    if view:
+        return 1, rows
+    raise ValueError(
+        f"checkpoint {path} has an SIE table ({SIE_TABLE}) but its model.sie uses no side: {sie}"
+    )
+
+
+def data_info_from_checkpoint(
+    checkpoint: Mapping[str, Any], path: Path, num_cameras: int | None = None
+) -> DatasetInfo:
+    """The :class:`DatasetInfo` a task of ``checkpoint`` was built with, from its tensors and hparams."""
+    state = checkpoint["state_dict"]
+    cameras, views = _cameras_and_views(
+        state, checkpoint.get("hyper_parameters", {}).get("sie"), path, num_cameras
+    )
+    return DatasetInfo(_classes(state, path), cameras, views)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A Lightning checkpoint of a run (state dict + hyper-parameters), else an error naming ``path``."""
+    checkpoint = AtomicCheckpointIO().load_checkpoint(path)
+    if not isinstance(checkpoint, Mapping) or not {"state_dict", "pytorch-lightning_version"} <= set(
+        checkpoint
+    ):
+        raise ValueError(
+            f"checkpoint {path} is not a Lightning checkpoint of a run (no state_dict / trainer state); "
+            "expected <run>/checkpoints/*.ckpt written by `python -m reid.run`"
+        )
+    return dict(checkpoint)
+
+
+def _run_config(path: Path) -> DictConfig:
+    register_resolvers()
+    cfg = OmegaConf.load(path)
+    if not isinstance(cfg, DictConfig) or "model" not in cfg or "data" not in cfg:
+        raise ValueError(f"{path}: expected the composed config of a run (with `model` and `data` nodes)")
+    with open_dict(cfg):
+        cfg.model.weights = None  # the initialisation file is not needed: the checkpoint holds every tensor
+    return cfg
+
+
+def build_task(
+    cfg: DictConfig,
+    state: Mapping[str, Tensor],
+    data_info: DatasetInfo,
+    evaluation: EvalConfig,
+    files: RunFiles,
+) -> TransReIDTask:
+    """The task of ``cfg.model`` (as ``reid.run`` builds it) with the tensors ``state`` of the checkpoint
+    ``files.checkpoint``, in eval mode; a state of another model is an error naming both files."""
+    task = instantiate(cfg.model, data_info=data_info, evaluation=evaluation, _recursive_=False)
+    if not isinstance(task, TransReIDTask):
+        raise ValueError(
+            f"{files.config}: model._target_ is {cfg.model.get('_target_')}; feature extraction needs a "
+            "supervised reid.tasks.TransReIDTask run"
+        )
+    differences = _state_differences(state, task.state_dict())
+    if differences:
+        raise ValueError(
+            f"checkpoint {files.checkpoint} is not of the model in {files.config}: its tensors do not fit "
+            f"({'; '.join(differences)}); use the checkpoint of that run, or the run folder it came from"
+        )
+    task.load_state_dict(state, strict=True)
+    return task.eval()
+
+
+def load_trained_model(
+    path: str | Path,
+    checkpoint: str | Path | None = None,
+    config: str | Path | None = None,
+    num_cameras: int | None = None,
+    device: str | torch.device = "cpu",
+) -> TrainedModel:
+    """The trained task of a run folder or checkpoint (see :func:`find_run_files`), in eval mode.
+
+    ``config``: the run config to use instead of ``<run>/.hydra/config.yaml`` (a checkpoint moved out of
+    its run folder); ``num_cameras``: needed only for a camera x view SIE table.
+    """
+    files = find_run_files(path, checkpoint, config)
+    cfg = _run_config(files.config)
+    saved = read_checkpoint(files.checkpoint)
+    data_info = data_info_from_checkpoint(saved, files.checkpoint, num_cameras)
+    evaluation = instantiate(cfg.eval)
+    task = build_task(cfg, saved["state_dict"], data_info, evaluation, files).to(device)
+    size = [int(v) for v in cfg.data.image_size]
+    return TrainedModel(
+        task=task,
+        files=files,
+        data_info=data_info,
+        evaluation=evaluation,
+        image_size=(size[0], size[1]),
+        pixel_mean=tuple(float(v) for v in cfg.data.pixel_mean),
+        pixel_std=tuple(float(v) for v in cfg.data.pixel_std),
+        model_target=str(cfg.model.backbone.get("_target_", "")),
+    )

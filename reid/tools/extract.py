@@ -1,0 +1,165 @@
+"""Embed images with a trained run: features, an index of the images, and what the features are.
+
+    python -m reid.tools.extract outputs/demo/<run> path/to/images feats.npy
+    python -m reid.tools.extract outputs/demo/<run>/checkpoints/last.ckpt "crops/**/*.jpg" feats.safetensors
+    python -m reid.tools.extract <run> list.txt feats.npy --camids-from-names --device cuda
+
+The model is the run's (``reid.inference.load_trained_model``: its config and best checkpoint, or the
+one given; the training data need not be on disk). Images: a folder (any depth), a glob, one image, or a
+list file of paths. Writes
+
+* ``feats.npy`` / ``feats.safetensors`` (tensor ``features``): float32 ``[N, D]``, row ``i`` the image
+  of index row ``i``; flip-averaged and L2-normalised when the run's ``eval`` says so (as its evaluation
+  ranked them: metadata ``normalized``, ``flip``, ``metric``);
+* ``feats.csv``: ``row,path,pid,camid,name_format``; ``pid``/``camid`` (0-based) from Market-1501 /
+  DukeMTMC / MSMT17 / VeRi-776 file names, empty for other names;
+* ``feats.json``: the metadata (model, checkpoint, input size, mean/std, camera mode, skipped files).
+
+SIE models embed in the camera-free mode (the mean SIE embedding) unless ``--camids-from-names`` (then
+every file name must carry a camera of the model's range). A file that cannot be decoded is an error
+naming it; ``--skip-bad`` leaves it out and lists it in the metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from reid.inference import Extraction, TrainedModel, extract_features, load_trained_model
+from reid.inference.extraction import camera_mode
+from reid.inference.image_files import collect_images
+from reid.inference.name_labels import NameLabel, label_from_name
+
+FEATURE_SUFFIXES = (".npy", ".safetensors")
+_MAX_LISTED = 5
+
+
+def output_paths(features: str | Path) -> tuple[Path, Path, Path]:
+    """``(features, index .csv, metadata .json)`` beside each other; the suffix picks the format."""
+    features = Path(features)
+    if features.suffix not in FEATURE_SUFFIXES:
+        raise ValueError(f"output {features}: expected a {' or '.join(FEATURE_SUFFIXES)} file name")
+    return features, features.with_suffix(".csv"), features.with_suffix(".json")
+
+
+def camids_from_names(
+    model: TrainedModel, paths: Sequence[str], labels: Sequence[NameLabel | None]
+) -> list[int]:
+    """Each image's 0-based camera from its name; a name without one, or a camera the model was not
+    trained with, is an error naming the files."""
+    if not model.uses_cameras:
+        raise ValueError(
+            f"--camids-from-names: the model of {model.files.checkpoint} has no camera SIE, so camera ids "
+            "change nothing; leave the flag out"
+        )
+    unlabelled = [path for path, label in zip(paths, labels, strict=True) if label is None]
+    if unlabelled:
+        raise ValueError(
+            f"--camids-from-names: {len(unlabelled)} file names carry no camera (Market-1501, DukeMTMC, "
+            f"MSMT17 or VeRi-776 format): {'; '.join(unlabelled[:_MAX_LISTED])}"
+        )
+    cameras = model.data_info.num_cameras
+    outside = [
+        f"{p} (camera {lab.camid})" for p, lab in zip(paths, labels, strict=True) if lab.camid >= cameras
+    ]
+    if outside:
+        raise ValueError(
+            f"--camids-from-names: the model knows cameras 0..{cameras - 1} (0-based); out of range: "
+            + "; ".join(outside[:_MAX_LISTED])
+        )
+    return [label.camid for label in labels]
+
+
+def _metadata(model: TrainedModel, result: Extraction, mode: str, source: str) -> dict[str, Any]:
+    return {
+        **model.description(),
+        "source": source,
+        "num_images": len(result.paths),
+        "feature_dim": int(result.features.shape[1]),
+        "camera_mode": mode,
+        "skipped": result.skipped,
+    }
+
+
+def write_outputs(
+    out: str | Path, result: Extraction, labels: dict[str, NameLabel | None], meta: dict
+) -> None:
+    """The features file, the index (``.csv``) and the metadata (``.json``): :func:`output_paths`."""
+    features, index, metadata = output_paths(out)
+    features.parent.mkdir(parents=True, exist_ok=True)
+    if features.suffix == ".npy":
+        np.save(features, result.features.numpy())
+    else:
+        save_file(
+            {"features": result.features.contiguous()}, str(features), metadata={"reid": json.dumps(meta)}
+        )
+    with index.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["row", "path", "pid", "camid", "name_format"])
+        for row, path in enumerate(result.paths):
+            label = labels[path]
+            writer.writerow(
+                [row, path, *(("", "", "") if label is None else (label.pid, label.camid, label.dataset))]
+            )
+    metadata.write_text(json.dumps({**meta, "features": features.name, "index": index.name}, indent=2))
+
+
+def _device(name: str) -> str:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available here; use --device cpu")
+    return name
+
+
+def main(argv: Sequence[str] | None = None) -> Extraction:
+    parser = argparse.ArgumentParser(
+        prog="python -m reid.tools.extract", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("run", help="a run folder, or a checkpoint in one (<run>/checkpoints/*.ckpt)")
+    parser.add_argument(
+        "images", help="a folder (any depth), a glob pattern (quoted), an image or a list file"
+    )
+    parser.add_argument("output", help="features file: .npy or .safetensors (index .csv and .json beside it)")
+    parser.add_argument(
+        "--checkpoint", help="checkpoint of the run folder (name or path); default: best, else last"
+    )
+    parser.add_argument("--config", help="run config, when the checkpoint is not in its run folder")
+    parser.add_argument(
+        "--num-cameras", type=int, help="only for a camera x view SIE table: training cameras"
+    )
+    parser.add_argument(
+        "--camids-from-names", action="store_true", help="SIE with the cameras in the file names"
+    )
+    parser.add_argument(
+        "--skip-bad", action="store_true", help="leave undecodable files out (listed in the .json)"
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=0, help="image decoding processes (0: in this one)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    output_paths(args.output)  # a wrong suffix fails before the model is loaded
+    model = load_trained_model(args.run, args.checkpoint, args.config, args.num_cameras, _device(args.device))
+    paths = collect_images(args.images)
+    labels = {path: label_from_name(path) for path in paths}
+    camids = camids_from_names(model, paths, [labels[p] for p in paths]) if args.camids_from_names else None
+    result = extract_features(
+        model, paths, camids, args.batch_size, args.workers, args.skip_bad, progress=not args.no_progress
+    )
+    meta = _metadata(model, result, camera_mode(model, camids is not None), str(args.images))
+    write_outputs(args.output, result, labels, meta)
+    skipped = f", {len(result.skipped)} unreadable skipped" if result.skipped else ""
+    shape = f"{len(result.paths)} features [{meta['feature_dim']}]"
+    print(f"{shape} -> {args.output} ({meta['camera_mode']}{skipped})")
+    return result
+
+
+if __name__ == "__main__":
+    main()

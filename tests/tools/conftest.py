@@ -1,0 +1,83 @@
+"""Tiny trained runs of each supervised family, one per test session, in real run folders.
+
+``trained_run(family)`` fits one step of the family on the tiny synthetic tree and returns the run
+folder: ``.hydra/config.yaml`` (the composed config, unresolved, as ``reid.run`` leaves it),
+``checkpoints/last.ckpt`` and ``results.json``. ``transreid`` (SIE + JPM) runs as a ``python -m reid.run``
+process, so one folder is exactly what a user's run writes; the others run in process.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf, open_dict
+
+from reid.config import CONFIG_DIR
+
+TINY_EXPERIMENT = [
+    "data=synthetic_tiny",
+    "data.image_size=[64,32]",
+    "data.num_workers=0",
+    "model.weights=null",
+]
+"""An experiment's model on the tiny tree (the demo experiments resize to 96 x 48 with a loader process)."""
+
+FAMILIES: dict[str, list[str]] = {
+    "vit": ["data=synthetic_tiny", "model=vit_tiny"],
+    "transreid": ["data=synthetic_tiny", "model=transreid_tiny"],  # SIE (3 cameras) + JPM
+    "pass": ["experiment=pass_demo_finetune", *TINY_EXPERIMENT],  # cls + 3 part tokens, input norm
+    "rpe": ["experiment=rpe_demo", *TINY_EXPERIMENT],  # relative position bias in every layer
+    "bot": ["data=synthetic_tiny", "model=bot_tiny"],  # BoT ResNet, feature after the BNNeck
+}
+
+ONE_STEP = [
+    "trainer=cpu",
+    "logger=csv",
+    "trainer.max_epochs=1",
+    "++trainer.limit_train_batches=1",
+    "++trainer.limit_val_batches=0",
+    "test=false",
+    "evaluate_before_fit=false",
+    "trainer.enable_model_summary=false",
+    "callbacks.progress_bar=null",
+]
+
+
+def _fit_in_process(overrides: list[str], out: Path) -> None:
+    from reid.run import run
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("run", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+    (out / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, out / ".hydra" / "config.yaml")  # what @hydra.main saves: unresolved
+    run(cfg)
+
+
+def _fit_as_process(overrides: list[str], out: Path) -> None:
+    command = [sys.executable, "-m", "reid.run", *overrides, f"hydra.run.dir={out}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_data_dir: Path) -> Callable[[str], Path]:
+    runs: dict[str, Path] = {}
+
+    def _run(family: str) -> Path:
+        if family not in runs:
+            out = tmp_path_factory.mktemp(f"run_{family}")
+            overrides = [*FAMILIES[family], *ONE_STEP, f"paths.data_dir={tiny_data_dir}"]
+            (_fit_as_process if family == "transreid" else _fit_in_process)(overrides, out)
+            runs[family] = out
+        return runs[family]
+
+    return _run

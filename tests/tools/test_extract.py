@@ -1,0 +1,213 @@
+"""`python -m reid.tools.extract`: features of a trained run's model for any images, and the loader.
+
+The reference is the run's own evaluation path, built without ``reid.inference``: the datamodule of the
+run config (its evaluation loader: query then gallery, the test transform), the task instantiated as
+``reid.run`` does with ``datamodule.info`` and the checkpoint loaded, ``task(images[, camids])``, then
+the L2 normalisation the evaluator applies (``reid.evaluation.pipeline``, ``eval.normalize``).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from reid.data.image_dataset import ImageReadError
+from reid.data.records import DatasetInfo
+from reid.inference import load_trained_model
+from reid.inference.name_labels import NameLabel, label_from_name
+from reid.inference.trained_model import data_info_from_checkpoint
+from reid.tools.extract import main as extract
+
+
+@functools.cache
+def evaluation_features(run_dir: Path, with_camids: bool) -> tuple[dict[str, torch.Tensor], list, object]:
+    """``{path: feature}`` of the run's evaluation images as its test step computes them, the records,
+    and the datamodule's :class:`DatasetInfo`."""
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    datamodule = instantiate(cfg.data)
+    loader = datamodule.val_dataloader()
+    task = instantiate(
+        cfg.model, data_info=datamodule.info, evaluation=instantiate(cfg.eval), _recursive_=False
+    )
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    task.load_state_dict(checkpoint["state_dict"])
+    task.eval()
+    records = loader.dataset.records
+    found = {}
+    with torch.no_grad():
+        for batch in loader:
+            embedding = task(batch["image"], batch["camid"]) if with_camids else task(batch["image"])
+            for index, row in zip(batch["index"].tolist(), F.normalize(embedding, dim=1), strict=True):
+                found[records[index].path] = row
+    return found, records, datamodule.info
+
+
+def read_index(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def sie_run(trained_run) -> Path:
+    return trained_run("transreid")
+
+
+def test_features_are_the_runs_evaluation_features_camera_free(sie_run: Path, tmp_path: Path) -> None:
+    """Camera-free by default: equal (1e-6) to the test step with ``sie_at_test=false``; the index holds
+    every image with the pid and 0-based camid of its record, and the metadata says the mode."""
+    expected, records, info = evaluation_features(sie_run, with_camids=False)
+    query = Path(records[0].path).parent
+    out = tmp_path / "feats.npy"
+    result = extract([str(sie_run), str(query), str(out), "--batch-size", "5", "--no-progress"])
+    features = np.load(out)
+    rows = read_index(tmp_path / "feats.csv")
+    assert features.shape == (len(rows), 576) == (len(result.paths), 576)  # 192 x (global + 2 local)
+    by_path = {r.path: r for r in records}
+    assert {row["path"] for row in rows} == {r.path for r in records if Path(r.path).parent == query}
+    for row, feature in zip(rows, features, strict=True):
+        torch.testing.assert_close(torch.from_numpy(feature), expected[row["path"]], atol=1e-6, rtol=0)
+        record = by_path[row["path"]]
+        assert (int(row["pid"]), int(row["camid"]), row["name_format"]) == (
+            record.pid,
+            record.camid,
+            "Market-1501",
+        )
+    meta = json.loads((tmp_path / "feats.json").read_text())
+    assert meta["camera_mode"].startswith("camera-free") and meta["num_cameras"] == 3
+    assert (meta["normalized"], meta["flip"], meta["feature_dim"], meta["num_images"]) == (
+        True,
+        False,
+        576,
+        len(rows),
+    )
+    assert meta["image_size"] == [64, 32] and meta["skipped"] == []
+    assert load_trained_model(sie_run).data_info == info  # read from the checkpoint, not the data
+
+
+def test_camids_from_names_are_the_official_evaluation(sie_run: Path, tmp_path: Path) -> None:
+    """``--camids-from-names``: the test step with the records' cameras (official ``sie_at_test``), which
+    differs from the camera-free features; safetensors output carries the metadata in its header."""
+    expected, records, _ = evaluation_features(sie_run, with_camids=True)
+    free, _, _ = evaluation_features(sie_run, with_camids=False)
+    gallery = Path(records[-1].path).parent
+    out = tmp_path / "feats.safetensors"
+    extract([str(sie_run), str(gallery), str(out), "--camids-from-names", "--no-progress"])
+    features = load_file(str(out))["features"]
+    rows = read_index(tmp_path / "feats.csv")
+    kept = [(row, f) for row, f in zip(rows, features, strict=True) if row["path"] in expected]
+    assert len(kept) == sum(Path(r.path).parent == gallery for r in records)  # + the junk images (pid -1)
+    assert {row["pid"] for row, _ in zip(rows, features, strict=True) if row["path"] not in expected} == {
+        "-1"
+    }
+    for row, feature in kept:
+        torch.testing.assert_close(feature, expected[row["path"]], atol=1e-6, rtol=0)
+    assert max(float((free[row["path"]] - f).abs().max()) for row, f in kept) > 1e-3
+    with safe_open(str(out), "pt") as handle:
+        meta = json.loads(handle.metadata()["reid"])
+    assert meta["camera_mode"].startswith("camera ids")
+
+
+def test_glob_and_list_file_select_the_same_images(sie_run: Path, tmp_path: Path) -> None:
+    _, records, _ = evaluation_features(sie_run, with_camids=False)
+    query = Path(records[0].path).parent
+    names = sorted(p.name for p in query.glob("*.jpg"))[:4]
+    (tmp_path / "list.txt").write_text("# query images\n\n" + "\n".join(str(query / n) for n in names) + "\n")
+    extract([str(sie_run), str(tmp_path / "list.txt"), str(tmp_path / "a.npy"), "--no-progress"])
+    extract([str(sie_run), f"{query}/{names[0][:4]}*.jpg", str(tmp_path / "b.npy"), "--no-progress"])
+    listed = {row["path"]: i for i, row in enumerate(read_index(tmp_path / "a.csv"))}
+    globbed = read_index(tmp_path / "b.csv")
+    assert [Path(p).name for p in listed] == names and globbed
+    a, b = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
+    for i, row in enumerate(globbed):
+        if row["path"] in listed:
+            np.testing.assert_allclose(b[i], a[listed[row["path"]]], atol=1e-6, rtol=0)
+
+
+def test_a_corrupt_image_fails_by_path_unless_skipped(sie_run: Path, tmp_path: Path) -> None:
+    _, records, _ = evaluation_features(sie_run, with_camids=False)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for record in records[:3]:
+        shutil.copy(record.path, folder)
+    bad = folder / "0001_c1s1_000001_01.jpg"
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(ImageReadError, match=str(bad)):
+        extract([str(sie_run), str(folder), str(tmp_path / "f.npy"), "--no-progress"])
+    extract([str(sie_run), str(folder), str(tmp_path / "f.npy"), "--skip-bad", "--no-progress"])
+    meta = json.loads((tmp_path / "f.json").read_text())
+    assert [s["path"] for s in meta["skipped"]] == [str(bad)] and meta["num_images"] == 3
+    assert np.load(tmp_path / "f.npy").shape[0] == 3 and str(bad) not in (tmp_path / "f.csv").read_text()
+
+
+def test_run_folder_errors_name_the_file(sie_run: Path, trained_run, tmp_path: Path) -> None:
+    images = str(Path(evaluation_features(sie_run, with_camids=False)[1][0].path).parent)
+    bare = tmp_path / "no_checkpoint"
+    shutil.copytree(sie_run / ".hydra", bare / ".hydra")
+    with pytest.raises(FileNotFoundError, match=r"no_checkpoint/checkpoints/last.ckpt: no checkpoint"):
+        extract([str(bare), images, str(tmp_path / "f.npy")])
+    with pytest.raises(FileNotFoundError, match=r"\.hydra/config.yaml: no run config"):
+        extract([str(tmp_path), images, str(tmp_path / "f.npy")])
+    moved = tmp_path / "elsewhere" / "model.ckpt"
+    moved.parent.mkdir()
+    shutil.copy(sie_run / "checkpoints" / "last.ckpt", moved)
+    with pytest.raises(FileNotFoundError, match=r"elsewhere/\.hydra/config.yaml: no run config.*--config"):
+        load_trained_model(moved)
+    assert load_trained_model(moved, config=sie_run / ".hydra" / "config.yaml").files.checkpoint == moved
+    other = trained_run("vit") / "checkpoints" / "last.ckpt"  # a ViT without SIE/JPM under the SIE config
+    with pytest.raises(ValueError, match=r"is not of the model in .*config.yaml.*missing"):
+        load_trained_model(other, config=sie_run / ".hydra" / "config.yaml")
+    with pytest.raises(ValueError, match="no camera SIE"):
+        extract([str(trained_run("vit")), images, str(tmp_path / "f.npy"), "--camids-from-names"])
+    shutil.copy(next(Path(images).iterdir()), tmp_path / "person.jpg")
+    with pytest.raises(ValueError, match=r"carry no camera.*person.jpg"):
+        extract([str(sie_run), str(tmp_path / "person.jpg"), str(tmp_path / "f.npy"), "--camids-from-names"])
+    with pytest.raises(ValueError, match=r"\.npy or \.safetensors"):
+        extract([str(sie_run), images, str(tmp_path / "f.pt")])
+
+
+@pytest.mark.parametrize(
+    ("name", "label"),
+    [
+        ("0002_c1s1_000451_03.jpg", NameLabel(2, 0, "Market-1501")),
+        ("-1_c6s2_000001_00.jpg", NameLabel(-1, 5, "Market-1501")),  # junk, as released
+        ("0001_c2_f0046182.jpg", NameLabel(1, 1, "DukeMTMC-reID")),
+        ("0776_c020_00016450_0.jpg", NameLabel(776, 19, "VeRi-776")),
+        ("0000_000_01_0303morning_0015_0.jpg", NameLabel(0, 0, "MSMT17")),
+        ("0002_c9s1_000451_03.jpg", None),  # Market has cameras 1..6
+        ("person.jpg", None),
+    ],
+)
+def test_labels_from_release_file_names(name: str, label: NameLabel | None) -> None:
+    assert label_from_name(f"/any/folder/{name}") == label
+
+
+def test_data_info_from_the_sie_table_and_classifier() -> None:
+    """Cameras x views: the table of ``C * V`` rows needs ``C``; one side: its rows; no table: 1."""
+    state = {
+        "net.global_head.classifier.weight": torch.zeros(7, 4),
+        "net.backbone.sie_embed": torch.zeros(6, 1, 4),
+    }
+    both = {"state_dict": state, "hyper_parameters": {"sie": {"camera": True, "view": True}}}
+    with pytest.raises(ValueError, match="--num-cameras"):
+        data_info_from_checkpoint(both, Path("x.ckpt"))
+    with pytest.raises(ValueError, match="does not divide"):
+        data_info_from_checkpoint(both, Path("x.ckpt"), num_cameras=4)
+    assert data_info_from_checkpoint(both, Path("x.ckpt"), num_cameras=3) == DatasetInfo(7, 3, 2)
+    cams = {"state_dict": state, "hyper_parameters": {"sie": {"camera": True, "view": False}}}
+    assert data_info_from_checkpoint(cams, Path("x.ckpt")) == DatasetInfo(7, 6, 1)
+    plain = {"state_dict": {"net.global_head.classifier.weight": torch.zeros(7, 4)}, "hyper_parameters": {}}
+    assert data_info_from_checkpoint(plain, Path("x.ckpt")) == DatasetInfo(7, 1, 1)
+    with pytest.raises(ValueError, match=r"x.ckpt holds no ID classifier"):
+        data_info_from_checkpoint({"state_dict": {}, "hyper_parameters": {}}, Path("x.ckpt"))
