@@ -39,6 +39,7 @@ from doc_section import write_section
 from omegaconf import OmegaConf
 
 from reid.config import CONFIG_DIR
+from reid.results import first_target
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "rpe.md"
@@ -198,7 +199,7 @@ def read_runs(out: Path, names: Sequence[str], seeds: Sequence[int]) -> list[Run
             if not metrics.exists():
                 continue
             results = folder / "results.json"
-            test = json.loads(results.read_text()).get("test", {}) if results.exists() else {}
+            test = first_target(json.loads(results.read_text()).get("test")) if results.exists() else {}
             runs.append(Run(name, seed, read_metrics(metrics), test))
     return runs
 

@@ -3,6 +3,10 @@
 Composes ``conf/run.yaml``, builds the datamodule, the task (LightningModule), callbacks, loggers
 and trainer from their ``_target_``s, then fits and/or tests. Results are printed as a table and
 written to ``<output_dir>/results.json``. Returns ``optimized_metric`` for Hydra sweepers.
+With several evaluation targets (``data.test_datasets=[dukemtmc,msmt17]``, ``reid.dataset_options``)
+``results.json`` holds ``"test": {"dukemtmc": {...}, "msmt17": {...}}`` (one entry per target, in
+order) and the table one row per target; with one target (or none: the training dataset) ``"test"``
+is the flat ``{"mAP": ...}`` as before. Logged ``val/mAP`` / ``test/mAP`` are the first target's.
 A run folder that already holds a run's results is not written over unless the run resumes it
 (``ckpt_path``) or is told to (``overwrite=true``); a resumed run appends to its ``csv/metrics.csv``.
 A ``ckpt_path`` must be a checkpoint of a run of the same model (else: use ``model.weights``).
@@ -19,7 +23,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,8 @@ from omegaconf.errors import InterpolationKeyError
 
 from reid.config import CONFIG_DIR, register_resolvers
 from reid.config_checks import RecordRunSettings, check_config, run_settings, warn_on_changed_settings
+from reid.dataset_options import resolve_test_datasets
+from reid.results import by_target
 from reid.training.checkpoint_io import AtomicCheckpointIO
 from reid.training.csv_logger import ResumableCSVLogger
 from reid.training.preemption import Preempted
@@ -205,25 +211,41 @@ def _mismatch_message(full_key: str, missing: str, choices: Mapping[str, Any]) -
     )
 
 
-def _metrics(results: list[dict[str, float]], prefix: str) -> dict[str, float]:
-    """The first dataloader's ``prefix/*`` metrics with the prefix stripped."""
-    found = results[0] if results else {}
-    return {key.split("/", 1)[1]: float(value) for key, value in found.items() if key.startswith(prefix)}
+def _metrics(results: list[dict[str, float]], prefix: str, targets: Sequence[str] = ()) -> dict[str, Any]:
+    """The ``prefix*`` metrics of an evaluation with the prefix stripped: ``{metric: value}``, or with
+    several ``targets`` ``{target: {metric: value}}`` from the ``prefix<target>/*`` names (every
+    dataloader's result holds the metrics logged at the epoch's end, so the first one is read)."""
+    found = {key: float(value) for key, value in (results[0] if results else {}).items()}
+    if len(targets) > 1:
+        return {target: _metrics(results, f"{prefix}{target}/") for target in targets}
+    return {key.removeprefix(prefix): v for key, v in found.items() if key.startswith(prefix)}
 
 
-def _print_comparison(untrained: dict[str, float], final: dict[str, float], label: str) -> None:
-    """The results table: one row per evaluation, with the valid / all query counts it rests on."""
-    if not final and not untrained:
+def _target_names(datamodule: Any) -> list[str]:
+    """The datamodule's evaluation targets, in dataloader order (none for a datamodule without them)."""
+    return [target.name for target in getattr(datamodule, "evaluation_targets", None) or ()]
+
+
+def _rows(label: str, values: Mapping[str, Any]) -> list[tuple[str, Mapping[str, float]]]:
+    """``(row label, metrics)``: one row, or one per target of a ``{target: metrics}`` result."""
+    targets = by_target(values).items()
+    return [(f"{label} {target}".strip(), metrics) for target, metrics in targets if metrics]
+
+
+def _print_comparison(untrained: Mapping[str, Any], final: Mapping[str, Any], label: str) -> None:
+    """The results table: one row per evaluation and target, with the valid / all query counts it
+    rests on."""
+    rows = [*_rows("untrained", untrained), *_rows(label, final)]
+    if not rows:
         return
-    keys = [k for k in ("mAP", "R1", "R5", "R10", "mINP") if k in (final or untrained)]
-    lines = ["", f"{'':<12}" + "".join(f"{k:>8}" for k in keys) + f"{'valid / all queries':>22}"]
-    for name, values in (("untrained", untrained), (label, final)):
-        if values:
-            counts = (
-                f"{values.get('num_valid_queries', math.nan):.0f} / {values.get('num_queries', math.nan):.0f}"
-            )
-            row = "".join(f"{values.get(k, math.nan):>8.2f}" for k in keys)
-            lines.append(f"{name:<12}{row}{counts:>22}")
+    keys = [k for k in ("mAP", "R1", "R5", "R10", "mINP") if k in rows[-1][1]]
+    width = max(12, *(len(name) + 2 for name, _ in rows))
+    lines = ["", f"{'':<{width}}" + "".join(f"{k:>8}" for k in keys) + f"{'valid / all queries':>22}"]
+    for name, values in rows:
+        valid, total = values.get("num_valid_queries", math.nan), values.get("num_queries", math.nan)
+        counts = f"{valid:.0f} / {total:.0f}"
+        row = "".join(f"{values.get(k, math.nan):>8.2f}" for k in keys)
+        lines.append(f"{name:<{width}}{row}{counts:>22}")
     print("\n".join(lines))
 
 
@@ -265,11 +287,13 @@ def _final_label(cfg: DictConfig, trainer: L.Trainer, ckpt: str | None) -> str:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Fit and/or test as ``cfg`` says; returns the summary written to ``results.json``."""
     check_config(cfg)
+    resolve_test_datasets(cfg)
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     evaluation = instantiate(cfg.eval)
     data_info = datamodule.info
+    targets = _target_names(datamodule)
     log.info("data: %s", data_info)
     model = instantiate(cfg.model, data_info=data_info, evaluation=evaluation, _recursive_=False)
     _summary_input(model, cfg)
@@ -282,7 +306,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         check_output_dir(output_dir, cfg.ckpt_path, bool(cfg.get("overwrite", False)))
     summary: dict[str, Any] = {"output_dir": str(output_dir)}
     if cfg.get("evaluate_before_fit"):  # on the test split, as the final row: the two compare like for like
-        summary["untrained"] = _metrics(trainer.test(model, datamodule=datamodule), "test/")
+        summary["untrained"] = _metrics(trainer.test(model, datamodule=datamodule), "test/", targets)
     if cfg.train:
         resume = resolve_ckpt_path(cfg.ckpt_path, output_dir)
         if resume is not None:
@@ -295,7 +319,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.test:
         ckpt = summary.get("best_checkpoint") if cfg.train else resolve_ckpt_path(cfg.ckpt_path, output_dir)
         test_ckpt = _load_for_test(model, ckpt) if ckpt is not None and not cfg.train else ckpt
-        summary["test"] = _metrics(trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt), "test/")
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt)
+        summary["test"] = _metrics(results, "test/", targets)
         summary["test_label"] = _final_label(cfg, trainer, ckpt)
     if trainer.is_global_zero:
         _print_comparison(

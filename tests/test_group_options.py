@@ -40,6 +40,9 @@ BASE = [item for item in TINY_RUN if not item.startswith("data=")]  # data: the 
 SMALL_DATA = ["data.image_size=[64,32]", "data.batch_size=4", "data.num_instances=2", "data.num_workers=0"]
 SMALL_SYNTHETIC = [f"data.dataset.{key}={value}" for key, value in TINY_MARKET.items()]
 SMALL_SYNTHETIC.append("data.dataset.root=${paths.data_dir}/synthetic_tiny")
+SMALL_DUKE_KEYS = ("num_train_ids", "num_test_ids", "images_per_id", "num_distractors")  # 8 cameras, no junk
+SMALL_DUKE = [f"data.dataset.{key}={value}" for key, value in TINY_MARKET.items() if key in SMALL_DUKE_KEYS]
+SMALL_DUKE.append("data.dataset.root=${paths.data_dir}/synthetic_duke_tiny")  # = dataset/synthetic_duke_tiny
 SMALL_SSL = ["data.batch_size=4", "data.num_workers=0", "data.augment.num_local=2"]
 SMALL_SSL += ["data.augment.locals_per_region=1", "data.augment.global_size=[64,32]"]
 SMALL_SSL += ["data.augment.local_size=[32,16]"]
@@ -117,7 +120,8 @@ def _sized(group: str, option: str) -> list[str]:
         return ["data=luperson_ssl", *partner, *tiny_tree]
     small = _small_model("vit_tiny")  # the run.yaml default model
     if group in ("data", "dataset"):
-        synthetic = SMALL_SYNTHETIC if option == "synthetic" else []  # not the demo-size tree
+        # the synthetic trees at test size, not the demo-size trees
+        synthetic = {"synthetic": SMALL_SYNTHETIC, "synthetic_duke": SMALL_DUKE}.get(option, [])
         return [*small, *SMALL_DATA, *synthetic]
     rerank = ["eval.rerank.k1=20", "eval.rerank.k2=6"] * bool(
         group == "eval" and _alone(group, option)["rerank"]

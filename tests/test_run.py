@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -178,3 +179,131 @@ def test_model_summary_counts_flops(compose_config):
     _summary_input(model, cfg)
     assert tuple(model.example_input_array.shape) == (1, 3, 64, 32)
     assert ModelSummary(model).total_flops > 1e6
+
+
+# ---- several evaluation targets in one run (issue 16 item 4) -------------------------------------------
+TWO_TARGETS = "data.test_datasets=[synthetic_tiny,synthetic_duke_tiny]"  # domain A, then domain B
+METRIC_KEYS = {"mAP", "R1", "R5", "R10", "mINP", "num_valid_queries", "num_queries"}
+
+
+def test_two_targets_log_per_target_metrics_and_results_hold_one_entry_each(compose_config, capsys):
+    """One fit, evaluated on the synthetic Market and Duke trees: results.json "test" holds one entry per
+    target in order, metrics.csv has val/<target>/* for each and val/mAP equals the first target's."""
+    cfg = compose_config(*TINY_RUN, "trainer.max_epochs=1", TWO_TARGETS)
+    capsys.readouterr()
+    summary = run(cfg)
+    out = Path(cfg.paths.output_dir)
+    written = json.loads((out / "results.json").read_text())
+    assert (
+        list(written["test"]) == ["synthetic_tiny", "synthetic_duke_tiny"]
+        and written["test"] == summary["test"]
+    )
+    for target in written["test"].values():
+        assert set(target) == METRIC_KEYS and 0.0 < target["mAP"] <= 100.0
+    assert written["test"]["synthetic_tiny"] != written["test"]["synthetic_duke_tiny"]
+    table = capsys.readouterr().out.split("valid / all queries")[-1]
+    assert "trained synthetic_tiny" in table and "trained synthetic_duke_tiny" in table
+    lines = (out / "csv" / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    assert {f"val/{t}/{k}" for t in ("synthetic_tiny", "synthetic_duke_tiny") for k in METRIC_KEYS} <= set(
+        header
+    )
+    rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
+    val = [row for row in rows if row.get("val/mAP")]
+    assert val and all(row["val/mAP"] == row["val/synthetic_tiny/mAP"] for row in val)
+    test = next(row for row in rows if row.get("test/mAP"))
+    assert float(test["test/mAP"]) == pytest.approx(written["test"]["synthetic_tiny"]["mAP"])
+
+
+def test_each_target_of_a_run_scores_as_in_a_run_of_its_own(compose_config):
+    """Evaluation only (train=false, the same seeded initialisation: every run has 8 cameras, as domain B):
+    per-target metrics of [B, A] equal those of [B] alone and of [A] alone (mapping form, Hydra-composed)."""
+    both = run(
+        compose_config(*TINY_RUN, "train=false", "data.test_datasets=[synthetic_duke_tiny,synthetic_tiny]")
+    )
+    assert list(both["test"]) == ["synthetic_duke_tiny", "synthetic_tiny"]
+    duke = run(
+        compose_config(*TINY_RUN, "train=false", "data.test_datasets=[synthetic_duke_tiny]", "overwrite=true")
+    )
+    market = run(
+        compose_config(
+            *TINY_RUN, "train=false", "+dataset@data.test_datasets.a=synthetic_tiny", "overwrite=true"
+        )
+    )
+    assert set(duke["test"]) == set(market["test"]) == METRIC_KEYS  # one target: the flat layout
+    assert both["test"]["synthetic_duke_tiny"] == pytest.approx(duke["test"], abs=1e-6)
+    assert both["test"]["synthetic_tiny"] == pytest.approx(market["test"], abs=1e-6)
+
+
+def test_test_dataset_names_resolve_with_the_run_paths(compose_config, tiny_data_dir):
+    from reid.dataset_options import resolve_test_datasets
+
+    cfg = compose_config(*TINY_RUN, "data.test_datasets=[synthetic_duke_tiny,dukemtmc]")
+    resolve_test_datasets(cfg)
+    assert list(cfg.data.test_datasets) == ["synthetic_duke_tiny", "dukemtmc"]
+    assert cfg.data.test_datasets.synthetic_duke_tiny.num_cameras == 8  # its defaults list applied
+    assert cfg.data.test_datasets.dukemtmc.root == f"{tiny_data_dir}/DukeMTMC-reID"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "data.test_datasets=[dukemtc]",
+            "'dukemtc' is not a dataset option; expected one of dukemtmc, folder",
+        ),
+        ("data.test_datasets=[dukemtmc,dukemtmc]", "'dukemtmc' is listed twice"),
+        ("data.test_datasets=dukemtmc", "expected a non-empty list of conf/dataset options"),
+        ("+dataset@data.test_dataset=dukemtmc", "data.test_dataset was replaced by data.test_datasets"),
+    ],
+)
+def test_bad_test_datasets_fail_before_anything_is_built(compose_config, override, message):
+    from reid.config_checks import ConfigValueError
+
+    with pytest.raises(ConfigValueError, match=re.escape(message)):
+        run(compose_config(*TINY_RUN, override))
+
+
+def test_summarize_reads_both_results_layouts(tmp_path):
+    """reid.tools.summarize: a one-target run's flat "test" gives test/<metric>, a run of several targets
+    test/<target>/<metric>."""
+    from reid.tools.summarize import collect, table_rows
+
+    layouts = {"0": {"mAP": 50.0}, "1": {"duke": {"mAP": 20.0, "R1": 30.0}, "msmt": {"mAP": 10.0}}}
+    for job, test in layouts.items():
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+        (tmp_path / job / ".hydra" / "overrides.yaml").write_text(f"- seed={job}\n")
+        (tmp_path / job / "results.json").write_text(json.dumps({"test": test}))
+    runs = collect(tmp_path)
+    assert runs[0].metrics == {"test/mAP": 50.0}
+    assert runs[1].metrics == {"test/duke/mAP": 20.0, "test/duke/R1": 30.0, "test/msmt/mAP": 10.0}
+    header, _ = table_rows(runs)
+    assert header[2:-1] == ["test/mAP", "test/duke/mAP", "test/duke/R1", "test/msmt/mAP"]
+
+
+def test_two_targets_under_two_process_ddp_score_as_in_one_process(tmp_path, tiny_data_dir):
+    """DDP on gloo: each target's loader is sharded (DistributedSampler pads it to equal shards) and its
+    evaluator gathers and drops the padded duplicates by index, so every target's metrics equal those of
+    one process (evaluation only: the seeded initialisation is the same in both runs)."""
+    common = [
+        "data=synthetic_tiny", "trainer=cpu", "callbacks.progress_bar=null", "+model.backbone.depth=1",
+        "+model.backbone.embed_dim=32", "+model.backbone.num_heads=2", "train=false", TWO_TARGETS,
+        f"paths.data_dir={tiny_data_dir}",
+    ]  # fmt: skip
+    ddp = [
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.precision=32-true",
+        "trainer.sync_batchnorm=false",
+    ]
+    results = {}
+    for name, extra in (("single", []), ("ddp", ddp)):
+        command = [sys.executable, "-m", "reid.run", *common, *extra, f"hydra.run.dir={tmp_path / name}"]
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parent.parent
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        results[name] = json.loads((tmp_path / name / "results.json").read_text())["test"]
+    assert list(results["ddp"]) == ["synthetic_tiny", "synthetic_duke_tiny"]
+    for target, single in results["single"].items():
+        assert results["ddp"][target] == pytest.approx(single, abs=1e-4), target

@@ -1,8 +1,11 @@
 """The supervised datamodule: P x K training batches and a query + gallery validation set.
 
 The dataset is given as a partial loader (``conf/dataset/*.yaml``) and parsed once in
-:meth:`ReIDDataModule.setup`. For cross-domain experiments ``test_dataset`` names another loader:
-the model trains on ``dataset.train`` and is evaluated on ``test_dataset``'s query and gallery.
+:meth:`ReIDDataModule.setup`. For cross-domain experiments ``test_datasets`` maps target names to
+other loaders (``data.test_datasets=[dukemtmc,msmt17]`` in a run, resolved by
+``reid.dataset_options``): the model trains on ``dataset.train`` and is evaluated on each target's
+query and gallery, one validation/test dataloader per target, in the order given. Without targets
+it is evaluated on the training dataset's query and gallery.
 
 Training is resumable mid-epoch and exact: the P x K plan is a function of (seed, epoch), each
 item's augmentation is seeded by its (epoch, slot) in the stream, and the training loader's
@@ -14,14 +17,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 import lightning as L
 from torch.utils.data import DataLoader, DistributedSampler
 
 from reid.data.image_dataset import ImageDataset, check_image_headers
 from reid.data.loading import loader_options, world_of
-from reid.data.records import DatasetInfo, ReIDDataset
+from reid.data.records import DatasetInfo, ReIDDataset, Trial
 from reid.data.samplers import IdentitySampler
 from reid.data.transforms import TrainAugment, build_test_transform, build_train_transform
 from reid.training.resumable import (
@@ -35,23 +39,58 @@ from reid.training.resumable import (
 log = logging.getLogger("reid")
 
 
+class EvaluationTarget(NamedTuple):
+    """One evaluation dataloader: its name (metric names, results), query count and VehicleID trials."""
+
+    name: str
+    num_query: int
+    trials: tuple[Trial, ...]
+
+
+def _target_loaders(
+    test_datasets: Mapping[str, Callable[[], ReIDDataset]] | None,
+) -> dict[str, Callable[[], ReIDDataset]]:
+    """``data.test_datasets`` checked: target name -> zero-argument loader (empty: the training data)."""
+    if test_datasets is None:
+        return {}
+    if not isinstance(test_datasets, Mapping):
+        raise ValueError(
+            f"data.test_datasets={test_datasets!r}: expected {{name: dataset loader}}; a list of "
+            "conf/dataset option names is resolved by reid.run (reid.dataset_options.resolve_test_datasets)"
+        )
+    for name, load in test_datasets.items():
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ValueError(
+                f"data.test_datasets: target name {name!r}: expected a non-empty name without '/' (it is "
+                "part of the metric names test/<name>/mAP)"
+            )
+        if not callable(load):
+            raise ValueError(
+                f"data.test_datasets.{name}={load!r}: expected a dataset loader (a conf/dataset config with "
+                "_target_ and _partial_: true)"
+            )
+    return dict(test_datasets)
+
+
 class ReIDDataModule(L.LightningDataModule):
     """Args:
     dataset: zero-argument callable returning the :class:`ReIDDataset` to train on.
-    test_dataset: optional loader for evaluation on another domain (defaults to ``dataset``).
+    test_datasets: ``{name: loader}`` of the evaluation targets (other domains), evaluated in this
+        order; ``None`` or empty: the training dataset's query and gallery.
     image_size: ``[height, width]`` fed to the network.
     batch_size: images per step per rank (P x K).
     num_instances: K, images per identity in a batch.
     min_image_side: images with a side shorter than this (one ViT patch) are reported at setup.
 
-    Setup parses the dataset(s) and reads the header of every image of every split (size only, no
-    pixels), so that a zero-byte, corrupt or non-image file fails before the first step, by path.
+    Setup parses the dataset(s) and reads the header of every image of every split of every target
+    (size only, no pixels), so that a zero-byte, corrupt or non-image file fails before the first
+    step, by path.
     """
 
     def __init__(
         self,
         dataset: Callable[[], ReIDDataset],
-        test_dataset: Callable[[], ReIDDataset] | None = None,
+        test_datasets: Mapping[str, Callable[[], ReIDDataset]] | None = None,
         image_size: Sequence[int] = (256, 128),
         batch_size: int = 64,
         num_instances: int = 4,
@@ -71,7 +110,7 @@ class ReIDDataModule(L.LightningDataModule):
             raise ValueError(f"data.num_workers={num_workers!r}: expected an integer >= 0")
         self.min_image_side = min_image_side
         self.load_dataset = dataset
-        self.load_test_dataset = test_dataset
+        self.load_test_datasets = _target_loaders(test_datasets)
         self.image_size = tuple(image_size)
         self.batch_size = batch_size
         self.num_instances = num_instances
@@ -82,31 +121,41 @@ class ReIDDataModule(L.LightningDataModule):
         self.augment = TrainAugment(**augment) if isinstance(augment, dict) else augment
         self.seed = seed
         self.train_data: ReIDDataset | None = None
-        self.test_data: ReIDDataset | None = None
+        self.test_sets: dict[str, ReIDDataset] = {}
+        """The evaluation targets by name, in evaluation order (the training data without targets)."""
 
     def setup(self, stage: str | None = None) -> None:
         """Parse the dataset(s) once; later calls are no-ops."""
         if self.train_data is not None:
             return
-        self.train_data = self.load_dataset()
-        self.test_data = self.load_test_dataset() if self.load_test_dataset else self.train_data
-        for name, records in (("train", self.train_data.train), ("query", self.test_data.query)):
-            if not records:
-                raise ValueError(f"dataset '{self.train_data.name}' has an empty {name} split")
-        if not self.test_data.gallery and not self.test_data.trials:
-            raise ValueError(f"dataset '{self.test_data.name}' has an empty gallery split")
+        train_data = self.load_dataset()
+        if not train_data.train:
+            raise ValueError(f"dataset '{train_data.name}' has an empty train split")
+        test_sets = {name: load() for name, load in self.load_test_datasets.items()}
+        test_sets = test_sets or {train_data.name: train_data}
+        for name, data in test_sets.items():
+            target = f"dataset '{data.name}'" + (f" (test target '{name}')" if name != data.name else "")
+            if not data.query:
+                raise ValueError(f"{target} has an empty query split")
+            if not data.gallery and not data.trials:
+                raise ValueError(f"{target} has an empty gallery split")
+        self.train_data, self.test_sets = train_data, test_sets
         self._check_images()
 
+    @property
+    def test_data(self) -> ReIDDataset:
+        """The first evaluation target (the one plain ``val/mAP`` and ``test/mAP`` are about)."""
+        self.setup()
+        return next(iter(self.test_sets.values()))
+
     def _check_images(self) -> None:
-        """Every split's image headers (a missing, empty or non-image file raises, naming it)."""
+        """Every split's image headers (a missing, empty or non-image file raises, naming it): the
+        training split and every target's query and gallery."""
         start, checked = time.perf_counter(), 0
-        splits = {
-            "train": self.train_data.train,
-            "query": self.test_data.query,
-            "gallery": self.test_data.gallery,
-        }
-        for split, records in splits.items():
-            name = self.train_data.name if split == "train" else self.test_data.name
+        splits = [(self.train_data.name, "train", self.train_data.train)]
+        for data in self.test_sets.values():
+            splits += [(data.name, "query", data.query), (data.name, "gallery", data.gallery)]
+        for name, split, records in splits:
             small = check_image_headers([r.path for r in records], f"{name} {split}", self.min_image_side)
             checked += len(records)
             if small:
@@ -119,19 +168,27 @@ class ReIDDataModule(L.LightningDataModule):
 
     @property
     def info(self) -> DatasetInfo:
-        """Identities and cameras the model must be built for (cameras/views over both domains)."""
+        """Identities and cameras the model must be built for (cameras/views over every domain: the
+        SIE tables are indexed by the camera ids of the training and of every target's images)."""
         self.setup()
-        train, test = self.train_data, self.test_data
+        domains = [self.train_data, *self.test_sets.values()]
         return DatasetInfo(
-            num_classes=train.num_train_pids,
-            num_cameras=max(train.num_cameras, test.num_cameras),
-            num_views=max(train.num_views, test.num_views),
+            num_classes=self.train_data.num_train_pids,
+            num_cameras=max(data.num_cameras for data in domains),
+            num_views=max(data.num_views for data in domains),
         )
 
     @property
     def num_query(self) -> int:
-        self.setup()
+        """Queries of the first target."""
         return len(self.test_data.query)
+
+    @property
+    def evaluation_targets(self) -> list[EvaluationTarget]:
+        """One entry per validation/test dataloader, in dataloader order."""
+        self.setup()
+        sets = self.test_sets.items()
+        return [EvaluationTarget(name, len(data.query), tuple(data.trials)) for name, data in sets]
 
     def train_dataloader(self) -> ResumableDataLoader:
         self.setup()
@@ -159,21 +216,26 @@ class ReIDDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return train_position(trainer) if trainer is not None else None
 
-    def val_dataloader(self) -> DataLoader:
-        """Query records followed by gallery records; ``index < num_query`` marks a query."""
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """Per target, query records followed by gallery records (``index < num_query`` marks a query);
+        one loader with one target, a list in :attr:`evaluation_targets` order with several."""
         self.setup()
+        loaders = [self._evaluation_loader(data) for data in self.test_sets.values()]
+        return loaders[0] if len(loaders) == 1 else loaders
+
+    def _evaluation_loader(self, data: ReIDDataset) -> DataLoader:
         world_size, rank = world_of(self)
-        records = [*self.test_data.query, *self.test_data.gallery]
+        records = [*data.query, *data.gallery]
         dataset = ImageDataset(
             records, build_test_transform(self.image_size, self.pixel_mean, self.pixel_std)
         )
         sampler = None
         if world_size > 1:
-            # Pads with duplicates to equal shards; the evaluator drops them by index.
+            # Pads each target's loader with duplicates to equal shards; its evaluator drops them by index.
             sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
         return DataLoader(
             dataset, batch_size=self.test_batch_size, sampler=sampler, **loader_options(self.num_workers)
         )
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
         return self.val_dataloader()

@@ -3,12 +3,34 @@
 The supervised objective (:class:`Objective`) is a set of named, weighted :class:`LossTerm` s.
 """
 
+from reid.losses.causality import CausalityTerm
+from reid.losses.center_loss import CenterLoss, CenterTerm
 from reid.losses.id_loss import IDLoss
-from reid.losses.objective import IDTerm, LossTerm, Objective, ObjectiveInput, ObjectiveOutput, TripletTerm
+from reid.losses.objective import (
+    IDTerm,
+    LossTerm,
+    Objective,
+    ObjectiveInput,
+    ObjectiveOutput,
+    TripletTerm,
+    build_objective,
+)
 from reid.losses.rpe_triplet import RPETripletTerm
-from reid.losses.triplet import HardPairs, TripletLoss, hard_example_mining, pairwise_euclidean
+from reid.losses.term_optimizers import TermOptimizers
+from reid.losses.triplet import (
+    HardIndices,
+    HardPairs,
+    TripletLoss,
+    hard_example_indices,
+    hard_example_mining,
+    pairwise_euclidean,
+)
 
 __all__ = [
+    "CausalityTerm",
+    "CenterLoss",
+    "CenterTerm",
+    "HardIndices",
     "HardPairs",
     "IDLoss",
     "IDTerm",
@@ -17,8 +39,11 @@ __all__ = [
     "ObjectiveInput",
     "ObjectiveOutput",
     "RPETripletTerm",
+    "TermOptimizers",
     "TripletLoss",
     "TripletTerm",
+    "build_objective",
+    "hard_example_indices",
     "hard_example_mining",
     "pairwise_euclidean",
 ]

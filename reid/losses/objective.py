@@ -7,8 +7,12 @@ a scalar; the objective is
     L = sum_t w_t * L_t
 
 The task logs every ``L_t`` as ``train/loss_<name>`` without knowing the terms, and the optimiser
-trains any parameters a term holds (a center loss's centres), in a group of their own
-(:meth:`Objective.param_groups`). Adding a loss means a term module and a config entry::
+trains any parameters a term holds, in a group of their own (:meth:`Objective.param_groups`), unless
+the term brings its own optimiser (``optimizer=``: BoT's centre SGD), which the task steps beside its
+own once per optimiser step (:class:`reid.losses.term_optimizers.TermOptimizers`). A term that needs
+sizes of the model (a center loss's ``num_classes`` x ``feat_dim`` centres) names them in
+``model_dims`` and :func:`build_objective` fills them from the task. Adding a loss means a term module
+and a config entry::
 
     loss:
       _target_: reid.losses.Objective
@@ -29,11 +33,14 @@ logits after it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
+import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from reid.losses.id_loss import IDLoss
@@ -92,14 +99,40 @@ class LossTerm(nn.Module):
     total (the constant ``weight`` unless the term overrides :meth:`weight_at`, e.g. with a warm-up).
 
     ``param_group_options`` are the optimiser settings of the term's own parameters (none by default:
-    the base learning rate, no weight decay). A term may report diagnostics of its last forward by
+    the base learning rate, no weight decay). ``optimizer`` (a ``_partial_`` optimiser, called with the
+    parameters) gives them an optimiser of their own instead (:meth:`own_optimizer`), stepped on their
+    gradients times :meth:`own_grad_scale`. ``model_dims`` names constructor arguments the task fills
+    from the model (:func:`build_objective`). A term may report diagnostics of its last forward by
     filling ``self.stats`` (name -> scalar); they reach the log as ``train/<term>/<name>``.
     """
 
-    def __init__(self, weight: float = 1.0) -> None:
+    model_dims: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        weight: float = 1.0,
+        optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None = None,
+    ) -> None:
         super().__init__()
         self.weight = float(weight)
+        self.optimizer_factory = optimizer
         self.stats: dict[str, Tensor] = {}
+
+    @property
+    def has_own_optimizer(self) -> bool:
+        """Its parameters are stepped by :meth:`own_optimizer`, not by the task's optimiser."""
+        return self.optimizer_factory is not None
+
+    def own_optimizer(self) -> torch.optim.Optimizer | None:
+        """A new optimiser of the term's trainable parameters; None without ``optimizer`` or parameters."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self.optimizer_factory is None or not params:
+            return None
+        return self.optimizer_factory(params)
+
+    def own_grad_scale(self) -> float:
+        """Factor on the term's gradients (of the weighted total) before its own optimiser steps."""
+        return 1.0
 
     def param_group_options(self) -> dict[str, Any]:
         return {"weight_decay": 0.0}
@@ -168,11 +201,48 @@ class Objective(nn.Module):
     def param_groups(self, base_lr: float) -> list[dict[str, Any]]:
         """One optimiser group per term that has trainable parameters (``lr`` = ``base_lr`` unless the
         term's ``param_group_options`` say otherwise); ``[]`` when no term has any. ``lr_factor`` is
-        ``lr / base_lr``: under a per-step schedule (``reid.optim.ArrayLR``) the group follows it, scaled."""
+        ``lr / base_lr``: under a per-step schedule (``reid.optim.ArrayLR``) the group follows it, scaled.
+        Terms with their own optimiser (:attr:`LossTerm.has_own_optimizer`) are left out."""
         groups = []
         for name, term in self.terms.items():
+            if term.has_own_optimizer:
+                continue  # stepped by reid.losses.term_optimizers.TermOptimizers
             params = [p for p in term.parameters() if p.requires_grad]
             if params:
                 group = {"params": params, "lr": base_lr, "name": f"loss.{name}"} | term.param_group_options()
                 groups.append(group | {"lr_factor": group["lr"] / base_lr})
         return groups
+
+
+def build_objective(config: DictConfig | Mapping[str, Any], **dims: int) -> Objective:
+    """Instantiate the ``model.loss`` config, giving each term the model sizes its class names in
+    ``LossTerm.model_dims`` (the task passes ``num_classes`` and ``feat_dim``).
+
+    A size the config leaves out (or sets to null) is filled; one it sets must equal the model's, else a
+    ValueError names the key (``model.loss.center.feat_dim=2048, but ...``). A term needing a size the
+    task does not give is an error naming both.
+    """
+    node = OmegaConf.create(
+        OmegaConf.to_container(config, resolve=True) if OmegaConf.is_config(config) else dict(config)
+    )
+    for name, term in node.items():
+        if not isinstance(term, DictConfig) or "_target_" not in term:
+            continue
+        try:
+            needs = getattr(get_class(term._target_), "model_dims", ())
+        except (ImportError, ValueError):
+            continue  # instantiate() below reports a bad _target_ with Hydra's own message
+        for dim in needs:
+            if dim not in dims:
+                raise ValueError(
+                    f"model.loss.{name}: {term._target_} needs '{dim}' from the model, the task gives "
+                    f"{sorted(dims)}"
+                )
+            given = term.get(dim)
+            if given is not None and int(given) != int(dims[dim]):
+                raise ValueError(
+                    f"model.loss.{name}.{dim}={given}, but the model's is {dims[dim]}; leave "
+                    f"model.loss.{name}.{dim} unset to take the model's"
+                )
+            term[dim] = int(dims[dim])
+    return instantiate(node)

@@ -33,13 +33,15 @@ def pairwise_euclidean(x: Tensor, y: Tensor) -> Tensor:
     return squared.clamp(min=1e-12).sqrt()
 
 
-def hard_example_mining(dist: Tensor, labels: Tensor) -> HardPairs:
-    """Hardest positive and negative of every anchor from a square distance matrix [N,N].
+class HardIndices(NamedTuple):
+    """Per-anchor batch index of the hardest positive and of the hardest negative, shape [N] each."""
 
-    Unlike the official implementation this does not need the same number of images per
-    identity: positives and negatives are selected with masks. Every anchor must have at least
-    one negative, i.e. the batch must hold two or more identities.
-    """
+    positive: Tensor
+    negative: Tensor
+
+
+def _same_identity(dist: Tensor, labels: Tensor) -> Tensor:
+    """The [N,N] same-identity mask, after checking ``dist`` and ``labels`` (:func:`hard_example_mining`)."""
     if dist.dim() != 2 or dist.shape[0] != dist.shape[1]:
         raise ValueError(
             f"hard_example_mining: expected a square [N,N] distance matrix, got {tuple(dist.shape)}"
@@ -52,9 +54,29 @@ def hard_example_mining(dist: Tensor, labels: Tensor) -> HardPairs:
             "hard_example_mining: the batch holds a single identity, so no anchor has a negative; "
             "use a P x K sampler with P >= 2"
         )
+    return same
+
+
+def hard_example_mining(dist: Tensor, labels: Tensor) -> HardPairs:
+    """Hardest positive and negative of every anchor from a square distance matrix [N,N].
+
+    Unlike the official implementation this does not need the same number of images per
+    identity: positives and negatives are selected with masks. Every anchor must have at least
+    one negative, i.e. the batch must hold two or more identities.
+    """
+    same = _same_identity(dist, labels)
     dist_ap = dist.masked_fill(~same, float("-inf")).amax(dim=1)
     dist_an = dist.masked_fill(same, float("inf")).amin(dim=1)
     return HardPairs(dist_ap, dist_an)
+
+
+def hard_example_indices(dist: Tensor, labels: Tensor) -> HardIndices:
+    """The same mining as :func:`hard_example_mining`, as batch indices (for losses that compare other
+    features of the mined triplets, e.g. ``reid.losses.causality``); ties go to the lowest index."""
+    same = _same_identity(dist, labels)
+    positive = dist.masked_fill(~same, float("-inf")).argmax(dim=1)
+    negative = dist.masked_fill(same, float("inf")).argmin(dim=1)
+    return HardIndices(positive, negative)
 
 
 class TripletLoss(nn.Module):

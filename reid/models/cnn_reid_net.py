@@ -14,11 +14,17 @@ Outputs and attributes match :class:`reid.models.reid_net.ReIDNet` (``ReIDModelO
 ``branch_weights``, ``embedding_dim``, ``no_weight_decay``), so ``TransReIDTask`` trains and evaluates
 it unchanged; the task builds it from ``model.net`` (``conf/model/bot_r50.yaml``). Key names:
 ``backbone.*``, ``pool.*`` (GeM's ``p``), ``global_head.*``.
+
+Auxiliary outputs (``ReIDModelOutput.aux``, training mode only): a backbone with
+``forward_stages(images) -> (feature_map, aux)`` (``reid.models.snr.SNRResNet``: the pooled SNR stage
+features ``snr.layer{k}.{normalized,enhanced,contaminated}`` [B, C_k]) passes its named tensors on for
+loss terms; for any other backbone, and in eval mode, ``aux`` is empty and ``forward_features`` runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from torch import Tensor, nn
@@ -82,9 +88,7 @@ class CNNReIDNet(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {f"backbone.{name}" for name in self.backbone.no_weight_decay()}
 
-    def pooled_features(self, images: Tensor) -> Tensor:
-        """The global feature ``f`` ``[B, C]`` (triplet input)."""
-        feature_map = self.backbone.forward_features(images)
+    def _pool(self, feature_map: Tensor) -> Tensor:
         if feature_map.ndim != 4:
             raise ValueError(
                 f"CNNReIDNet: the backbone's forward_features must return [B, C, H, W], got shape "
@@ -92,11 +96,20 @@ class CNNReIDNet(nn.Module):
             )
         return self.pool(feature_map)
 
+    def pooled_features(self, images: Tensor) -> Tensor:
+        """The global feature ``f`` ``[B, C]`` (triplet input)."""
+        return self._pool(self.backbone.forward_features(images))
+
     def forward(
         self, images: Tensor, camids: Tensor | None = None, viewids: Tensor | None = None
     ) -> ReIDModelOutput:
         """``camids`` / ``viewids`` are accepted for the task's common call and unused (no SIE)."""
-        feat = self.pooled_features(images)
+        aux: Mapping[str, Tensor] = MappingProxyType({})
+        if self.training and hasattr(self.backbone, "forward_stages"):
+            feature_map, stage_aux = self.backbone.forward_stages(images)
+            feat, aux = self._pool(feature_map), MappingProxyType(dict(stage_aux))
+        else:
+            feat = self.pooled_features(images)
         logits: tuple[Tensor, ...] = ()
         embedding = feat
         if self.training:
@@ -106,4 +119,4 @@ class CNNReIDNet(nn.Module):
                 embedding = head.neck_feat
         elif self.neck_feat == "after":  # no classifier at test time
             embedding = self.global_head.neck(feat)
-        return ReIDModelOutput((feat,), logits, embedding)
+        return ReIDModelOutput((feat,), logits, embedding, aux)

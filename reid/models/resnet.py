@@ -29,6 +29,8 @@ from typing import Any
 from torch import Tensor, nn
 from torchvision.models import resnet as tv
 
+from reid.models.ibn import with_ibn_a
+
 Block = type[tv.BasicBlock] | type[tv.Bottleneck]
 STANDARD_WIDTHS = (64, 128, 256, 512)
 
@@ -136,3 +138,15 @@ def resnet_tiny(last_stride: int = 1, **kwargs: Any) -> ResNet:
     """A CPU-test ResNet: one BasicBlock per stage, widths 16..128, 128 features (~0.3M parameters)."""
     kwargs.setdefault("widths", (16, 32, 64, 128))
     return ResNet(tv.BasicBlock, [1, 1, 1, 1], last_stride=last_stride, **kwargs)
+
+
+def resnet50_ibn_a(last_stride: int = 1, **kwargs: Any) -> ResNet:
+    """IBN-a ResNet-50 (IBN-Net, Pan et al., ECCV 2018; fast-reid ``resnet50_ibn_a``): ResNet-50 with
+    ``bn1`` of every block of stages 1-3 replaced by IN + BN halves (``reid.models.ibn``); same parameter
+    count, keys ``layer{1,2,3}.{i}.bn1.{IN,BN}.*`` as the official ``resnet50_ibn_a-d9d0bb7b.pth``."""
+    return with_ibn_a(resnet50(last_stride=last_stride, **kwargs))
+
+
+def resnet_tiny_ibn_a(last_stride: int = 1, **kwargs: Any) -> ResNet:
+    """:func:`resnet_tiny` with IBN-a in stages 1-3 (the official ``BasicBlock_IBN`` puts it on ``bn1``)."""
+    return with_ibn_a(resnet_tiny(last_stride=last_stride, **kwargs))

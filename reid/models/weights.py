@@ -39,7 +39,8 @@ our own supervised checkpoint on another dataset keeps the backbone and re-initi
 (listed in the report). A load that fills less than the backbone is an error naming the file, the layout,
 how many backbone tensors matched and the likely fix; ``strict=False`` (``model.weights_strict=false``)
 allows a partial load on purpose. Tensors a checkpoint legitimately lacks do not count: relative
-position tables (zero-init, see above), the SIE table (added at fine-tuning) and bookkeeping buffers.
+position tables (zero-init, see above), the SIE table (added at fine-tuning), SNR blocks
+(``reid.models.snr``, new at re-id training) and bookkeeping buffers.
 Files are read without unpickling code (:mod:`reid.models.weights_file`).
 """
 

@@ -19,6 +19,8 @@ from reid.models.position import POS_GRID
 
 StateDict = dict[str, Tensor]
 REL_TABLE = re.compile(r"(^|\.)rel_pos\.(\d+\.)?table$")
+SNR_BLOCK = re.compile(r"(^|\.)snr\.")
+"""SNR blocks (``reid.models.snr``, ``snr.layer{k}.*``): new at re-id training, in no pretrained file."""
 
 
 @dataclass
@@ -124,12 +126,16 @@ def drop_foreign_classifiers(state: StateDict, wanted: Mapping[str, Tensor], rep
 
 
 def backbone_keys(model: nn.Module) -> list[str]:
-    """The model's backbone entries a pretrained checkpoint is expected to fill (see ``_NOT_REQUIRED``)."""
+    """The model's backbone entries a pretrained checkpoint is expected to fill (see ``_NOT_REQUIRED``;
+    relative position tables and SNR blocks are new modules no pretrained file has)."""
     _, prefix = backbone_of(model)
     return [
         key
         for key in model.state_dict()
-        if key.startswith(prefix) and not key.endswith(_NOT_REQUIRED) and not REL_TABLE.search(key)
+        if key.startswith(prefix)
+        and not key.endswith(_NOT_REQUIRED)
+        and not REL_TABLE.search(key)
+        and not SNR_BLOCK.search(key)
     ]
 
 

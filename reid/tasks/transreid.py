@@ -25,8 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from reid.data.records import DatasetInfo
+from reid.data.reid_datamodule import EvaluationTarget
 from reid.evaluation import EvalConfig, ReIDEvaluator
-from reid.losses import Objective, ObjectiveInput
+from reid.losses import Objective, ObjectiveInput, TermOptimizers, build_objective
 from reid.models.reid_net import ReIDModelOutput, ReIDNet
 from reid.models.weights import load_pretrained
 from reid.optim import ArrayLR, ParamGroupConfig, build_param_groups
@@ -41,8 +42,9 @@ def _plain(node: Any) -> Any:
 
 
 def _is_classifier(key: str) -> bool:
-    """An ID classifier weight of a head (``...classifier.weight``, ``...classifier_1.weight``)."""
-    return key.rsplit(".", 2)[-2].startswith("classifier")
+    """An ID classifier weight of a head (``...classifier.weight``, ``...classifier_1.weight``), or a loss
+    term's tensor (``objective.*``: BoT's per-identity centres), both training-only."""
+    return key.startswith("objective.") or key.rsplit(".", 2)[-2].startswith("classifier")
 
 
 def camera_embed_settings(sie: Mapping[str, Any] | None, data_info: DatasetInfo) -> dict[str, Any] | None:
@@ -136,11 +138,14 @@ class TransReIDTask(L.LightningModule):
         self.net = build_net(
             net_backbone, data_info.num_classes, jpm=_plain(jpm), neck_feat=neck_feat, feature=feature
         )
-        self.objective: Objective = instantiate(loss)
+        dims = {"num_classes": data_info.num_classes, "feat_dim": self.net.embedding_dim}
+        self.objective: Objective = build_objective(loss, **dims)
+        self.term_optimizers = TermOptimizers(self.objective)  # terms with their own optimiser (BoT centres)
         self.optimizer_factory = instantiate(optimizer)
         self.param_group_config = ParamGroupConfig(**(_plain(param_groups) or {}))
         self.schedule_factory = instantiate(schedule) if schedule is not None else None
-        self.evaluator: ReIDEvaluator | None = None
+        self.evaluators: list[ReIDEvaluator] = []  # one per evaluation dataloader, during evaluation
+        self.evaluation_names: list[str] = []
         if weights is not None:
             self.load_weights(weights)
 
@@ -231,6 +236,7 @@ class TransReIDTask(L.LightningModule):
         groups = build_param_groups(self.net, base_lr, weight_decay, self.param_group_config)
         groups += self.objective.param_groups(base_lr)
         optimizer = self.optimizer_factory(groups)
+        self.term_optimizers.build()
         if self.schedule_factory is None:
             return {"optimizer": optimizer}
         epochs = self.trainer.max_epochs
@@ -244,7 +250,20 @@ class TransReIDTask(L.LightningModule):
         scheduler = ArrayLR(optimizer, values, base_lr=base_lr)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # fp16: grads still scaled here
+        self.term_optimizers.step(loss_scale=scaler.get_scale() if scaler is not None else 1.0)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.term_optimizers.save(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.term_optimizers.load(checkpoint)
+
     # ---- evaluation -----------------------------------------------------------------------
+    # One evaluator per validation/test dataloader (one per target domain, ``dataloader_idx``). With several
+    # targets every one logs ``<prefix>/<target>/<metric>`` and the plain ``<prefix>/<metric>`` names are the
+    # first target's, so the checkpoint monitor and sweeps (``val/mAP``) follow the first target.
     def _start_evaluation(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "num_query"):
@@ -252,28 +271,41 @@ class TransReIDTask(L.LightningModule):
                 "TransReIDTask: evaluation needs a datamodule with `num_query` (query records first, "
                 "then gallery); pass datamodule= to trainer.fit/validate/test"
             )
-        trials = getattr(getattr(datamodule, "test_data", None), "trials", ()) or ()
-        self.evaluator = ReIDEvaluator(datamodule.num_query, self.evaluation, trials=trials)
-        if isinstance(self.evaluator, torch.nn.Module):
-            self.evaluator.to(self.device)
+        targets = getattr(datamodule, "evaluation_targets", None)
+        if targets is None:  # a datamodule of one target
+            trials = getattr(getattr(datamodule, "test_data", None), "trials", ()) or ()
+            targets = [EvaluationTarget("", datamodule.num_query, tuple(trials))]
+        self.evaluation_names = [target.name for target in targets] if len(targets) > 1 else [""]
+        self.evaluators = [ReIDEvaluator(t.num_query, self.evaluation, trials=t.trials) for t in targets]
 
-    def _evaluation_step(self, batch: dict[str, Tensor]) -> None:
+    def _evaluation_step(self, batch: dict[str, Tensor], dataloader_idx: int = 0) -> None:
         if self.sie_at_test:
             embedding = self(batch["image"], batch["camid"], batch["viewid"])
         else:
             embedding = self(batch["image"])
-        self.evaluator.update(embedding, batch["pid"], batch["camid"], batch["index"])
+        self.evaluators[dataloader_idx].update(embedding, batch["pid"], batch["camid"], batch["index"])
 
     def _finish_evaluation(self, prefix: str) -> dict[str, float]:
-        """Log, print and return the metrics with ``num_valid_queries / num_queries``: the means are over
-        the queries with a true match in the gallery (another camera); the others are excluded."""
-        rank = self.evaluator.compute()
+        """Log, print and return the metrics of every target (names above); see :meth:`_target_metrics`."""
+        evaluators, names = self.evaluators, self.evaluation_names
+        self.evaluators = []
+        metrics: dict[str, float] = {}
+        for evaluator, name in zip(evaluators, names, strict=True):
+            found = self._target_metrics(evaluator, f"{prefix}/{name}" if name else prefix)
+            if not metrics and name:  # the first of several targets also under the plain names
+                metrics |= {key.replace(f"{prefix}/{name}/", f"{prefix}/", 1): v for key, v in found.items()}
+            metrics |= found
+        self.log_dict(metrics, sync_dist=False, add_dataloader_idx=False)
+        return metrics
+
+    def _target_metrics(self, evaluator: ReIDEvaluator, prefix: str) -> dict[str, float]:
+        """One target's metrics with ``num_valid_queries / num_queries``, printed: the means are over the
+        queries with a true match in the gallery (another camera); the others are excluded."""
+        rank = evaluator.compute()
         result = rank.as_dict()
-        self.evaluator = None
         metrics = {f"{prefix}/{key}": float(result[key]) for key in METRIC_KEYS}
         metrics[f"{prefix}/num_valid_queries"] = float(rank.num_valid_queries)
         metrics[f"{prefix}/num_queries"] = float(rank.num_queries)
-        self.log_dict(metrics, sync_dist=False)
         header = "".join(f"{key:>8}" for key in METRIC_KEYS) + f"{'valid / all queries':>22}"
         counts = f"{rank.num_valid_queries} / {rank.num_queries}"
         row = "".join(f"{result[key]:>8.2f}" for key in METRIC_KEYS) + f"{counts:>22}"
@@ -289,8 +321,8 @@ class TransReIDTask(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._start_evaluation()
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluation_step(batch)
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluation_step(batch, dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
         self._finish_evaluation("val")
@@ -298,8 +330,8 @@ class TransReIDTask(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self._start_evaluation()
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluation_step(batch)
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluation_step(batch, dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
         self._finish_evaluation("test")

@@ -2,7 +2,8 @@
 
 One row per run of a Hydra multirun folder (each job folder holds ``.hydra/overrides.yaml``):
 the overridden config values (by default only those that differ between runs), then the run's
-``results.json`` test metrics and the last logged ``val/*`` metrics of its ``csv/metrics.csv``.
+``results.json`` test metrics (``test/<target>/<metric>`` for each target of a run that evaluated
+several, ``reid.results``) and the last logged ``val/*`` metrics of its ``csv/metrics.csv``.
 Prints a rich table; ``--csv`` also writes the rows to a file.
 """
 
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from reid.results import by_target
 
 METRIC_ORDER = ("mAP", "R1", "R5", "R10", "mINP")
 
@@ -60,7 +63,9 @@ def summarize_run(job_dir: Path) -> RunSummary:
     results = job_dir / "results.json"
     if results.is_file():
         data = json.loads(results.read_text())
-        summary.metrics.update({f"test/{k}": float(v) for k, v in (data.get("test") or {}).items()})
+        for target, metrics in by_target(data.get("test")).items():
+            prefix = f"test/{target}/" if target else "test/"
+            summary.metrics.update({f"{prefix}{key}": value for key, value in metrics.items()})
     for metrics_csv in sorted(job_dir.glob("**/metrics.csv")):
         summary.metrics.update(_last_logged(metrics_csv, "val/"))
     if not summary.metrics:
@@ -81,10 +86,13 @@ def collect(sweep_dir: Path) -> list[RunSummary]:
     return [summarize_run(job) for job in jobs]
 
 
-def _metric_key(name: str) -> tuple[int, int, str]:
-    stage, _, metric = name.partition("/")
+def _metric_key(name: str) -> tuple[int, str, int, str]:
+    """Order of the metric columns: val before test, the plain (first target's) names before
+    ``<stage>/<target>/...``, then mAP, R1, R5, R10, mINP, the rest."""
+    stage, _, rest = name.partition("/")
+    target, _, metric = rest.rpartition("/")
     rank = METRIC_ORDER.index(metric) if metric in METRIC_ORDER else len(METRIC_ORDER)
-    return (0 if stage == "val" else 1, rank, name)
+    return (0 if stage == "val" else 1, target, rank, name)
 
 
 def table_rows(runs: list[RunSummary], all_overrides: bool = False) -> tuple[list[str], list[list[str]]]:

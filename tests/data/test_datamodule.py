@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,7 @@ from PIL import Image
 
 from reid.data.image_dataset import ImageDataset, ImageReadError, read_image
 from reid.data.records import Record, ReIDDataset
-from reid.data.reid_datamodule import ReIDDataModule
+from reid.data.reid_datamodule import EvaluationTarget, ReIDDataModule
 from reid.data.transforms import TrainAugment, build_test_transform, build_train_transform
 
 
@@ -58,7 +59,7 @@ def test_cross_domain_uses_train_of_one_and_test_of_other(tmp_path):
     target = ReIDDataset("other", [], source.query[:2], source.gallery[:1])
     dm = ReIDDataModule(
         lambda: source,
-        test_dataset=lambda: target,
+        test_datasets={"other": lambda: target},
         image_size=(16, 8),
         batch_size=4,
         num_instances=2,
@@ -66,6 +67,91 @@ def test_cross_domain_uses_train_of_one_and_test_of_other(tmp_path):
     )
     assert dm.num_query == 2 and len(dm.val_dataloader().dataset) == 3
     assert len(dm.train_dataloader().dataset) == 16
+    assert dm.evaluation_targets == [EvaluationTarget("other", 2, ())]
+
+
+def _target(root: Path, name: str, size: int, camera: int) -> ReIDDataset:
+    """A test-only domain of ``size`` queries and ``size + 1`` gallery images, its cameras from ``camera``."""
+    query = [Record(_write(root / f"{name}_q{i}.png", 40 + i), 20 + i, camera) for i in range(size)]
+    gallery = [Record(_write(root / f"{name}_g{i}.png", 80 + i), 20 + i, camera + 1) for i in range(size + 1)]
+    return ReIDDataset(name, [], query, gallery)
+
+
+def _multi(tmp_path: Path, **kwargs) -> ReIDDataModule:
+    targets = {"first": _target(tmp_path, "first", 2, 0), "second": _target(tmp_path, "second", 3, 4)}
+    return ReIDDataModule(
+        lambda: _dataset(tmp_path / "train"),
+        test_datasets={name: (lambda data=data: data) for name, data in targets.items()},
+        image_size=(16, 8),
+        batch_size=4,
+        num_instances=2,
+        num_workers=0,
+        test_batch_size=100,
+        **kwargs,
+    )
+
+
+def test_several_targets_give_one_loader_each_in_order(tmp_path):
+    dm = _multi(tmp_path)
+    assert dm.evaluation_targets == [EvaluationTarget("first", 2, ()), EvaluationTarget("second", 3, ())]
+    assert dm.num_query == 2 and dm.test_data.name == "first"  # the first target
+    loaders = dm.val_dataloader()
+    assert isinstance(loaders, list) and len(loaders) == 2 and len(dm.test_dataloader()) == 2
+    for loader, data in zip(loaders, dm.test_sets.values(), strict=True):
+        batch = next(iter(loader))
+        assert batch["index"].tolist() == list(range(len(data.query) + len(data.gallery)))
+        assert batch["pid"].tolist() == [r.pid for r in [*data.query, *data.gallery]]
+    # cameras over every domain: the training data has cameras 0-1, the second target 4-5
+    assert dm.info.num_cameras == 6 and dm.info.num_classes == 4
+
+
+def test_each_target_is_sharded_and_padded_on_its_own_under_ddp(tmp_path):
+    """DistributedSampler pads each loader to equal shards; the ranks' indices, de-duplicated as the
+    evaluator does (reid.evaluation.evaluator.deduplicate), are each target's 0..N-1 exactly."""
+    from types import SimpleNamespace
+
+    from reid.evaluation.evaluator import EvalState, deduplicate
+
+    dm = _multi(tmp_path)
+    seen: list[list[int]] = [[], []]
+    for rank in range(2):
+        dm.trainer = SimpleNamespace(world_size=2, global_rank=rank)
+        for k, loader in enumerate(dm.val_dataloader()):
+            seen[k] += [i for batch in loader for i in batch["index"].tolist()]
+    for indices, data in zip(seen, dm.test_sets.values(), strict=True):
+        count = len(data.query) + len(data.gallery)
+        assert len(indices) == count + count % 2  # 5 and 7 images: one duplicate each
+        index = torch.tensor(indices)
+        state = deduplicate(EvalState(index, index[:, None].float(), index, index))
+        assert state.index.tolist() == list(range(count))
+
+
+def test_every_target_image_header_is_checked_at_setup(tmp_path):
+    dm = _multi(tmp_path)
+    Path(dm.load_test_datasets["second"]().gallery[-1].path).write_bytes(b"")
+    with pytest.raises(ImageReadError, match="second_g3.png"):
+        dm.setup()
+
+
+@pytest.mark.parametrize(
+    ("targets", "message"),
+    [
+        (["dukemtmc"], "list of conf/dataset option names is resolved by reid.run"),
+        ({"a/b": lambda: None}, "target name 'a/b'"),
+        ({"duke": "dukemtmc"}, "data.test_datasets.duke='dukemtmc': expected a dataset loader"),
+    ],
+)
+def test_bad_targets_are_refused_naming_the_key(targets, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ReIDDataModule(lambda: None, test_datasets=targets)
+
+
+def test_an_empty_target_split_names_the_target(tmp_path):
+    source = _dataset(tmp_path)
+    empty = ReIDDataset("blank", [], [], source.gallery)
+    dm = ReIDDataModule(lambda: source, test_datasets={"duke": lambda: empty}, num_workers=0)
+    with pytest.raises(ValueError, match="dataset 'blank' \\(test target 'duke'\\) has an empty query split"):
+        dm.setup()
 
 
 def test_empty_split_is_reported(tmp_path):

@@ -6,6 +6,7 @@ from torch import nn
 
 from reid.losses import IDLoss, TripletLoss
 from reid.losses.objective import IDTerm, LossTerm, Objective, ObjectiveInput, TripletTerm
+from reid.losses.term_optimizers import TermOptimizers
 
 
 def _inputs(branches: int, seed: int = 0, **extra) -> ObjectiveInput:
@@ -135,3 +136,31 @@ def test_the_total_uses_weight_at_the_step_and_the_default_is_the_constant_weigh
     out = Objective(id=IDTerm(weight=0.5), ramp=_Ramped(weight=2.0))(inputs)
     torch.testing.assert_close(out.total, 0.5 * out.terms["id"] + 0.6 * out.terms["ramp"])
     torch.testing.assert_close(out.terms["ramp"], feats[0].pow(2).mean())
+
+
+class _OwnCentres(_Centres):
+    """The toy term with an optimiser of its own that steps on twice its gradient."""
+
+    def __init__(self) -> None:
+        super().__init__(weight=0.25)
+        self.optimizer_factory = lambda params: torch.optim.SGD(params, lr=0.5)
+
+    def own_grad_scale(self) -> float:
+        return 2.0
+
+
+def test_a_term_with_its_own_optimizer_is_left_out_of_the_groups_and_stepped_by_it():
+    objective = Objective(id=IDTerm(), centre=_OwnCentres())
+    assert objective.param_groups(base_lr=0.01) == []
+    term = objective.terms["centre"]
+    steppers = TermOptimizers(objective)
+    steppers.build()
+    assert list(steppers.optimizers) == ["centre"]
+    assert steppers.optimizers["centre"].param_groups[0]["params"] == [term.centres]
+    objective(_inputs(1)).total.backward()
+    grad = term.centres.grad.clone()
+    steppers.step()
+    torch.testing.assert_close(term.centres.detach(), -0.5 * 2.0 * grad)
+    assert term.centres.grad is None  # cleared: the task's zero_grad does not reach it
+    with pytest.raises(ValueError, match=r"loss terms \['other'\].*\['centre'\]"):
+        steppers.load_state_dict({"other": {}})

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch import nn
 
 from reid.losses import IDLoss, TripletLoss
 from reid.models import ReIDNet
@@ -83,3 +84,44 @@ def test_vit_only_options_are_refused_with_a_clear_error():
         _net(neck_feat="middle")
     with pytest.raises(TypeError, match="CNNReIDNet"):
         ReIDNet(resnet_tiny(), NUM_CLASSES)  # the ViT net with a CNN backbone points to CNNReIDNet
+
+
+class _ProbeStages(nn.Module):
+    """A backbone with the ``forward_stages`` protocol: the map and one named auxiliary tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resnet = resnet_tiny()
+        self.num_features = self.resnet.num_features
+        self.no_weight_decay = self.resnet.no_weight_decay
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.resnet.forward_features(images)
+
+    def forward_stages(self, images: torch.Tensor):
+        feature_map = self.forward_features(images)
+        return feature_map, {"probe": 2.0 * feature_map.amax(dim=(2, 3))}
+
+
+def test_plain_backbone_gives_no_aux_and_the_same_training_features():
+    net = _net().train()
+    images = _images()
+    out = net(images)
+    assert dict(out.aux) == {}
+    torch.testing.assert_close(out.feats[0], net.pooled_features(images), rtol=0, atol=0)
+
+
+def test_forward_stages_aux_is_passed_on_in_training_only():
+    torch.manual_seed(0)
+    net = CNNReIDNet(_ProbeStages(), NUM_CLASSES).train()
+    images = _images()
+    out = net(images)
+    assert list(out.aux) == ["probe"]
+    feature_map = net.backbone.forward_features(images)
+    torch.testing.assert_close(out.aux["probe"], 2.0 * feature_map.amax(dim=(2, 3)))
+    torch.testing.assert_close(out.feats[0], feature_map.mean(dim=(2, 3)))
+    with pytest.raises(TypeError):
+        out.aux["other"] = out.feats[0]  # read-only, like ReIDNet's aux
+    net.eval()
+    with torch.no_grad():
+        assert dict(net(images).aux) == {}

@@ -50,6 +50,7 @@ def test_model_net_builds_a_cnn_reid_net_and_trains_a_step():
     torch.manual_seed(0)
     out = task.net(batch["image"])
     expected = IDLoss(0.1)(out.logits[0], batch["pid"]) + TripletLoss(margin=0.3)(out.feats[0], batch["pid"])
+    expected = expected + 0.0005 * task.objective.terms["center"].loss(out.feats[0], batch["pid"])
     torch.testing.assert_close(loss, expected)
     loss.backward()
     no_grad = [n for n, p in task.named_parameters() if p.requires_grad and p.grad is None]

@@ -123,14 +123,14 @@ def test_sie_init_std_and_camera_free_evaluation():
     batch = _batch()
     for at_test in (True, False):
         task = _task(sie={"camera": True, "view": False, "coefficient": 3.0}, sie_at_test=at_test).eval()
-        task.evaluator = _Recorder()
+        task.evaluators = [_Recorder()]
         with torch.no_grad():
             task._evaluation_step(batch)
             cams = batch["camid"] if at_test else None
             expected = task.net(batch["image"], cams, batch["viewid"] if at_test else None).embedding
             other = task.net(batch["image"], None if at_test else batch["camid"]).embedding
-        torch.testing.assert_close(task.evaluator.seen[0], expected)
-        assert not torch.allclose(task.evaluator.seen[0], other)  # the camera ids do change the embedding
+        torch.testing.assert_close(task.evaluators[0].seen[0], expected)
+        assert not torch.allclose(task.evaluators[0].seen[0], other)  # the camera ids do change the embedding
 
 
 def test_weights_path_initialises_the_network(tmp_path):

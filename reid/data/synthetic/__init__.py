@@ -14,19 +14,28 @@ For self-supervised pretraining, ``load_synthetic_luperson`` writes a LUPerson-l
 instead (``luperson_tree.py``): hundreds of scenes, each with its own background and camera style,
 showing people from an identity pool disjoint from the Market tree's, read by the LUPerson parser
 (``python -m reid.data.synthetic --luperson --root data/synthetic_luperson``).
+
+A second labelled domain for cross-domain experiments, ``load_synthetic_duke`` (``duke_tree.py``),
+writes a DukeMTMC-reID tree: a winter campus seen by eight cameras of another style, people
+disjoint from the Market tree's, read by the DukeMTMC parser
+(``python -m reid.data.synthetic --duke --root data/synthetic_duke``).
 """
 
+from reid.data.synthetic.duke_tree import DukeSpec, generate_duke_tree, load_synthetic_duke
 from reid.data.synthetic.layout import SyntheticSpec
 from reid.data.synthetic.luperson_tree import LUPersonSpec, generate_luperson_tree, load_synthetic_luperson
 from reid.data.synthetic.tree import MARKER_NAME, generate_market_tree, is_complete_tree, load_synthetic
 
 __all__ = [
     "MARKER_NAME",
+    "DukeSpec",
     "LUPersonSpec",
     "SyntheticSpec",
+    "generate_duke_tree",
     "generate_luperson_tree",
     "generate_market_tree",
     "is_complete_tree",
     "load_synthetic",
+    "load_synthetic_duke",
     "load_synthetic_luperson",
 ]

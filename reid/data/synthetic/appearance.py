@@ -8,10 +8,16 @@ past it). Rendering (``render.py``) combines one of each with a per-image pose.
 Colours are float RGB in [0, 1]. Clothing colours come from a small palette with a skewed
 prior (dark and grey clothes are common, as in Market-1501), so many people share colours and
 identity has to be read from the combination of details, not from one colour.
+
+Cameras are drawn from a :class:`CameraPrior`, the look of a whole domain: :data:`MARKET_CAMERAS`
+(street scenes: walls, bricks, foliage, casts either way) for the synthetic Market-1501 tree and
+:data:`DUKE_CAMERAS` (a winter campus: snow, paving, hedges, cool casts, bright exposure) for the
+synthetic DukeMTMC-reID tree (``duke_tree.py``), so that the two trees form two domains.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -188,18 +194,108 @@ def sample_background(rng: np.random.Generator, height: int, width: int) -> np.n
     return np.clip(image, 0.0, 1.0).astype(np.float32)
 
 
-def sample_camera(rng: np.random.Generator, crop_height: int, crop_width: int) -> CameraStyle:
-    """Draw one camera: strong enough a style that raw pixels do not match across cameras."""
+_CAMPUS_PALETTE = np.array(
+    [
+        (0.86, 0.89, 0.94),  # snow
+        (0.74, 0.78, 0.84),  # trodden snow
+        (0.22, 0.36, 0.20),  # hedge green
+        (0.32, 0.42, 0.26),  # winter lawn
+        (0.58, 0.36, 0.28),  # brick paving
+        (0.70, 0.64, 0.52),  # sandstone
+        (0.30, 0.31, 0.34),  # asphalt
+    ],
+    dtype=np.float32,
+)
+CAMPUS_BACKGROUND_KINDS = ("snow_lawn", "paving", "hedge")
+
+
+def _campus_colour(rng: np.random.Generator) -> np.ndarray:
+    base = _CAMPUS_PALETTE[rng.integers(len(_CAMPUS_PALETTE))]
+    return np.clip(base * rng.uniform(0.9, 1.1) + rng.normal(0.0, 0.03, 3), 0.0, 1.0).astype(np.float32)
+
+
+def sample_campus_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A winter-campus scene texture, ``height x width x 3`` floats, of one of CAMPUS_BACKGROUND_KINDS:
+    snow with dark tree trunks, large paving slabs, or a hedge above a path."""
+    kind = CAMPUS_BACKGROUND_KINDS[rng.integers(len(CAMPUS_BACKGROUND_KINDS))]
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    texture = _smooth_noise(rng, (height, width), cell=int(rng.integers(4, 12)))[..., None]
+    if kind == "snow_lawn":
+        snow = _CAMPUS_PALETTE[0] * rng.uniform(0.92, 1.05) * (0.94 + 0.1 * texture)
+        period, trunk = int(rng.integers(14, 30)), int(rng.integers(2, 5))
+        trunks = ((xx + rng.integers(period)) % period < trunk) & (yy < height * rng.uniform(0.3, 0.55))
+        image = np.where(trunks[..., None], np.float32(0.18) * (0.8 + 0.4 * texture), snow)
+    elif kind == "paving":
+        first, second = _campus_colour(rng), _campus_colour(rng)
+        slab = int(rng.integers(10, 20))
+        checker = ((yy // slab + xx // slab) % 2)[..., None]
+        joints = ((yy % slab) < 1) | ((xx % slab) < 1)
+        image = (first * (1 - checker) + second * checker) * (0.9 + 0.2 * texture)
+        image = np.where(joints[..., None], np.float32(0.5) * first, image)
+    else:
+        hedge = _CAMPUS_PALETTE[2] * (0.6 + 0.8 * texture)
+        path = _campus_colour(rng) * (0.9 + 0.2 * (yy / height))[..., None]
+        image = np.where((yy < height * rng.uniform(0.4, 0.65))[..., None], hedge, path)
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class CameraPrior:
+    """The ranges a domain's cameras are drawn from (uniform in ``[low, high)``; ``gain`` per channel)."""
+
+    gain: tuple[tuple[float, float, float], tuple[float, float, float]]
+    contrast: tuple[float, float]
+    brightness: tuple[float, float]
+    gamma: tuple[float, float]
+    light_slope: tuple[float, float]
+    blur_radius: tuple[float, float]
+    noise_sigma: tuple[float, float]
+    jpeg_quality: tuple[int, int]
+    background: Callable[[np.random.Generator, int, int], np.ndarray]
+
+
+MARKET_CAMERAS = CameraPrior(
+    gain=((0.65, 0.65, 0.65), (1.35, 1.35, 1.35)),
+    contrast=(0.6, 1.3),
+    brightness=(-0.15, 0.15),
+    gamma=(0.7, 1.4),
+    light_slope=(-0.35, 0.35),
+    blur_radius=(0.3, 1.3),
+    noise_sigma=(0.0, 0.05),
+    jpeg_quality=(55, 95),
+    background=sample_background,
+)
+"""Street cameras with casts in every direction (the synthetic Market-1501 tree)."""
+
+DUKE_CAMERAS = CameraPrior(
+    gain=((0.70, 0.85, 1.00), (1.00, 1.15, 1.40)),  # cool: red damped, blue boosted
+    contrast=(0.6, 1.05),  # flat winter light
+    brightness=(0.0, 0.18),  # bright, snow-lit exposure
+    gamma=(0.75, 1.15),
+    light_slope=(-0.5, 0.5),
+    blur_radius=(0.5, 1.5),
+    noise_sigma=(0.01, 0.06),
+    jpeg_quality=(50, 90),
+    background=sample_campus_background,
+)
+"""Winter-campus cameras (the synthetic DukeMTMC-reID tree): cool casts, bright exposure, low contrast."""
+
+
+def sample_camera(
+    rng: np.random.Generator, crop_height: int, crop_width: int, prior: CameraPrior = MARKET_CAMERAS
+) -> CameraStyle:
+    """Draw one camera of ``prior``'s domain: strong enough a style that raw pixels do not match across
+    cameras."""
     views = rng.dirichlet(np.full(4, 0.8))
     return CameraStyle(
-        gain=rng.uniform(0.65, 1.35, 3).astype(np.float32),
-        contrast=float(rng.uniform(0.6, 1.3)),
-        brightness=float(rng.uniform(-0.15, 0.15)),
-        gamma=float(rng.uniform(0.7, 1.4)),
-        light_slope=float(rng.uniform(-0.35, 0.35)),
-        blur_radius=float(rng.uniform(0.3, 1.3)),
-        noise_sigma=float(rng.uniform(0.0, 0.05)),
-        jpeg_quality=int(rng.integers(55, 95)),
+        gain=rng.uniform(np.array(prior.gain[0]), np.array(prior.gain[1]), 3).astype(np.float32),
+        contrast=float(rng.uniform(*prior.contrast)),
+        brightness=float(rng.uniform(*prior.brightness)),
+        gamma=float(rng.uniform(*prior.gamma)),
+        light_slope=float(rng.uniform(*prior.light_slope)),
+        blur_radius=float(rng.uniform(*prior.blur_radius)),
+        noise_sigma=float(rng.uniform(*prior.noise_sigma)),
+        jpeg_quality=int(rng.integers(*prior.jpeg_quality)),
         view_probs=(0.7 * views + 0.3 / 4).astype(np.float64),
-        background=sample_background(rng, 2 * crop_height, 2 * crop_width),
+        background=prior.background(rng, 2 * crop_height, 2 * crop_width),
     )

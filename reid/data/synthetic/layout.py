@@ -111,7 +111,7 @@ def identity_cameras(spec: SyntheticSpec, pid: int, is_test: bool) -> np.ndarray
     return rng.choice(spec.num_cameras, size=count, replace=False)
 
 
-def _spread(cameras: np.ndarray, total: int, rng: np.random.Generator) -> list[int]:
+def spread_cameras(cameras: np.ndarray, total: int, rng: np.random.Generator) -> list[int]:
     """``total`` camera draws covering every camera in ``cameras`` at least once, sorted."""
     extra = rng.choice(cameras, size=total - len(cameras))
     return sorted(int(c) for c in np.concatenate([cameras, extra]))
@@ -127,7 +127,9 @@ def plan_tree(spec: SyntheticSpec) -> list[PlannedImage]:
 
     for pid in range(1, spec.num_train_ids + 1):
         rng = np.random.default_rng([spec.seed, STREAM_PLAN, pid, 1])
-        for box, camera in enumerate(_spread(identity_cameras(spec, pid, False), spec.images_per_id, rng)):
+        for box, camera in enumerate(
+            spread_cameras(identity_cameras(spec, pid, False), spec.images_per_id, rng)
+        ):
             add(TRAIN_FOLDER, pid, camera, 1 + box % 8)
     test_pids = range(spec.num_train_ids + 1, spec.num_train_ids + spec.num_test_ids + 1)
     for pid in test_pids:
@@ -136,7 +138,7 @@ def plan_tree(spec: SyntheticSpec) -> list[PlannedImage]:
         query_cameras = cameras[: spec.max_queries_per_id]
         for camera in sorted(int(c) for c in query_cameras):
             add(QUERY_FOLDER, pid, camera, 1)
-        gallery = _spread(cameras, spec.images_per_id - len(query_cameras), rng)
+        gallery = spread_cameras(cameras, spec.images_per_id - len(query_cameras), rng)
         for box, camera in enumerate(gallery):
             add(GALLERY_FOLDER, pid, camera, 2 + box % 7)
     rng = np.random.default_rng([spec.seed, STREAM_PLAN, 0])
