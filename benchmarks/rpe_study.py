@@ -21,14 +21,10 @@ their folder) are read, not retrained, unless ``--rerun``; an unfinished one is 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
-import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from doc_section import write_section
 from omegaconf import OmegaConf
+from study_runs import ROOT, Job, Series, read_metrics, run_dir, train_all
 
 from reid.config import CONFIG_DIR
 from reid.results import first_target
 
-ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "rpe.md"
 FIGURE = ROOT / "docs" / "rpe_study.png"
 SECTION = "rpe_study"
@@ -94,7 +90,7 @@ PANELS = (  # (metrics.csv column, title, log scale)
 DEMO_EPOCHS = int(OmegaConf.load(CONFIG_DIR / "experiment" / "demo.yaml").trainer.max_epochs)
 
 
-def common_overrides(run_dir: Path, seed: int, epochs: int) -> list[str]:
+def common_overrides(seed: int, epochs: int) -> list[str]:
     """What every run of the study shares besides its variant's overrides."""
     return [
         f"seed={seed}",
@@ -103,77 +99,16 @@ def common_overrides(run_dir: Path, seed: int, epochs: int) -> list[str]:
         "evaluate_before_fit=false",  # the final test evaluation only
         "data.num_workers=0",  # load in the run's own thread: two jobs share two cores
         "callbacks.progress_bar=null",
-        f"hydra.run.dir={run_dir}",
     ]
 
 
-def run_dir(out: Path, variant: str, seed: int) -> Path:
-    return out / variant / f"seed{seed}"
-
-
-def command(variant: Variant, seed: int, epochs: int, out: Path) -> list[str]:
+def jobs(chosen: Sequence[Variant], seeds: Sequence[int], epochs: int, out: Path) -> list[Job]:
+    """The study's runs of ``chosen`` variants, in that order, every seed."""
     return [
-        sys.executable,
-        "-m",
-        "reid.run",
-        *variant.overrides,
-        *common_overrides(run_dir(out, variant.name, seed), seed, epochs),
+        Job(v.name, seed, run_dir(out, v.name, seed), (*v.overrides, *common_overrides(seed, epochs)))
+        for v in chosen
+        for seed in seeds
     ]
-
-
-def train_all(
-    jobs: list[tuple[Variant, int]], epochs: int, out: Path, parallel: int, threads: int, data: Path | None
-) -> None:
-    """Run ``jobs`` (variant, seed) ``parallel`` at a time, each on ``threads`` CPU threads."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    if data is not None:
-        env["REID_DATA"] = str(data.resolve())
-    pending, running = list(jobs), []
-    while pending or running:
-        while pending and len(running) < parallel:
-            variant, seed = pending.pop(0)
-            folder = run_dir(out, variant.name, seed)
-            shutil.rmtree(folder, ignore_errors=True)  # a fresh run: the CSV logger appends to an old file
-            folder.mkdir(parents=True)
-            log = (folder / "stdout.log").open("w")
-            print(f"start {variant.name} seed {seed} -> {folder}", flush=True)
-            proc = subprocess.Popen(
-                command(variant, seed, epochs, out), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-            running.append((proc, variant.name, seed, time.time(), log))
-        time.sleep(2)
-        for entry in list(running):
-            proc, name, seed, started, log = entry
-            if proc.poll() is not None:
-                log.close()
-                running.remove(entry)
-                print(
-                    f"done {name} seed {seed}: rc {proc.returncode}, {time.time() - started:.0f} s",
-                    flush=True,
-                )
-
-
-# ---------------------------------------------------------------- reading
-
-
-Series = dict[str, tuple[list[int], list[float]]]
-
-
-def read_metrics(path: Path) -> Series:
-    """Every column of a Lightning CSV log as ``(steps, values)``, rows where it is empty skipped."""
-    series: Series = {}
-    with path.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            step = row.get("step", "")
-            if step == "":
-                continue
-            for key, value in row.items():
-                if key in ("step", "epoch") or value in ("", None):
-                    continue
-                steps, values = series.setdefault(key, ([], []))
-                steps.append(int(float(step)))
-                values.append(float(value))
-    return series
 
 
 @dataclass
@@ -363,7 +298,7 @@ def report(
     if not runs:
         raise SystemExit(f"no runs under {out} (expected {out}/<variant>/seed<k>/csv/metrics.csv)")
     plot(runs, labels, figure, smooth)
-    shared = " ".join(common_overrides(Path("<out>/<variant>/seed<k>"), 0, 0))
+    shared = " ".join([*common_overrides(0, 0), "hydra.run.dir=<out>/<variant>/seed<k>"])
     shared = shared.replace("seed=0", "seed=<k>").replace("max_epochs=0", "max_epochs=<epochs>")
     overrides = "\n".join(f"- {v.name}: `{' '.join(v.overrides)}`" for v in found)
     body = "\n\n".join(
@@ -424,14 +359,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.report_only:
         chosen = [v for v in variants(args.naive_weight) if args.variants is None or v.name in args.variants]
         chosen.sort(key=lambda v: TRAIN_ORDER.index(v.name))  # the runs the divergence needs first
-        todo = [
-            (v, seed)
-            for v in chosen
-            for seed in args.seeds
-            if args.rerun or not (run_dir(args.out, v.name, seed) / "results.json").exists()
-        ]
+        planned = jobs(chosen, args.seeds, args.epochs, args.out)
+        todo = [job for job in planned if args.rerun or not (job.folder / "results.json").exists()]
         threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
-        train_all(todo, args.epochs, args.out, args.jobs, threads, args.reuse_data)
+        train_all(todo, args.jobs, threads, args.reuse_data)
     runs = report(
         args.out,
         args.seeds,

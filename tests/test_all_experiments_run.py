@@ -35,12 +35,27 @@ COMMON = [
 ]
 
 
-def _kind(name: str, compose_config) -> tuple[bool, str]:
-    """(is a self-supervised experiment, the override to the tiny backbone of its family)."""
+TINY_BACKBONES = {  # a ResNet factory -> the tiny one of its family (IBN-a stays IBN-a)
+    "reid.models.resnet.resnet50_ibn_a": "reid.models.resnet.resnet_tiny_ibn_a",
+}
+
+
+def _kind(name: str, compose_config) -> tuple[bool, list[str]]:
+    """(is a self-supervised experiment, the overrides to the tiny backbone of its family and to tiny
+    evaluation targets for a cross-domain experiment)."""
     cfg = compose_config(f"experiment={name}")
-    resnet = cfg.model.backbone._target_.startswith("reid.models.resnet.")
-    tiny = "reid.models.resnet.resnet_tiny" if resnet else "reid.models.vit.vit_tiny"
-    return "SSL" in cfg.model._target_, f"model.backbone._target_={tiny}"
+    backbone = cfg.model.backbone
+    key = "model.backbone._target_"
+    if backbone._target_ == "reid.models.snr.snr_resnet":  # the ResNet inside the SNR wrapper
+        key, backbone = "model.backbone.resnet._target_", backbone.resnet
+    if backbone._target_.startswith("reid.models.resnet."):
+        tiny = TINY_BACKBONES.get(backbone._target_, "reid.models.resnet.resnet_tiny")
+    else:
+        tiny = "reid.models.vit.vit_tiny"
+    overrides = [f"{key}={tiny}"]
+    if OmegaConf.select(cfg, "data.test_datasets") is not None:  # cross-domain: two tiny targets
+        overrides.append("data.test_datasets=[synthetic_duke_tiny,synthetic_tiny]")
+    return "SSL" in cfg.model._target_, overrides
 
 
 def _overrides(name: str, ssl: bool, data_dir) -> list[str]:
@@ -73,7 +88,7 @@ def _overrides(name: str, ssl: bool, data_dir) -> list[str]:
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_runs_fast_dev_run_with_tiny_variants(name, compose_config, tiny_data_dir):
     ssl, tiny = _kind(name, compose_config)
-    cfg = compose_config(f"experiment={name}", *COMMON, tiny, *_overrides(name, ssl, tiny_data_dir))
+    cfg = compose_config(f"experiment={name}", *COMMON, *tiny, *_overrides(name, ssl, tiny_data_dir))
     OmegaConf.resolve(cfg)  # every interpolation resolves
     summary = run(cfg)
     assert summary["output_dir"] == cfg.paths.output_dir

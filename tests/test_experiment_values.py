@@ -289,6 +289,45 @@ def test_bot_experiment_matches_official_values(name, composed):
     assert list(data.pixel_std) == pytest.approx([0.229, 0.224, 0.225])
 
 
+class OfficialCenter(NamedTuple):
+    """reid-strong-baseline configs/softmax_triplet_with_center.yml + config/defaults.py: METRIC_LOSS_TYPE
+    'triplet_center', IF_WITH_CENTER 'yes', CENTER_LOSS_WEIGHT 0.0005, CENTER_LR 0.5 (solver/build.py:
+    plain SGD, no momentum or decay; engine/trainer.py: centre grads *= 1 / CENTER_LOSS_WEIGHT). The yml
+    differs from softmax_triplet.yml only in those two MODEL keys (and OUTPUT_DIR)."""
+
+    weight: float = 0.0005
+    lr: float = 0.5
+    momentum: float = 0.0
+
+
+OFFICIAL_BOT_CENTER = {"bot_r50_market": OfficialCenter()}  # published 94.5 R1 / 85.9 mAP
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_BOT_CENTER))
+def test_bot_experiment_has_the_official_center_loss(name, composed):
+    want = OFFICIAL_BOT_CENTER[name]
+    center = composed[name].model.loss.center
+    assert center._target_ == "reid.losses.CenterTerm"
+    assert center.weight == pytest.approx(want.weight)
+    assert center.optimizer._target_ == "torch.optim.SGD" and center.optimizer._partial_
+    assert center.optimizer.lr == pytest.approx(want.lr)
+    assert center.optimizer.get("momentum", 0.0) == want.momentum
+    assert center.optimizer.get("weight_decay", 0.0) == 0.0
+    assert center.unweighted_grad
+    assert "num_classes" not in center and "feat_dim" not in center  # filled from the data and the net
+    assert set(composed[name].model.loss) == {"_target_", "id", "tri", "center"}
+    model = composed[name].model.copy()
+    OmegaConf.set_struct(model, False)
+    model.backbone._target_ = "reid.models.resnet.resnet_tiny"
+    model.weights = None
+    info = DatasetInfo(num_classes=6, num_cameras=3, num_views=1)
+    task = instantiate(model, data_info=info, evaluation=EvalConfig(), _recursive_=False)
+    term = task.objective.terms["center"]
+    assert term.loss.centers.shape == (6, 128)  # randn(num_classes, feat_dim), feat_dim = the net's
+    assert term.own_grad_scale() == pytest.approx(1 / want.weight)
+    assert [g.get("name") for g in task.objective.param_groups(3.5e-4)] == []  # not in the Adam
+
+
 @pytest.mark.parametrize("name", sorted(OFFICIAL_BOT))
 def test_bot_experiment_instantiates_with_a_tiny_backbone(name, composed):
     """Swap in the tiny ResNet (same last stride) and no weights file: a CNNReIDNet with one branch."""
@@ -452,3 +491,40 @@ def test_rpe_triplet_sweep_composes():
             seen.add((term.num_patches, term.weight))
             assert term.form == "stable" and term.warmup_steps == 1000
     assert seen == {(n, w) for n in (4, 8, 16) for w in (0.1, 0.5)}
+
+
+# conf/experiment/*2duke, *2market: a supervised recipe on the source plus evaluation targets; the test
+# scores the last epoch (monitor null: no model selection on the target). (base recipe, model option,
+# source data option, targets).
+CROSS_DOMAIN = {
+    "bot_r50_market2duke": ("bot_r50_market", "bot_r50", "market1501", ["dukemtmc", "market1501"]),
+    "bot_r50_ibn_market2duke": ("bot_r50_market", "bot_r50_ibn", "market1501", ["dukemtmc", "market1501"]),
+    "snr_market2duke": ("bot_r50_market", "snr_r50", "market1501", ["dukemtmc", "market1501"]),
+    "snr_duke2market": ("bot_r50_market", "snr_r50", "dukemtmc", ["market1501", "dukemtmc"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CROSS_DOMAIN))
+def test_cross_domain_experiment_is_its_source_recipe_plus_targets(name):
+    """The BoT data/optimiser recipe (test_bot_experiment_matches_official_values) carries over: the
+    composed config equals ``bot_r50_market`` composed with the same model and source data options,
+    except task_name, the targets and the checkpoint monitor."""
+    base_name, model, source, targets = CROSS_DOMAIN[name]
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        ours = OmegaConf.to_container(compose(config_name="run", overrides=[f"experiment={name}"]))
+        base = OmegaConf.to_container(
+            compose(
+                config_name="run",
+                overrides=[f"experiment={base_name}", f"model={model}", f"data={source}"],
+            )
+        )
+    if model == "bot_r50_ibn":  # the IBN-Net ImageNet weights in place of torchvision's
+        assert ours["model"].pop("weights").endswith("weights/resnet50_ibn_a-d9d0bb7b.pth")
+        base["model"].pop("weights")
+    assert ours["data"].pop("test_datasets") == targets
+    assert base["data"].pop("test_datasets") is None
+    assert ours["callbacks"]["model_checkpoint"].pop("monitor") is None
+    assert base["callbacks"]["model_checkpoint"].pop("monitor") == "val/mAP"
+    assert (ours.pop("task_name"), base.pop("task_name")) == (name, base_name)
+    assert ours == base

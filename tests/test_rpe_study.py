@@ -99,7 +99,7 @@ def test_divergence_rule_reference_and_no_divergence():
 
 @pytest.mark.parametrize("variant", rpe_study.variants(naive_weight=5.0), ids=lambda v: v.name)
 def test_variant_overrides_compose(variant, tmp_path):
-    shared = rpe_study.common_overrides(tmp_path / "run", seed=1, epochs=3)
+    shared = rpe_study.common_overrides(seed=1, epochs=3)
     overrides = [*variant.overrides, *(o for o in shared if not o.startswith("hydra."))]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
