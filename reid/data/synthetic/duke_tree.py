@@ -48,6 +48,7 @@ from reid.data.synthetic.layout import (
     QUERY_FOLDER,
     TRAIN_FOLDER,
     PlannedImage,
+    require_integers,
     spread_cameras,
 )
 from reid.data.synthetic.render import (
@@ -76,10 +77,6 @@ STREAM_DUKE = 2000
 SUBSTREAM_IDENTITY, SUBSTREAM_CAMERA, SUBSTREAM_PLAN, SUBSTREAM_IMAGE = range(4)
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 @dataclass(frozen=True)
 class DukeSpec:
     """The generation parameters; a tree on disk is reused only if its marker holds the same."""
@@ -102,9 +99,7 @@ class DukeSpec:
             ("max_queries_per_id", self.max_queries_per_id, 1),
             ("seed", self.seed, 0),
         )
-        for key, value, low in checks:
-            if not _is_int(value) or value < low:
-                raise ValueError(f"synthetic Duke dataset: {key}={value!r}; expected an integer >= {low}")
+        require_integers("synthetic Duke dataset", checks)
         if self.num_cameras > MAX_CAMERAS:
             raise ValueError(
                 f"synthetic Duke dataset: num_cameras={self.num_cameras}; expected at most {MAX_CAMERAS} "

@@ -17,6 +17,7 @@ junk); cameras are 1-based in names. Frames count up per camera, so names are un
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -30,6 +31,13 @@ MAX_PID = 1501
 
 # Streams keep the random numbers of different purposes independent of each other.
 STREAM_IDENTITY, STREAM_CAMERA, STREAM_PLAN, STREAM_IMAGE, STREAM_DISTRACTOR = range(5)
+
+
+def require_integers(dataset: str, checks: Sequence[tuple[str, object, int]]) -> None:
+    """Raise a ValueError naming the first ``(key, value, low)`` whose value is not an integer >= low."""
+    for key, value, low in checks:
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{dataset}: {key}={value!r}; expected an integer >= {low}")
 
 
 @dataclass(frozen=True)
@@ -55,9 +63,7 @@ class SyntheticSpec:
             ("num_junk", self.num_junk, 0),
             ("max_queries_per_id", self.max_queries_per_id, 1),
         )
-        for key, value, low in checks:
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"synthetic dataset: {key}={value!r}; expected an integer >= {low}")
+        require_integers("synthetic dataset", checks)
         if self.num_cameras > MAX_CAMERAS:
             raise ValueError(
                 f"synthetic dataset: num_cameras={self.num_cameras}; expected at most {MAX_CAMERAS} "
