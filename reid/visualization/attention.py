@@ -1,0 +1,184 @@
+"""Attention of [CLS] and of each PASS part token over the image, from the last block of our ViT.
+
+In every block (``reid.models.vit``) each head attends with ``A = softmax(Q K^T / sqrt(d) + B)`` (``B`` the
+relative position bias, else 0); training computes it inside ``F.scaled_dot_product_attention`` and never
+forms ``A``. Here a forward pre-hook on the last block's ``attn`` module reads its input (the normed tokens)
+and its additive mask ``B``, and recomputes ``A`` from the module's own ``qkv`` projection (and ``q_norm`` /
+``k_norm``), so the fused path is not changed. ``A`` is averaged over heads; the rows of [CLS] and of the
+part tokens, restricted to the patch columns and renormalised to sum 1, are the maps (patch grid,
+row-major), stretched over the image for the picture.
+
+Does part token ``r`` look at its region? PASS (Sec. 3.2) trains part ``r`` on local crops of band ``r``
+(``reid.data.multicrop.region_bands``: top half, middle half, bottom half for L = 3). The number per part
+is the fraction of its patch attention inside its band, with patch row ``i`` covering image rows
+``[i H / R, (i + 1) H / R)`` (as the picture stretches it); a map spread evenly scores the band's share of
+the image height (0.5 for L = 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor, nn
+
+from reid.data.multicrop import region_bands
+
+BAND_NAMES = {3: ("top half", "middle half", "bottom half")}
+DISPLAY_HEIGHT = 256
+PAD = 4
+HEADER_HEIGHT = 16
+TITLE_HEIGHT = 28
+FONT_SIZE = 11
+COLOUR_MAP = "inferno"
+
+
+def attention_weights(attn: nn.Module, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    """``softmax(q k^T * scale + mask)`` per head, ``[B, heads, T, T]``, of a timm ``Attention`` module on its
+    input ``x`` ``[B, T, D]`` (the block's normed tokens), as its fused kernel computes it."""
+    batch, tokens, _ = x.shape
+    qkv = attn.qkv(x).reshape(batch, tokens, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
+    logits = (q.float() * attn.scale) @ k.float().transpose(-2, -1)
+    if attn_mask is not None:
+        logits = logits + attn_mask.float()
+    return logits.softmax(dim=-1)
+
+
+@contextmanager
+def capture_attention(attn: nn.Module) -> Iterator[list[Tensor]]:
+    """While open, every forward of ``attn`` appends its head-averaged weights ``[B, T, T]`` to the list
+    yielded (no gradient); the module's output is untouched."""
+    captured: list[Tensor] = []
+
+    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        x = args[0] if args else kwargs["x"]
+        mask = kwargs.get("attn_mask", args[1] if len(args) > 1 else None)
+        with torch.no_grad():
+            captured.append(attention_weights(module, x, mask).mean(dim=1))
+
+    handle = attn.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+@dataclass(frozen=True)
+class AttentionMaps:
+    """``cls`` ``[B, R, C]`` and ``parts`` ``[B, L, R, C]``: attention over the patch grid (R x C), each map
+    summing to 1."""
+
+    cls: Tensor
+    parts: Tensor
+
+
+def _maps(weights: Tensor, num_prefix: int, grid: tuple[int, int]) -> Tensor:
+    rows = weights[:, :num_prefix, num_prefix:]
+    rows = rows / rows.sum(dim=-1, keepdim=True)
+    return rows.reshape(weights.shape[0], num_prefix, *grid)
+
+
+@torch.no_grad()
+def last_block_attention(backbone: nn.Module, images: Tensor, camids: Tensor | None = None) -> AttentionMaps:
+    """The maps of ``images`` (model input, ``[B, 3, H, W]``) in the last block of a
+    :class:`~reid.models.vit.VisionTransformer` (eval mode; SIE camera-free without ``camids``)."""
+    if not hasattr(backbone, "blocks") or not hasattr(backbone, "num_prefix_tokens"):
+        raise TypeError(
+            "attention maps need a ViT backbone (reid.models.vit.VisionTransformer), got "
+            f"{type(backbone).__name__}"
+        )
+    with capture_attention(backbone.blocks[-1].attn) as captured:
+        grid = backbone.forward_tokens_on_grid(images, camids).grid
+    if len(captured) != 1:
+        raise RuntimeError(f"expected one pass through the last block, saw {len(captured)}")
+    maps = _maps(captured[0], backbone.num_prefix_tokens, tuple(grid))
+    return AttentionMaps(cls=maps[:, 0], parts=maps[:, 1:])
+
+
+def band_fractions(parts: Tensor, image_height: int) -> Tensor:
+    """``[B, L]``: the share of part ``r``'s map inside band ``r`` of ``region_bands(image_height, L)``, patch
+    row ``i`` covering image rows ``[i H / R, (i + 1) H / R)`` (module docstring)."""
+    num_parts, num_rows = parts.shape[1], parts.shape[2]
+    row_mass = parts.sum(dim=-1)  # [B, L, R]
+    bounds = torch.arange(num_rows + 1, dtype=torch.float64) * (image_height / num_rows)
+    shares = []
+    for part, (top, height) in enumerate(region_bands(image_height, num_parts)):
+        overlap = (bounds[1:].clamp(max=top + height) - bounds[:-1].clamp(min=top)).clamp(min=0)
+        shares.append((row_mass[:, part].double() * (overlap / (image_height / num_rows))).sum(dim=-1))
+    return torch.stack(shares, dim=1).float()
+
+
+def band_name(part: int, num_parts: int, image_height: int) -> str:
+    """``"top half"`` etc. for PASS's three bands, else the band's pixel rows."""
+    if num_parts in BAND_NAMES:
+        return BAND_NAMES[num_parts][part]
+    top, height = region_bands(image_height, num_parts)[part]
+    return f"rows {top}-{top + height}"
+
+
+def _overlay(image: Image.Image, grid_map: Tensor) -> Image.Image:
+    heat = grid_map / grid_map.max().clamp(min=1e-12)
+    small = Image.fromarray(heat.float().numpy().astype(np.float32)).resize(
+        image.size, Image.Resampling.BILINEAR
+    )
+    coloured = colormaps[COLOUR_MAP](np.clip(np.asarray(small), 0.0, 1.0))
+    heat_image = Image.fromarray((coloured[..., :3] * 255).astype(np.uint8))
+    return Image.blend(image, heat_image, 0.55)
+
+
+def picture_size(num_parts: int, display: tuple[int, int]) -> tuple[int, int]:
+    """``(width, height)`` of :func:`render_attention`: image, [CLS] and ``num_parts`` panels of ``display``
+    ``(height, width)`` each."""
+    height, width = display
+    return PAD + (2 + num_parts) * (width + PAD), PAD + HEADER_HEIGHT + TITLE_HEIGHT + height + PAD
+
+
+def display_size(image_size: tuple[int, int]) -> tuple[int, int]:
+    """``(height, width)`` of a panel for an image of ``image_size`` ``(H, W)``: ``DISPLAY_HEIGHT`` high."""
+    return DISPLAY_HEIGHT, max(1, round(DISPLAY_HEIGHT * image_size[1] / image_size[0]))
+
+
+def render_attention(
+    image: Image.Image, cls: Tensor, parts: Tensor, fractions: Tensor, input_height: int, header: str
+) -> Image.Image:
+    """One picture: the image, the [CLS] map and one map per part token (``[L, R, C]``) over it, each part
+    titled with its band and its share inside it (``fractions`` ``[L]``), the band outlined."""
+    num_parts = parts.shape[0]
+    display = display_size((image.height, image.width))
+    shown = image.convert("RGB").resize((display[1], display[0]), Image.Resampling.BICUBIC)
+    canvas = Image.new("RGB", picture_size(num_parts, display), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=FONT_SIZE)
+    draw.text((PAD, PAD), header, fill=(0, 0, 0), font=font)
+    chance = (
+        [height / input_height for _, height in region_bands(input_height, num_parts)] if num_parts else []
+    )
+    panels = [("image", "", shown), ("[CLS]", "", _overlay(shown, cls))]
+    for part in range(num_parts):
+        name = f"part {part + 1}: {band_name(part, num_parts, input_height)}"
+        share = f"{fractions[part]:.2f} in band (even {chance[part]:.2f})"
+        panels.append((name, share, _overlay(shown, parts[part])))
+    top = PAD + HEADER_HEIGHT + TITLE_HEIGHT
+    for index, (title, subtitle, panel) in enumerate(panels):
+        x = PAD + index * (display[1] + PAD)
+        draw.text((x, top - TITLE_HEIGHT), title, fill=(0, 0, 0), font=font)
+        draw.text((x, top - TITLE_HEIGHT / 2), subtitle, fill=(0, 0, 0), font=font)
+        canvas.paste(panel, (x, top))
+        if index >= 2:  # outline the band of this part token
+            band_top, band_height = region_bands(input_height, num_parts)[index - 2]
+            scale = display[0] / input_height
+            box = (
+                x,
+                top + round(band_top * scale),
+                x + display[1] - 1,
+                top + round((band_top + band_height) * scale) - 1,
+            )
+            draw.rectangle(box, outline=(0, 255, 255), width=2)
+    return canvas

@@ -1,0 +1,81 @@
+"""``<run>/pictures/index.html``: every PNG of a run's pictures folder on one page, captioned.
+
+Self-contained: images by relative path (the folder can be moved or zipped), inline CSS, no script or
+external asset. Sections: curves (CMC, mAP per epoch), ranked lists, attention maps, other pictures; in
+each, files in natural order (epoch 9 before epoch 10). The metrics are in the pictures themselves (CMC
+legend, ranked-list titles), so the page is never staler than its pictures.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+from typing import Any
+
+INDEX_NAME = "index.html"
+SECTIONS = (
+    ("Curves", re.compile(r"^(cmc|map)_")),
+    ("Ranked lists", re.compile(r"^ranked_")),
+    ("Attention maps", re.compile(r"^attention_")),
+    ("Other pictures", re.compile(r"")),
+)
+_RANKED = re.compile(r"^ranked_(?P<stage>val|test)(?:_(?P<target>.+?))?_epoch(?P<epoch>\d+)$")
+_CMC = re.compile(r"^cmc_(?P<stage>val|test)_epoch(?P<epoch>\d+)$")
+STYLE = (
+    "body{font-family:sans-serif;margin:1.5em;color:#222}figure{margin:1em 0 2em}"
+    "img{max-width:100%;border:1px solid #ccc}figcaption{font-size:0.9em;margin-top:0.3em}"
+)
+
+
+def caption(name: str) -> str:
+    """What the picture named ``name`` (file stem) shows, from the names the project writes."""
+    if match := _RANKED.match(name):
+        target = f" on {match['target']}" if match["target"] else ""
+        return (
+            f"Ranked lists of the {match['stage']} evaluation{target} after epoch {match['epoch']}: the "
+            "worst and the best queries by AP, each with its nearest gallery images. Frames: green a true "
+            "match, red a wrong identity, grey a same-camera image of the query's identity (not scored)."
+        )
+    if match := _CMC.match(name):
+        return f"CMC curve of the {match['stage']} evaluation after epoch {match['epoch']}, per target."
+    if name == "map_per_epoch":
+        return "mAP after each epoch: validation (lines) and test (squares) rows of csv/metrics.csv."
+    if name.startswith("attention_"):
+        return (
+            f"{name.removeprefix('attention_')}: attention of [CLS] and of each part token over the image in "
+            "the last block (heads averaged); the outlined band is the part's region, its share of the "
+            "part's attention in the title."
+        )
+    return name
+
+
+def _natural(name: str) -> list[Any]:
+    return [int(piece) if piece.isdigit() else piece for piece in re.split(r"(\d+)", name)]
+
+
+def write_index(pictures_dir: str | Path, title: str | None = None) -> Path:
+    """Write ``pictures_dir/index.html`` showing every ``*.png`` there (module docstring); returns it."""
+    folder = Path(pictures_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no pictures folder")
+    names = sorted((p.name for p in folder.glob("*.png")), key=_natural)
+    title = title or f"Pictures of {folder.resolve().parent.name}"
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"]
+    parts += [f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
+    placed: set[str] = set()
+    for section, pattern in SECTIONS:
+        members = [n for n in names if n not in placed and pattern.match(n)]
+        if not members:
+            continue
+        placed.update(members)
+        parts.append(f"<h2>{section}</h2>")
+        for name in members:
+            src, text = html.escape(name, quote=True), html.escape(caption(Path(name).stem))
+            parts.append(f"<figure><img src='{src}' alt='{src}'><figcaption>{text}</figcaption></figure>")
+    if not names:
+        parts.append("<p>No pictures yet.</p>")
+    parts.append("</body></html>\n")
+    path = folder / INDEX_NAME
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
