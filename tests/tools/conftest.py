@@ -34,6 +34,8 @@ FAMILIES: dict[str, list[str]] = {
     "pass": ["experiment=pass_demo_finetune", *TINY_EXPERIMENT],  # cls + 3 part tokens, input norm
     "rpe": ["experiment=rpe_demo", *TINY_EXPERIMENT],  # relative position bias in every layer
     "bot": ["data=synthetic_tiny", "model=bot_tiny"],  # BoT ResNet, feature after the BNNeck
+    "bot_ibn": ["data=synthetic_tiny", "model=bot_tiny_ibn"],  # IBN-a: instance norm in stages 1-3
+    "snr": ["data=synthetic_tiny", "model=snr_tiny"],  # SNR blocks after every stage
 }
 
 ONE_STEP = [
