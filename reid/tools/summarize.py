@@ -5,6 +5,11 @@ the overridden config values (by default only those that differ between runs), t
 ``results.json`` test metrics (``test/<target>/<metric>`` for each target of a run that evaluated
 several, ``reid.results``) and the last logged ``val/*`` metrics of its ``csv/metrics.csv``.
 Prints a rich table; ``--csv`` also writes the rows to a file.
+
+Report: ``python -m reid.tools.summarize <runs and multirun folders...> --report out.md`` compares
+methods and datasets in one markdown table (:func:`report_rows`): a row per run and test target
+(experiment, training dataset, target, test mAP / R1 / mINP) with, where the run's config has a
+``published`` result (``conf/run.yaml``) for that target, the paper's numbers and source beside it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from reid.config import CONFIG_DIR
 from reid.results import by_target
 
 METRIC_ORDER = ("mAP", "R1", "R5", "R10", "mINP")
@@ -129,20 +135,180 @@ def write_csv(header: list[str], rows: list[list[str]], path: Path) -> None:
         writer.writerows(rows)
 
 
+PUBLISHED_METRICS = ("mAP", "R1", "R5", "mINP")
+REPORT_METRICS = ("mAP", "R1", "mINP")
+DATASET_CONFIGS = Path(CONFIG_DIR) / "dataset"
+
+
+@dataclass(frozen=True)
+class Published:
+    """A paper's result of a run's recipe: ``metrics`` (a subset of :data:`PUBLISHED_METRICS`, in %)
+    on the ``conf/dataset`` option ``dataset``, from ``source``."""
+
+    dataset: str
+    metrics: dict[str, float]
+    source: str
+
+
+def published_of(node: object, where: Path) -> Published | None:
+    """The config's ``published`` value (``None`` when null); a malformed one names ``where``."""
+    if node is None:
+        return None
+    expected = f"{{dataset, source, and any of {', '.join(PUBLISHED_METRICS)}}}"
+    if not isinstance(node, dict):
+        raise ValueError(f"{where}: published must be a mapping {expected}, got {node!r}")
+    unknown = sorted(set(node) - {"dataset", "source", *PUBLISHED_METRICS})
+    metrics = {k: node[k] for k in PUBLISHED_METRICS if k in node}
+    if unknown or not metrics or not all(isinstance(node.get(k), str) for k in ("dataset", "source")):
+        extra = f" (unknown keys {unknown})" if unknown else ""
+        raise ValueError(f"{where}: published {node!r}{extra}: expected {expected}")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in metrics.values()):
+        raise ValueError(f"{where}: published metrics must be numbers, got {metrics}")
+    return Published(node["dataset"], {k: float(v) for k, v in metrics.items()}, node["source"])
+
+
+@dataclass
+class ReportRow:
+    """One target of one run: its test metrics and, when published for that target, the paper's."""
+
+    run: str
+    experiment: str
+    train: str
+    target: str
+    metrics: dict[str, float]
+    published: Published | None = None
+
+
+def _hydra_choices(run_dir: Path) -> dict[str, str]:
+    """The group options the run was composed with (``.hydra/hydra.yaml``; absent outside @hydra.main)."""
+    hydra_file = run_dir / ".hydra" / "hydra.yaml"
+    if not hydra_file.is_file():
+        return {}
+    runtime = (yaml.safe_load(hydra_file.read_text()) or {}).get("hydra", {}).get("runtime", {})
+    return {str(k): str(v) for k, v in (runtime.get("choices") or {}).items() if v is not None}
+
+
+def dataset_name(loader: dict, choices: dict[str, str]) -> str:
+    """The ``conf/dataset`` option a run trained on: as Hydra recorded it, else the one option whose
+    loader ``_target_`` it has, else the loader's function name without ``load_``."""
+    if "dataset@data.dataset" in choices:
+        return choices["dataset@data.dataset"]
+    target = str(loader.get("_target_", ""))
+    options = [
+        p.stem
+        for p in sorted(DATASET_CONFIGS.glob("*.yaml"))
+        if (yaml.safe_load(p.read_text()) or {}).get("_target_") == target
+    ]
+    if len(options) == 1:
+        return options[0]
+    return target.rpartition(".")[2].removeprefix("load_") or "?"
+
+
+def _test_datasets(data: dict) -> list[str]:
+    names = data.get("test_datasets")
+    if isinstance(names, dict):
+        return [str(k) for k in names]
+    return [str(n) for n in names or []]
+
+
+def report_rows(run_dir: Path, label: str) -> list[ReportRow]:
+    """The rows of one run folder (``.hydra/config.yaml`` and, once tested, ``results.json``)."""
+    config_file = run_dir / ".hydra" / "config.yaml"
+    cfg = yaml.safe_load(config_file.read_text()) or {}
+    if not isinstance(cfg.get("data"), dict):
+        raise ValueError(f"{config_file}: expected the config of a reid.run run (no data node)")
+    choices = _hydra_choices(run_dir)
+    experiment = choices.get("experiment") or str(cfg.get("task_name", "?"))
+    train = dataset_name(cfg["data"].get("dataset") or {}, choices)
+    published = published_of(cfg.get("published"), config_file)
+    results = run_dir / "results.json"
+    tested = by_target(json.loads(results.read_text()).get("test")) if results.is_file() else {}
+    if not tested:
+        return [ReportRow(label, experiment, train, "(no results.json test)", {})]
+    rows = []
+    for target, metrics in tested.items():
+        name = target or next(iter(_test_datasets(cfg["data"])), train)
+        shown = published if published is not None and published.dataset == name else None
+        rows.append(ReportRow(label, experiment, train, name, metrics, shown))
+    return rows
+
+
+def collect_report(paths: list[Path]) -> list[ReportRow]:
+    """Every run under each path (a run folder, or any folder above runs: a multirun, an outputs tree)."""
+    rows = []
+    for path in paths:
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"summarize --report: {path} is not a folder (a run or a multirun folder)"
+            )
+        runs = sorted({p.parent.parent for p in path.glob("**/.hydra/config.yaml")}, key=_job_order)
+        if not runs:
+            raise FileNotFoundError(f"summarize --report: no runs (no */.hydra/config.yaml) under {path}")
+        for run in runs:
+            rows.extend(report_rows(run, str(run)))
+    return rows
+
+
+def _job_order(path: Path) -> tuple[str, float, str]:
+    return (str(path.parent), int(path.name) if path.name.isdigit() else math.inf, path.name)
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def report_markdown(rows: list[ReportRow]) -> str:
+    """The markdown table of :func:`collect_report`'s rows, with the published numbers beside."""
+    header = ["run", "experiment", "train", "target", *REPORT_METRICS, "published mAP", "published R1"]
+    header.append("source")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * 5 + ["---"]) + "|"]
+    for row in rows:
+        paper = row.published.metrics if row.published is not None else {}
+        cells = [
+            f"`{row.run}`",
+            row.experiment,
+            row.train,
+            row.target,
+            *(_number(row.metrics.get(m)) for m in REPORT_METRICS),
+            _number(paper.get("mAP")),
+            _number(paper.get("R1")),
+            row.published.source if row.published is not None else "",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = (
+        "Test metrics in %; published: the paper's result for the run's recipe on that target "
+        "(the experiment config's `published`), – where it reports none."
+    )
+    return "\n".join([*lines, "", note]) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m reid.tools.summarize", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
-        "sweep_dir", type=Path, help="a multirun folder, e.g. multirun/reid/2026-01-01_12-00-00"
+        "paths",
+        type=Path,
+        nargs="+",
+        help="a multirun folder, e.g. multirun/reid/2026-01-01_12-00-00; with --report runs and multiruns",
     )
     parser.add_argument("--csv", type=Path, default=None, help="also write the table to this CSV file")
     parser.add_argument("--all", action="store_true", help="show every override, not only those that vary")
+    parser.add_argument(
+        "--report", type=Path, help="write a markdown table of the runs with published results beside"
+    )
     args = parser.parse_args(argv)
-    header, rows = table_rows(collect(args.sweep_dir), all_overrides=args.all)
-    print_table(header, rows, title=str(args.sweep_dir))
-    if args.csv is not None:
-        write_csv(header, rows, args.csv)
+    if args.report is not None:
+        text = report_markdown(collect_report(args.paths))
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(text)
+        print(text, end="")
+        return
+    for sweep_dir in args.paths:
+        header, rows = table_rows(collect(sweep_dir), all_overrides=args.all)
+        print_table(header, rows, title=str(sweep_dir))
+        if args.csv is not None:
+            write_csv(header, rows, args.csv)
 
 
 if __name__ == "__main__":

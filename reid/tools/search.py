@@ -1,0 +1,267 @@
+"""Rank a gallery for query images with a trained run; build FAISS indexes of extracted features.
+
+    python -m reid.tools.search <run> --query q/ --gallery g/ --top-k 10 --picture ranked.png
+    python -m reid.tools.search <run> --query q.jpg --gallery gallery.npy --index gallery.faiss --nprobe 32
+    python -m reid.tools.search build-index gallery.npy --out gallery.faiss --kind ivf --nlist 4096
+
+Ranking: the queries (a folder, glob, image or list file) are embedded as ``reid.tools.extract`` does
+(the run's transform, flip and normalisation; SIE models camera-free). The gallery is a folder (glob,
+list) embedded the same way, or a features file of ``reid.tools.extract`` (``.npy``/``.safetensors`` with
+its ``.csv`` and ``.json``) of the same model. Exact search ranks every gallery row by the distance of
+the run's ``eval.metric`` (``reid.search.exact``); with ``--index`` a FAISS index built from that features
+file ranks instead (``reid.search.faiss_index``, extra ``reid[faiss]``). Printed per query: the top-k paths,
+distances and, for file names of the Market-1501 / DukeMTMC / MSMT17 / VeRi-776 formats, identity and
+camera, with the item's status under the scoring protocol (``match``; ``junk``: same identity and camera,
+or a negative identity; ``wrong``); ``--picture`` draws the ranked lists
+(``reid.visualization.ranked_list``).
+
+``build-index``: an index of a features file (kinds and parameters: ``reid.search.faiss_index``), saved
+with its ``<out>.json`` description.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reid.inference import TrainedModel, extract_features, load_trained_model
+from reid.inference.image_files import collect_images
+from reid.inference.name_labels import NameLabel, label_from_name
+from reid.search.exact import TopK, exact_top_k
+from reid.search.extracted import ExtractedFeatures, read_extracted
+from reid.tools.extract import FEATURE_SUFFIXES
+from reid.visualization.ranked_list import RankedRow, render_ranked_lists
+from reid.visualization.ranking import gallery_status
+
+if TYPE_CHECKING:
+    from reid.search.faiss_index import GalleryIndex, IndexSpec
+
+BUILD = "build-index"
+SPEC_FLAGS = ("nlist", "nprobe", "m", "nbits", "ef_construction", "ef_search")
+"""The index parameters ``build-index`` takes (``reid.search.faiss_index`` spec fields)."""
+
+
+@dataclass
+class RankedQuery:
+    """One query's top-k: gallery ``paths`` at ``distances`` (nearest first), each ``status``."""
+
+    query: str
+    label: NameLabel | None
+    paths: list[str]
+    distances: list[float]
+    status: list[str]
+
+
+def status_of(query: NameLabel | None, item: NameLabel | None) -> str:
+    """``match`` / ``wrong`` / ``junk`` when both names carry identity and camera, else ``unknown``."""
+    if query is None or item is None:
+        return "unknown"
+    return gallery_status(query.pid, query.camid, item.pid, item.camid)
+
+
+def _describe(label: NameLabel | None) -> str:
+    return "" if label is None else f"id {label.pid} cam {label.camid}"
+
+
+def embed(model: TrainedModel, source: str, batch_size: int, progress: bool) -> ExtractedFeatures:
+    """Features of the images ``source`` names, camera-free, with their name labels."""
+    result = extract_features(model, collect_images(source), batch_size=batch_size, progress=progress)
+    labels = [label_from_name(path) for path in result.paths]
+    return ExtractedFeatures(result.features, result.paths, labels, model.description())
+
+
+def load_gallery(model: TrainedModel, source: str, batch_size: int, progress: bool) -> ExtractedFeatures:
+    """A features file of ``reid.tools.extract`` of this model, or images embedded now."""
+    if Path(source).suffix not in FEATURE_SUFFIXES:
+        return embed(model, source, batch_size, progress)
+    gallery = read_extracted(source)
+    ours = model.description()
+    for key in ("normalized", "metric"):
+        if gallery.metadata.get(key) != ours[key]:
+            raise ValueError(
+                f"--gallery {source}: features with {key}={gallery.metadata.get(key)!r}, the run ranks with "
+                f"{key}={ours[key]!r}; extract the gallery with this run (python -m reid.tools.extract)"
+            )
+    if Path(gallery.metadata.get("checkpoint", "")).name != Path(ours["checkpoint"]).name:
+        theirs = gallery.metadata.get("checkpoint")
+        print(f"note: {source} was extracted with {theirs}, not {ours['checkpoint']}")
+    return gallery
+
+
+def rank(query: ExtractedFeatures, gallery: ExtractedFeatures, args: argparse.Namespace) -> TopK:
+    if query.features.shape[1] != gallery.features.shape[1]:
+        raise ValueError(
+            f"--gallery {args.gallery}: features of dimension {gallery.features.shape[1]}, the run's are "
+            f"{query.features.shape[1]}; extract the gallery with this run"
+        )
+    if args.index is None:
+        return exact_top_k(query.features, gallery.features, args.top_k, query.metric)
+    from reid.search.faiss_index import load_index
+
+    index = load_index(args.index)
+    if index.num_rows != len(gallery.paths) or index.metric != gallery.metric:
+        raise ValueError(
+            f"--index {args.index}: {index.num_rows} rows ranked by {index.metric}, the gallery "
+            f"{args.gallery} has {len(gallery.paths)} ranked by {gallery.metric}; build the index from "
+            "that features file"
+        )
+    search = {"nprobe": args.nprobe, "ef_search": args.ef_search}
+    return index.tuned(**{k: v for k, v in search.items() if v is not None}).search(
+        query.features, args.top_k
+    )
+
+
+def ranked_queries(query: ExtractedFeatures, gallery: ExtractedFeatures, top: TopK) -> list[RankedQuery]:
+    results = []
+    for q, (rows, distances) in enumerate(zip(top.indices.tolist(), top.distances.tolist(), strict=True)):
+        found = [(row, d) for row, d in zip(rows, distances, strict=True) if row >= 0]
+        label = query.labels[q]
+        results.append(
+            RankedQuery(
+                query=query.paths[q],
+                label=label,
+                paths=[gallery.paths[row] for row, _ in found],
+                distances=[d for _, d in found],
+                status=[status_of(label, gallery.labels[row]) for row, _ in found],
+            )
+        )
+    return results
+
+
+def print_ranked(results: Sequence[RankedQuery], gallery: ExtractedFeatures) -> None:
+    labels = dict(zip(gallery.paths, gallery.labels, strict=True))
+    for number, result in enumerate(results, start=1):
+        print(f"query {number}/{len(results)}: {result.query}  {_describe(result.label)}".rstrip())
+        for rank_, (path, distance, status) in enumerate(
+            zip(result.paths, result.distances, result.status, strict=True), start=1
+        ):
+            print(f"  {rank_:>3}  {distance:.4f}  {path}  {_describe(labels[path])}  {status}")
+
+
+def write_picture(results: Sequence[RankedQuery], path: Path, rows: int, cell: tuple[int, int]) -> None:
+    shown = [
+        RankedRow(
+            Path(r.query),
+            [Path(p) for p in r.paths],
+            r.distances,
+            r.status,
+            f"{Path(r.query).name}  {_describe(r.label)}".rstrip(),
+        )
+        for r in results[:rows]
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    render_ranked_lists(shown, cell=cell).save(path)
+    more = f" (the first {rows} of {len(results)} queries)" if len(results) > rows else ""
+    print(f"ranked lists -> {path}{more}")
+
+
+def _rank_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m reid.tools.search",
+        description=__doc__.split("\n\n")[0],
+        epilog=f"index of a features file ({BUILD} -h for its options):\n{_build_parser().format_usage()}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run", help="a run folder, or a checkpoint in one (<run>/checkpoints/*.ckpt)")
+    parser.add_argument("--query", required=True, help="query images: folder, glob (quoted), image or list")
+    parser.add_argument(
+        "--gallery", required=True, help="gallery images (folder, glob, list) or a features file of extract"
+    )
+    parser.add_argument("--index", type=Path, help="FAISS index built from the --gallery features file")
+    parser.add_argument("--nprobe", type=int, help="IVF cells scanned per query (default: the index's)")
+    parser.add_argument("--ef-search", type=int, help="HNSW search candidates (default: the index's)")
+    parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--picture", type=Path, help="write the ranked lists to this image (.png, .jpg)")
+    parser.add_argument("--picture-rows", type=int, default=20, help="queries drawn in the picture")
+    parser.add_argument("--cell", type=int, nargs=2, default=(128, 64), metavar=("H", "W"))
+    parser.add_argument("--checkpoint", help="checkpoint of the run folder; default: best, else last")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def rank_main(argv: Sequence[str]) -> list[RankedQuery]:
+    args = _rank_parser().parse_args(argv)
+    if args.index is not None and Path(args.gallery).suffix not in FEATURE_SUFFIXES:
+        raise ValueError(
+            f"--index needs --gallery to be the features file it was built from, got {args.gallery}"
+        )
+    if args.top_k < 1:
+        raise ValueError(f"--top-k: expected an integer >= 1, got {args.top_k}")
+    model = load_trained_model(args.run, args.checkpoint, device=args.device)
+    progress = not args.no_progress
+    gallery = load_gallery(model, args.gallery, args.batch_size, progress)
+    query = embed(model, args.query, args.batch_size, progress)
+    results = ranked_queries(query, gallery, rank(query, gallery, args))
+    print_ranked(results, gallery)
+    if args.picture is not None:
+        write_picture(results, args.picture, args.picture_rows, tuple(args.cell))
+    return results
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from reid.search.faiss_index import SPECS
+
+    parser = argparse.ArgumentParser(
+        prog=f"python -m reid.tools.search {BUILD}",
+        description="A FAISS index of a features file of reid.tools.extract (reid.search.faiss_index).",
+    )
+    parser.add_argument("features", help="features file (.npy or .safetensors, with its .csv and .json)")
+    parser.add_argument("--out", type=Path, required=True, help="index file, e.g. gallery.faiss")
+    parser.add_argument("--kind", choices=sorted(SPECS), default="ivf")
+    parser.add_argument("--nlist", type=int, help="ivf, ivfpq: k-means cells (default 1024)")
+    parser.add_argument("--nprobe", type=int, help="ivf, ivfpq: cells scanned per query (default 16)")
+    parser.add_argument("--m", type=int, help="ivfpq: sub-quantisers (default 32); hnsw: links per node (32)")
+    parser.add_argument("--nbits", type=int, help="ivfpq: bits per code (default 8)")
+    parser.add_argument("--ef-construction", type=int, help="hnsw: build candidates (default 40)")
+    parser.add_argument("--ef-search", type=int, help="hnsw: search candidates (default 64)")
+    parser.add_argument("--train-sample", type=int, default=262144, help="ivf, ivfpq: k-means training rows")
+    return parser
+
+
+def index_spec(kind: str, given: dict[str, int | None]) -> IndexSpec:
+    """The spec of ``kind`` with the parameters given (``None``: the default); a parameter of another
+    kind is an error naming its flag."""
+    from reid.search.faiss_index import SPECS
+
+    spec_class = SPECS[kind]
+    names = [f.name for f in dataclasses.fields(spec_class)]
+    chosen = {key: value for key, value in given.items() if value is not None}
+    wrong = [key for key in chosen if key not in names]
+    if wrong:
+        flags = ", ".join("--" + key.replace("_", "-") for key in wrong)
+        takes = ", ".join("--" + key.replace("_", "-") for key in names) or "no parameters"
+        raise ValueError(f"--kind {kind}: {flags} is not one of its parameters ({takes})")
+    return spec_class(**chosen)
+
+
+def build_main(argv: Sequence[str]) -> GalleryIndex:
+    from reid.search.faiss_index import build_index
+
+    args = _build_parser().parse_args(argv)
+    spec = index_spec(args.kind, {key: getattr(args, key) for key in SPEC_FLAGS})
+    gallery = read_extracted(args.features)
+    features = Path(args.features).resolve()
+    index = build_index(gallery.features, spec, gallery.metric, features, args.train_sample)
+    index.save(args.out)
+    print(f"{args.kind} index of {index.num_rows} x {index.dim} ({index.metric}) -> {args.out}")
+    return index
+
+
+def main(argv: Sequence[str] | None = None) -> list[RankedQuery] | GalleryIndex:
+    """``build-index ...`` builds an index; anything else ranks (``-h`` on either for its options)."""
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == BUILD:
+        return build_main(argv[1:])
+    return rank_main(argv)
+
+
+if __name__ == "__main__":
+    main()

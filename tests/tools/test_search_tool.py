@@ -1,0 +1,129 @@
+"""`python -m reid.tools.search`: a trained run ranks a gallery folder or features file for query images.
+
+The reference is built from the features ``reid.tools.extract`` writes (tested against the run's own
+evaluation in test_extract.py): every query x gallery euclidean distance at once (``torch.cdist``; the
+tiny ViT's ``eval.metric``), each row sorted stably, and the statuses of the scoring protocol
+(``reid.evaluation.rank``) written out here from the file names: a negative identity or the query's
+identity in its camera is junk, the query's identity in another camera a match, anything else wrong.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reid.inference.name_labels import label_from_name
+from reid.tools.extract import main as extract
+from reid.tools.search import main as search
+from reid.visualization.ranked_list import picture_size
+
+TOP_K = 5
+
+
+@pytest.fixture(scope="module")
+def run_dir(trained_run) -> Path:
+    return trained_run("vit")
+
+
+@pytest.fixture(scope="module")
+def extracted(run_dir: Path, tiny_data_dir: Path, tmp_path_factory) -> dict[str, Path]:
+    """Query and gallery folders of the tiny tree and their features written by reid.tools.extract."""
+    root = tiny_data_dir / "synthetic_tiny"
+    out = tmp_path_factory.mktemp("search")
+    found = {"query": next(root.glob("**/query")), "gallery": next(root.glob("**/bounding_box_test"))}
+    for name in ("query", "gallery"):
+        extract([str(run_dir), str(found[name]), str(out / f"{name}.npy"), "--no-progress"])
+        found[f"{name}_features"] = out / f"{name}.npy"
+    return found
+
+
+def _paths(features: Path) -> list[str]:
+    with features.with_suffix(".csv").open() as handle:
+        return [row["path"] for row in csv.DictReader(handle)]
+
+
+def _status(query: str, item: str) -> str:
+    q, g = label_from_name(query), label_from_name(item)
+    if g.pid < 0 or (g.pid == q.pid and g.camid == q.camid):
+        return "junk"
+    return "match" if g.pid == q.pid else "wrong"
+
+
+def reference(extracted: dict[str, Path]) -> list[tuple[str, list[str], list[float]]]:
+    query = torch.from_numpy(np.load(extracted["query_features"])).double()
+    gallery = torch.from_numpy(np.load(extracted["gallery_features"])).double()
+    order = torch.sort(torch.cdist(query, gallery), dim=1, stable=True)
+    q_paths, g_paths = _paths(extracted["query_features"]), _paths(extracted["gallery_features"])
+    return [
+        (q_paths[i], [g_paths[j] for j in order.indices[i, :TOP_K]], order.values[i, :TOP_K].tolist())
+        for i in range(len(q_paths))
+    ]
+
+
+def _check(results, expected) -> None:
+    assert [r.query for r in results] == [query for query, _, _ in expected]
+    for result, (query, paths, distances) in zip(results, expected, strict=True):
+        assert result.paths == paths
+        np.testing.assert_allclose(result.distances, distances, atol=1e-5)
+        assert result.status == [_status(query, path) for path in paths]
+
+
+def test_a_gallery_folder_is_ranked_as_the_extracted_features(run_dir, extracted, tmp_path, capsys) -> None:
+    """Exact search over a folder: the brute-force ranking of the extracted features, the protocol's
+    statuses (the tiny tree has matches, same-camera junk and wrong identities in the top 5), the printed
+    lists and a picture of the first 3 queries."""
+    picture = tmp_path / "ranked.png"
+    results = search(
+        [str(run_dir), "--query", str(extracted["query"]), "--gallery", str(extracted["gallery"]),
+         "--top-k", str(TOP_K), "--picture", str(picture), "--picture-rows", "3", "--no-progress"]
+    )  # fmt: skip
+    expected = reference(extracted)
+    _check(results, expected)
+    assert {"match", "wrong", "junk"} <= {s for r in results for s in r.status}
+    with Image.open(picture) as image:
+        assert image.size == picture_size(3, TOP_K)
+    printed = capsys.readouterr().out
+    first = results[0]
+    label = label_from_name(first.query)
+    assert f"query 1/{len(results)}: {first.query}  id {label.pid} cam {label.camid}" in printed
+    assert f"    1  {first.distances[0]:.4f}  {first.paths[0]}  " in printed
+    assert f"ranked lists -> {picture} (the first 3 of {len(results)} queries)" in printed
+
+
+def test_features_file_and_faiss_indexes_give_the_same_ranking(run_dir, extracted, tmp_path) -> None:
+    """The gallery as extract's features file, exact or through a FAISS ``flat`` index or an IVF one that
+    scans all its cells (``build-index``): each the same ranking as the folder."""
+    expected = reference(extracted)
+    gallery = str(extracted["gallery_features"])
+    common = [str(run_dir), "--query", str(extracted["query"]), "--gallery", gallery, "--top-k", str(TOP_K)]
+    _check(search([*common, "--no-progress"]), expected)
+    for kind, extra in [("flat", []), ("ivf", ["--nlist", "4", "--nprobe", "4"])]:
+        index = tmp_path / f"{kind}.faiss"
+        built = search(["build-index", gallery, "--out", str(index), "--kind", kind, *extra])
+        assert built.num_rows == len(_paths(extracted["gallery_features"]))
+        _check(search([*common, "--index", str(index), "--no-progress"]), expected)
+
+
+def test_bad_arguments_name_the_flag_or_file(run_dir, extracted, tmp_path) -> None:
+    common = [str(run_dir), "--query", str(extracted["query"]), "--no-progress"]
+    with pytest.raises(ValueError, match="--index needs --gallery to be the features file"):
+        search([*common, "--gallery", str(extracted["gallery"]), "--index", str(tmp_path / "x.faiss")])
+    with pytest.raises(ValueError, match="--kind hnsw: --nlist is not one of its parameters"):
+        search(["build-index", str(extracted["gallery_features"]), "--out", "x.faiss", "--kind", "hnsw",
+                "--nlist", "4"])  # fmt: skip
+    for suffix in (".npy", ".csv", ".json"):
+        shutil.copy(extracted["gallery_features"].with_suffix(suffix), tmp_path / f"g{suffix}")
+    meta = json.loads((tmp_path / "g.json").read_text())
+    (tmp_path / "g.json").write_text(json.dumps({**meta, "metric": "cosine"}))
+    with pytest.raises(ValueError, match="metric='cosine', the run ranks with metric='euclidean'"):
+        search([*common, "--gallery", str(tmp_path / "g.npy")])
+    (tmp_path / "g.csv").write_text("row,path,pid,camid,name_format\n0,a.jpg,,,\n")
+    with pytest.raises(ValueError, match=r"g\.csv: 1 images for the \d+ feature rows"):
+        search([*common, "--gallery", str(tmp_path / "g.npy")])
