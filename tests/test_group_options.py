@@ -110,8 +110,9 @@ def _sized(group: str, option: str) -> list[str]:
     """The overrides an option is built with: sizes, and the partner group of a pretraining option."""
     if group == "model" and _is_ssl(group, option):
         return ["data=synthetic_ssl", *TINY_SSL_DATA, *SMALL_SSL, *_small_model(option)]
-    if group == "model":
-        return ["data=synthetic_tiny", *_small_model(option)]
+    if group == "model":  # Cluster Contrast trains on its unlabelled datamodule only
+        usl_model = _target(group, option).endswith("ClusterContrastTask")
+        return [f"data={'usl_synthetic_tiny' if usl_model else 'synthetic_tiny'}", *_small_model(option)]
     if _is_ssl(group, option):
         partner = ["model=dino_tiny", *_small_model("dino_tiny"), *SMALL_SSL]
         if option == "synthetic_ssl":
@@ -119,6 +120,8 @@ def _sized(group: str, option: str) -> list[str]:
         tiny_tree = TINY_SSL_DATA[:4] if option == "synthetic_luperson" else []  # root and tree size
         return ["data=luperson_ssl", *partner, *tiny_tree]
     small = _small_model("vit_tiny")  # the run.yaml default model
+    if _target(group, option).endswith("UnlabelledDataModule"):  # clustered by the USL task only
+        small = ["model=cluster_contrast_tiny", *_small_model("cluster_contrast_tiny")]
     if group in ("data", "dataset"):
         # the synthetic trees at test size, not the demo-size trees
         synthetic = {"synthetic": SMALL_SYNTHETIC, "synthetic_duke": SMALL_DUKE}.get(option, [])

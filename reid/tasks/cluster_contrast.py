@@ -1,0 +1,246 @@
+"""Unsupervised re-ID by Cluster Contrast (Dai et al. 2021), as TransReID-SSL and PASS run it on ViTs.
+
+Official ``examples/cluster_contrast_train_usl.py`` (damo-cv/TransReID-SSL ``cluster-contrast-reid/``,
+CASIA-IVA-Lab/PASS-reID ``PASS_cluster_contrast_reid/``). At the start of every epoch:
+
+1. embed the unlabelled training images (eval mode, test transform): ``f = normalize(BN(cls))``;
+2. pseudo labels: DBSCAN on the k-reciprocal Jaccard distance (``reid.clustering``); outliers are
+   left out of the epoch;
+3. the cluster memory starts from the L2-normalised centroids (``reid.losses.cluster_memory``);
+
+then train ``data.iterations`` P x K batches over the pseudo labels (``reid.data.usl_datamodule``) with
+ClusterNCE, the memory updated by momentum after every batch. UDA is the same run started from a model
+fine-tuned on the source domain (``model.weights``; its BNNeck and classifier are not loaded, as the
+official ``load_param`` skips ``bottleneck`` and ``classifier`` keys). Evaluation on query/gallery is the
+supervised tasks' (``reid.tasks.retrieval_evaluation``). Logged per epoch: ``train/num_clusters``,
+``train/num_outliers``; per step ``train/loss`` (= ``train/loss_cluster_nce``), ``train/lr``.
+
+The pseudo labels and the memory are saved in every checkpoint (``checkpoint["cluster_contrast"]``), so a
+run killed mid-epoch resumes on the same clusters and memory instead of re-clustering.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from reid.clustering import ClusteringConfig, cluster_centroids, cluster_features
+from reid.data.records import DatasetInfo
+from reid.evaluation import EvalConfig
+from reid.losses.cluster_memory import ClusterMemory
+from reid.models.heads import bnneck
+from reid.models.weights import load_pretrained
+from reid.optim import ArrayLR
+from reid.tasks.retrieval_evaluation import RetrievalEvaluation
+
+Fusion = Literal["cls", "cls_parts_cat", "cls_parts_mean"]
+STATE_KEY = "cluster_contrast"
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+class ClusterContrastNet(nn.Module):
+    """``normalize(BN(feature))`` of a ViT (official ``vision_transformer.py`` ``forward``).
+
+    ``feature``: ``"cls"`` the final [CLS] (TransReID-SSL); with PASS part tokens, the single-neck fusions
+    of PASS-reID ``--feat-fusion``: ``"cls_parts_cat"`` = ``cat(cls, mean(parts))`` (2D),
+    ``"cls_parts_mean"`` = ``(cls + mean(parts)) / 2``. The BNNeck has a frozen zero bias. Keys:
+    ``backbone.*``, ``neck.*`` (a source model's ``global_head.*`` is therefore not loaded).
+    """
+
+    def __init__(self, backbone: nn.Module, feature: Fusion = "cls") -> None:
+        super().__init__()
+        if feature not in ("cls", "cls_parts_cat", "cls_parts_mean"):
+            raise ValueError(
+                f"model.feature={feature!r}: expected 'cls', 'cls_parts_cat' or 'cls_parts_mean'"
+            )
+        num_parts = int(getattr(backbone, "num_parts", 0))
+        if feature != "cls" and num_parts < 1:
+            raise ValueError(f"model.feature={feature!r} needs part tokens (model.backbone.num_parts >= 1)")
+        self.backbone, self.feature, self.num_parts = backbone, feature, num_parts
+        self.embedding_dim = backbone.embed_dim * (2 if feature == "cls_parts_cat" else 1)
+        self.neck = bnneck(self.embedding_dim)
+
+    def forward(self, images: Tensor) -> Tensor:
+        tokens = self.backbone.forward_features(images)
+        feat = tokens[:, 0]
+        if self.feature != "cls":
+            parts = tokens[:, 1 : 1 + self.num_parts].mean(dim=1)
+            feat = torch.cat((feat, parts), 1) if self.feature == "cls_parts_cat" else (feat + parts) / 2
+        return F.normalize(self.neck(feat), dim=1)
+
+
+def _broadcast(tensor: Tensor) -> Tensor:
+    """Rank 0's ``tensor`` on every rank (itself without DDP), so all ranks train on one clustering."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast(tensor, src=0)
+    return tensor
+
+
+class ClusterContrastTask(RetrievalEvaluation, L.LightningModule):
+    """Args:
+    data_info, evaluation: as for :class:`~reid.tasks.TransReIDTask` (``num_classes`` is unused).
+    backbone: ``_partial_`` config of a ViT factory (``reid.models.vit.vit_small``).
+    clustering: config of :class:`~reid.clustering.ClusteringConfig` (eps, min_samples, k1, k2).
+    memory: config of :class:`~reid.losses.cluster_memory.ClusterMemory` (temperature, momentum, update).
+    optimizer: ``_partial_`` optimiser; every trainable parameter in one group at its ``lr`` and
+        ``weight_decay`` (official: SGD 3.5e-4, momentum 0.9, weight decay 5e-4).
+    schedule: ``_partial_`` ``(base, epochs, steps_per_epoch) -> array`` (official StepLR: x0.1 every
+        20 epochs), or None.
+    feature: see :class:`ClusterContrastNet`.
+    weights, weights_grid, weights_strict: as for :class:`~reid.tasks.TransReIDTask`.
+    """
+
+    def __init__(
+        self,
+        data_info: DatasetInfo,
+        evaluation: EvalConfig,
+        backbone: DictConfig | Mapping,
+        clustering: DictConfig | Mapping,
+        memory: DictConfig | Mapping,
+        optimizer: DictConfig | Mapping,
+        schedule: DictConfig | Mapping | None = None,
+        feature: Fusion = "cls",
+        weights: str | None = None,
+        weights_grid: Sequence[int] | None = None,
+        weights_strict: bool = True,
+    ) -> None:
+        super().__init__()
+        hparams = {"backbone": backbone, "clustering": clustering, "memory": memory, "optimizer": optimizer}
+        hparams |= {"schedule": schedule, "weights_grid": weights_grid}
+        self.save_hyperparameters(
+            {k: _plain(v) for k, v in hparams.items()}
+            | {"feature": feature, "weights": weights, "weights_strict": weights_strict}
+        )
+        self.data_info, self.evaluation = data_info, evaluation
+        self.sie_at_test = False  # no side information: the evaluation embeds images alone
+        self.net = ClusterContrastNet(instantiate(backbone)(), feature)
+        self.clustering: ClusteringConfig = instantiate(clustering)
+        self.memory: ClusterMemory = instantiate(memory)
+        self.optimizer_factory = instantiate(optimizer)
+        self.schedule_factory = instantiate(schedule) if schedule is not None else None
+        self.pseudo_labels: Tensor | None = None  # [N] long, CPU: this epoch's labels (-1 = outlier)
+        self.clustered_epoch = -1  # the epoch ``pseudo_labels`` and the memory were made for
+        self.evaluators, self.evaluation_names = [], []
+        if weights is not None:
+            if not str(weights).strip():
+                raise ValueError(f"model.weights={weights!r} names no file: set null or a checkpoint path")
+            report = load_pretrained(self.net, weights, old_grid=_plain(weights_grid), strict=weights_strict)
+            (rank_zero_warn if report.partial else rank_zero_info)(report.summary())
+
+    def forward(self, images: Tensor, camids: Tensor | None = None, viewids: Tensor | None = None) -> Tensor:
+        """Retrieval embedding ``[B, D]`` (eval mode), flip-averaged with ``evaluation.flip``; no cameras."""
+        embedding = self.net(images)
+        if self.evaluation.flip:
+            embedding = (embedding + self.net(torch.flip(images, dims=[3]))) / 2
+        return embedding
+
+    # ---- pseudo labels --------------------------------------------------------------------
+    @torch.no_grad()
+    def training_features(self) -> Tensor:
+        """``[N, D]`` features of the unlabelled training images in dataset order (eval mode, CPU float32)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not callable(getattr(datamodule, "cluster_dataloader", None)):
+            raise TypeError(
+                "ClusterContrastTask: needs the unlabelled datamodule (data=usl_market1501, usl_msmt17, "
+                f"usl_synthetic_tiny: reid.data.usl_datamodule), got {type(datamodule).__name__}"
+            )
+        loader = datamodule.cluster_dataloader()
+        was_training = self.net.training
+        self.net.eval()
+        features = torch.zeros(len(loader.dataset), self.net.embedding_dim)
+        with self.trainer.precision_plugin.forward_context():
+            for batch in loader:
+                features[batch["index"]] = self.net(batch["image"].to(self.device)).float().cpu()
+        self.net.train(was_training)
+        return features
+
+    def recluster(self) -> None:
+        """Pseudo labels and memory for the current epoch from the current model (module docstring)."""
+        features = self.training_features()
+        found = cluster_features(features, self.clustering)
+        labels = _broadcast(torch.from_numpy(found.labels).to(self.device)).cpu()
+        if int(labels.max()) < 0:
+            raise ValueError(
+                f"DBSCAN found no cluster among {labels.numel()} training images (model.clustering.eps="
+                f"{self.clustering.eps}, min_samples={self.clustering.min_samples}); raise eps"
+            )
+        centroids = cluster_centroids(features, labels)
+        self.memory.reset(centroids)
+        self.memory.features = _broadcast(self.memory.features)
+        self.pseudo_labels, self.clustered_epoch = labels, self.current_epoch
+
+    def on_train_start(self) -> None:
+        """A run resumed mid-epoch starts without ``on_train_epoch_start`` (Lightning skips it): the
+        checkpoint's pseudo labels go to the sampler here."""
+        if self.pseudo_labels is not None:
+            self.trainer.datamodule.set_pseudo_labels(self.pseudo_labels.numpy())
+
+    def on_train_epoch_start(self) -> None:
+        if self.clustered_epoch != self.current_epoch or self.pseudo_labels is None:
+            self.recluster()
+        self.trainer.datamodule.set_pseudo_labels(self.pseudo_labels.numpy())
+        outliers = int((self.pseudo_labels < 0).sum())
+        self.log("train/num_clusters", float(self.memory.num_clusters), on_epoch=True, batch_size=1)
+        self.log("train/num_outliers", float(outliers), on_epoch=True, batch_size=1)
+
+    # ---- training -------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        labels = self.pseudo_labels.to(self.device)[batch["index"]]
+        loss = self.memory(self.net(batch["image"]), labels)
+        size = batch["image"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/loss_cluster_nce", loss, batch_size=size)
+        self.log("train/lr", float(self.trainer.optimizers[0].param_groups[0]["lr"]), batch_size=size)
+        return loss
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        base_lr = float(self.optimizer_factory.keywords["lr"])
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory([{"params": params}])
+        if self.schedule_factory is None:
+            return {"optimizer": optimizer}
+        epochs = self.trainer.max_epochs
+        if epochs is None or epochs <= 0:
+            raise ValueError(
+                f"ClusterContrastTask: the lr schedule is sized by trainer.max_epochs, got {epochs}; "
+                "set trainer.max_epochs or model.schedule=null"
+            )
+        steps_per_epoch = max(1, math.ceil(self.trainer.estimated_stepping_batches / epochs))
+        values = self.schedule_factory(base=base_lr, epochs=epochs, steps_per_epoch=steps_per_epoch)
+        scheduler = ArrayLR(optimizer, values, base_lr=base_lr)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.pseudo_labels is not None:
+            checkpoint[STATE_KEY] = {
+                "epoch": self.clustered_epoch,
+                "pseudo_labels": self.pseudo_labels.clone(),
+                "memory": self.memory.features.detach().cpu().clone(),
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get(STATE_KEY)
+        if state is None:
+            return
+        missing = {"epoch", "pseudo_labels", "memory"} - set(state)
+        if missing:
+            raise KeyError(
+                f"checkpoint[{STATE_KEY!r}] lacks {sorted(missing)}: not a Cluster Contrast checkpoint"
+            )
+        self.clustered_epoch = int(state["epoch"])
+        self.pseudo_labels = state["pseudo_labels"].long().cpu()
+        self.memory.features = state["memory"].float().to(self.memory.features.device)

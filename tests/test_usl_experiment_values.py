@@ -1,0 +1,115 @@
+"""Each Cluster Contrast (USL / UDA) experiment composes to the official recipe.
+
+The table is read from the official scripts, not from our YAML files: damo-cv/TransReID-SSL
+``cluster-contrast-reid/{market,msmt}_{usl,uda}.sh`` (``-b 256 -a vit_small --iters 200 --eps 0.6|0.7
+--self-norm --use-hard --hw-ratio 2 --num-instances 8 [--conv-stem] -pp <checkpoint>``, ``--eval-step
+50`` in msmt_usl.sh) with the defaults of ``examples/cluster_contrast_train_usl.py`` (SGD lr 0.00035,
+momentum 0.9, weight decay 5e-4, StepLR step 20 gamma 0.1, 50 epochs, k1 30, k2 6, DBSCAN min_samples 4,
+temp 0.05, momentum 0.2, drop path 0.3, 256x128; ``vit_small`` stride 16 and ``forward`` =
+normalize(BN(cls))), and CASIA-IVA-Lab/PASS-reID ``PASS_cluster_contrast_reid/market_usl_cat_singleneck.sh``
+(``--feat-fusion cat``, single neck). Published (mAP / R1) in the experiment comments: TransReID-SSL
+ViT-S Market 88.2 / 94.2, MSMT17 40.9 / 66.4; +ICS 89.6 / 95.3, 50.6 / 75.0; UDA MSMT17->Market
+89.4 / 95.4, Market->MSMT17 47.4 / 70.8.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from reid.config import CONFIG_DIR
+
+
+class Official(NamedTuple):
+    dataset: str  # conf/dataset option
+    eps: float
+    weights_file: str
+    eval_every: int = 10  # --eval-step
+    stem: str = "patch"  # "ics": --conv-stem
+    feature: str = "cls"
+    parts: int = 0
+    published: tuple[float, float] | None = None  # (mAP, R1), stated in the experiment's comment
+
+
+RECIPES = {
+    "usl_market": Official("market1501", 0.6, "vit_small_cfs_lup.pth", published=(88.2, 94.2)),
+    "usl_msmt": Official("msmt17", 0.7, "vit_small_cfs_lup.pth", eval_every=50, published=(40.9, 66.4)),
+    "usl_ics_market": Official(
+        "market1501", 0.6, "vit_small_ics_cfs_lup.pth", stem="ics", published=(89.6, 95.3)
+    ),
+    "usl_ics_msmt": Official(
+        "msmt17", 0.7, "vit_small_ics_cfs_lup.pth", eval_every=50, stem="ics", published=(50.6, 75.0)
+    ),
+    "uda_msmt2market": Official("market1501", 0.6, "vit_small_lup_msmt.ckpt", published=(89.4, 95.4)),
+    "uda_market2msmt": Official("msmt17", 0.7, "vit_small_lup_market.ckpt", published=(47.4, 70.8)),
+    "usl_pass_market": Official(
+        "market1501", 0.6, "pass_lup_vit_small.safetensors", feature="cls_parts_cat", parts=3
+    ),
+}
+DATASET_TARGETS = {
+    "market1501": "reid.data.datasets.market1501",
+    "msmt17": "reid.data.datasets.msmt17",
+}
+
+
+def test_every_usl_and_uda_experiment_has_a_recipe_row():
+    names = {
+        p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml") if p.stem.startswith(("usl_", "uda_"))
+    }
+    assert names - {"usl_demo"} == set(RECIPES)
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_usl_experiment_matches_the_official_script(name, compose_config):
+    official = RECIPES[name]
+    cfg = compose_config(f"experiment={name}")
+    data, model, trainer = cfg.data, cfg.model, cfg.trainer
+    assert data._target_ == "reid.data.usl_datamodule.UnlabelledDataModule"
+    assert data.dataset._target_.startswith(DATASET_TARGETS[official.dataset])
+    assert (data.batch_size, data.num_instances, data.iterations) == (256, 8, 200)
+    assert list(data.image_size) == [256, 128]
+    assert list(data.pixel_mean) == list(data.pixel_std) == [0.5, 0.5, 0.5]  # --self-norm
+    assert (data.augment.flip_prob, data.augment.padding, data.augment.erasing_prob) == (0.5, 10, 0.5)
+    assert model._target_ == "reid.tasks.cluster_contrast.ClusterContrastTask"
+    backbone = model.backbone
+    assert backbone._target_ == "reid.models.vit.vit_small"
+    assert (backbone.patch_size, backbone.stride, backbone.drop_path_rate) == (16, 16, 0.3)
+    assert backbone.stem == official.stem and backbone.get("num_parts", 0) == official.parts
+    assert model.feature == official.feature
+    clustering = model.clustering
+    assert (clustering.eps, clustering.min_samples, clustering.k1, clustering.k2) == (official.eps, 4, 30, 6)
+    memory = model.memory
+    assert (memory.temperature, memory.momentum, memory["update"]) == (0.05, 0.2, "hard")
+    optimizer = model.optimizer
+    assert optimizer._target_ == "torch.optim.SGD"
+    assert (optimizer.lr, optimizer.momentum, optimizer.weight_decay) == (3.5e-4, 0.9, 5e-4)
+    assert trainer.max_epochs == 50 and trainer.check_val_every_n_epoch == official.eval_every
+    assert trainer.precision == "32-true"
+    assert Path(model.weights).name == official.weights_file
+    if official.published is None:
+        assert cfg.published is None  # not inherited from usl_market
+    else:
+        text = (CONFIG_DIR / "experiment" / f"{name}.yaml").read_text()
+        assert f"{official.published[0]} mAP / {official.published[1]} R1" in text
+        assert (cfg.published.mAP, cfg.published.R1) == official.published
+        assert cfg.published.dataset == official.dataset
+
+
+def test_schedule_is_the_official_step_lr():
+    schedule = OmegaConf.load(CONFIG_DIR / "model" / "cluster_contrast.yaml").schedule
+    values = instantiate(schedule)(base=3.5e-4, epochs=50, steps_per_epoch=200)
+    param = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([param], lr=3.5e-4)
+    step_lr = torch.optim.lr_scheduler.StepLR(optimizer, step_size=20, gamma=0.1)
+    expected = []
+    for _ in range(50):
+        expected += [optimizer.param_groups[0]["lr"]] * 200
+        optimizer.step()
+        step_lr.step()
+    assert np.allclose(values, expected, rtol=1e-12)
