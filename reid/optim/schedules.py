@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from torch.optim import Optimizer
@@ -147,3 +148,27 @@ class ArrayLR(LambdaLR):
         state = super().state_dict()
         state.pop("values", None)
         return state
+
+
+def per_step_scheduler(
+    optimizer: Optimizer,
+    schedule_factory: Callable[..., Sequence[float]],
+    base_lr: float,
+    max_epochs: int | None,
+    stepping_batches: int | float,
+    owner: str,
+) -> dict[str, Any]:
+    """What a LightningModule's ``configure_optimizers`` returns for ``optimizer`` under a per-step lr
+    array: ``schedule_factory(base, epochs, steps_per_epoch)`` sized by the trainer's ``max_epochs`` and
+    its ``estimated_stepping_batches``, wrapped in :class:`ArrayLR` and stepped every batch. ``owner``
+    names the task in the error for a missing epoch count.
+    """
+    if max_epochs is None or max_epochs <= 0:
+        raise ValueError(
+            f"{owner}: the lr schedule is sized by trainer.max_epochs, got {max_epochs}; "
+            "set trainer.max_epochs or model.schedule=null"
+        )
+    steps_per_epoch = max(1, math.ceil(stepping_batches / max_epochs))
+    values = schedule_factory(base=base_lr, epochs=max_epochs, steps_per_epoch=steps_per_epoch)
+    scheduler = ArrayLR(optimizer, values, base_lr=base_lr)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

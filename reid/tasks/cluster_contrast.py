@@ -21,7 +21,6 @@ run killed mid-epoch resumes on the same clusters and memory instead of re-clust
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -40,7 +39,7 @@ from reid.evaluation import EvalConfig
 from reid.losses.cluster_memory import ClusterMemory
 from reid.models.heads import bnneck
 from reid.models.weights import load_pretrained
-from reid.optim import ArrayLR
+from reid.optim import per_step_scheduler
 from reid.tasks.retrieval_evaluation import RetrievalEvaluation
 
 Fusion = Literal["cls", "cls_parts_cat", "cls_parts_mean"]
@@ -212,16 +211,14 @@ class ClusterContrastTask(RetrievalEvaluation, L.LightningModule):
         optimizer = self.optimizer_factory([{"params": params}])
         if self.schedule_factory is None:
             return {"optimizer": optimizer}
-        epochs = self.trainer.max_epochs
-        if epochs is None or epochs <= 0:
-            raise ValueError(
-                f"ClusterContrastTask: the lr schedule is sized by trainer.max_epochs, got {epochs}; "
-                "set trainer.max_epochs or model.schedule=null"
-            )
-        steps_per_epoch = max(1, math.ceil(self.trainer.estimated_stepping_batches / epochs))
-        values = self.schedule_factory(base=base_lr, epochs=epochs, steps_per_epoch=steps_per_epoch)
-        scheduler = ArrayLR(optimizer, values, base_lr=base_lr)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return per_step_scheduler(
+            optimizer,
+            self.schedule_factory,
+            base_lr,
+            self.trainer.max_epochs,
+            self.trainer.estimated_stepping_batches,
+            "ClusterContrastTask",
+        )
 
     # ---- checkpoints ----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

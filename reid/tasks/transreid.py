@@ -29,7 +29,7 @@ from reid.evaluation import EvalConfig, ReIDEvaluator
 from reid.losses import Objective, ObjectiveInput, TermOptimizers, build_objective
 from reid.models.reid_net import ReIDModelOutput, ReIDNet
 from reid.models.weights import load_pretrained
-from reid.optim import ArrayLR, ParamGroupConfig, build_param_groups
+from reid.optim import ParamGroupConfig, build_param_groups, per_step_scheduler
 from reid.tasks.retrieval_evaluation import RetrievalEvaluation
 
 
@@ -236,16 +236,14 @@ class TransReIDTask(RetrievalEvaluation, L.LightningModule):
         self.term_optimizers.build()
         if self.schedule_factory is None:
             return {"optimizer": optimizer}
-        epochs = self.trainer.max_epochs
-        if epochs is None or epochs <= 0:
-            raise ValueError(
-                f"TransReIDTask: the lr schedule is sized by trainer.max_epochs, got {epochs}; "
-                "set trainer.max_epochs or model.schedule=null"
-            )
-        steps_per_epoch = max(1, math.ceil(self.trainer.estimated_stepping_batches / epochs))
-        values = self.schedule_factory(base=base_lr, epochs=epochs, steps_per_epoch=steps_per_epoch)
-        scheduler = ArrayLR(optimizer, values, base_lr=base_lr)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return per_step_scheduler(
+            optimizer,
+            self.schedule_factory,
+            base_lr,
+            self.trainer.max_epochs,
+            self.trainer.estimated_stepping_batches,
+            "TransReIDTask",
+        )
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # fp16: grads still scaled here
