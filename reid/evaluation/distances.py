@@ -2,7 +2,8 @@
 
 ``euclidean``: ``d(x, y) = ||x - y||_2``, computed as ``sqrt(max(|x|^2 + |y|^2 - 2 x.y, 0))``.
 ``cosine``: ``d(x, y) = 1 - x.y / (|x| |y|)``.
-Both are "smaller is more similar"; ranking only depends on their order.
+Both are "smaller is more similar"; ranking only depends on their order. :func:`top_k_stable` keeps the
+k nearest of each row in the ranked list's order (ties: the earlier gallery item).
 """
 
 from __future__ import annotations
@@ -55,3 +56,23 @@ def distance_chunks(
         raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
     for start in range(0, query.shape[0], chunk_size):
         yield start, squared_euclidean(query[start : start + chunk_size], gallery).sqrt_()
+
+
+def top_k_stable(dist: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``(indices, distances)`` ``[rows, min(k, cols)]`` of the ``k`` smallest of each row, ties broken by
+    the earlier column (``torch.topk`` alone does not promise which of equal values it keeps)."""
+    k = min(int(k), dist.shape[1])
+    kth = torch.topk(dist, k, dim=1, largest=False).values[:, -1:]
+    rows, cols = torch.nonzero(dist <= kth, as_tuple=True)  # every tie of the k-th value, columns ascending
+    values = dist[rows, cols]
+    order = torch.argsort(values, stable=True)
+    order = order[torch.argsort(rows[order], stable=True)]
+    rows, cols, values = rows[order], cols[order], values[order]
+    counts = torch.bincount(rows, minlength=dist.shape[0])
+    position = torch.arange(rows.numel(), device=dist.device) - (torch.cumsum(counts, 0) - counts)[rows]
+    keep = position < k
+    indices = torch.zeros((dist.shape[0], k), dtype=torch.long, device=dist.device)
+    distances = torch.zeros((dist.shape[0], k), dtype=dist.dtype, device=dist.device)
+    indices[rows[keep], position[keep]] = cols[keep]
+    distances[rows[keep], position[keep]] = values[keep]
+    return indices, distances

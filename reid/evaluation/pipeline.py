@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -23,6 +25,17 @@ def prepare_features(query: Tensor, gallery: Tensor, config: EvalConfig) -> Expa
     return ExpandedFeatures(query, gallery)
 
 
+def evaluation_distance_chunks(
+    query_features: Tensor, gallery_features: Tensor, config: EvalConfig
+) -> Iterator[tuple[int, Tensor]]:
+    """``(first query row, distance rows)`` chunks of ``config.chunk_size`` query rows after
+    :func:`prepare_features`: re-ranked distances when ``config.rerank``, else plain ``config.metric``."""
+    query, gallery = prepare_features(query_features, gallery_features, config)
+    if config.rerank is not None:
+        return rerank_distance_chunks(query, gallery, config.rerank, config.metric, config.chunk_size)
+    return distance_chunks(query, gallery, config.metric, config.chunk_size)
+
+
 def evaluate(
     query_features: Tensor,
     gallery_features: Tensor,
@@ -39,12 +52,8 @@ def evaluate(
             f"evaluate: {query_features.shape[0]} query / {gallery_features.shape[0]} gallery features "
             f"but {query_pids.numel()} / {gallery_pids.numel()} labels"
         )
-    query, gallery = prepare_features(query_features, gallery_features, config)
-    if config.rerank is not None:
-        chunks = rerank_distance_chunks(query, gallery, config.rerank, config.metric, config.chunk_size)
-    else:
-        chunks = distance_chunks(query, gallery, config.metric, config.chunk_size)
-    device = query.device
+    chunks = evaluation_distance_chunks(query_features, gallery_features, config)
+    device = query_features.device
     acc = RankAccumulator(
         query_pids.to(device), gallery_pids.to(device), query_camids.to(device), gallery_camids.to(device)
     )

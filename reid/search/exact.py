@@ -18,8 +18,7 @@ import torch
 from torch import Tensor
 
 from reid.evaluation.config import METRICS
-from reid.evaluation.distances import pairwise_distance
-from reid.visualization.ranking import top_k_stable
+from reid.evaluation.distances import pairwise_distance, top_k_stable
 
 Features = Tensor | np.ndarray
 

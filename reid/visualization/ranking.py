@@ -21,10 +21,9 @@ from torch import Tensor
 
 from reid.data.records import Record
 from reid.evaluation.config import EvalConfig
-from reid.evaluation.distances import distance_chunks
-from reid.evaluation.pipeline import prepare_features
+from reid.evaluation.distances import top_k_stable
+from reid.evaluation.pipeline import evaluation_distance_chunks
 from reid.evaluation.rank import RankAccumulator, RankResult
-from reid.evaluation.rerank import rerank_distance_chunks
 from reid.visualization.ranked_list import RankedRow
 
 
@@ -46,26 +45,6 @@ class QueryRanking:
         return self.first_rank > 0
 
 
-def top_k_stable(dist: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """``(indices, distances)`` ``[rows, min(k, cols)]`` of the ``k`` smallest of each row, ties broken by
-    the earlier column (``torch.topk`` alone does not promise which of equal values it keeps)."""
-    k = min(int(k), dist.shape[1])
-    kth = torch.topk(dist, k, dim=1, largest=False).values[:, -1:]
-    rows, cols = torch.nonzero(dist <= kth, as_tuple=True)  # every tie of the k-th value, columns ascending
-    values = dist[rows, cols]
-    order = torch.argsort(values, stable=True)
-    order = order[torch.argsort(rows[order], stable=True)]
-    rows, cols, values = rows[order], cols[order], values[order]
-    counts = torch.bincount(rows, minlength=dist.shape[0])
-    position = torch.arange(rows.numel(), device=dist.device) - (torch.cumsum(counts, 0) - counts)[rows]
-    keep = position < k
-    indices = torch.zeros((dist.shape[0], k), dtype=torch.long, device=dist.device)
-    distances = torch.zeros((dist.shape[0], k), dtype=dist.dtype, device=dist.device)
-    indices[rows[keep], position[keep]] = cols[keep]
-    distances[rows[keep], position[keep]] = values[keep]
-    return indices, distances
-
-
 def rank_queries(
     query_features: Tensor,
     gallery_features: Tensor,
@@ -81,12 +60,8 @@ def rank_queries(
     queries). Raises as the evaluation does when no query has a true match."""
     if top_k < 1:
         raise ValueError(f"rank_queries: top_k must be >= 1, got {top_k}")
-    query, gallery = prepare_features(query_features, gallery_features, config)
-    if config.rerank is not None:
-        chunks = rerank_distance_chunks(query, gallery, config.rerank, config.metric, config.chunk_size)
-    else:
-        chunks = distance_chunks(query, gallery, config.metric, config.chunk_size)
-    device = query.device
+    chunks = evaluation_distance_chunks(query_features, gallery_features, config)
+    device = query_features.device
     accumulator = RankAccumulator(
         query_pids.to(device), gallery_pids.to(device), query_camids.to(device), gallery_camids.to(device)
     )

@@ -8,14 +8,9 @@ import torch
 
 from reid.data.records import Record
 from reid.evaluation import EvalConfig, RerankConfig, evaluate, pairwise_distance
+from reid.evaluation.distances import top_k_stable
 from reid.evaluation.pipeline import prepare_features
-from reid.visualization.ranking import (
-    gallery_status,
-    rank_queries,
-    ranked_rows,
-    select_queries,
-    top_k_stable,
-)
+from reid.visualization.ranking import gallery_status, rank_queries, ranked_rows, select_queries
 
 
 def problem(seed: int = 0) -> dict[str, torch.Tensor]:
