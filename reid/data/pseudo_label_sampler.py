@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
+from reid.data.samplers import check_pk_batch
+
 log = logging.getLogger("reid")
 
 
@@ -49,17 +51,11 @@ class PseudoLabelSampler(Sampler[int]):
         num_replicas: int = 1,
         rank: int = 0,
     ) -> None:
-        if num_instances < 1 or batch_size % num_instances != 0:
-            raise ValueError(
-                f"data.batch_size ({batch_size}) must be a positive multiple of data.num_instances "
-                f"({num_instances})"
-            )
+        check_pk_batch(batch_size, num_instances, num_replicas, rank, key_prefix="data.")
         if not isinstance(iterations, int) or iterations < 1:
             raise ValueError(
                 f"data.iterations={iterations!r}: expected a positive integer (batches per epoch)"
             )
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} is outside [0, num_replicas={num_replicas})")
         self.pseudo_labels, self.camids = pseudo_labels, np.asarray(camids, dtype=np.int64)
         self.batch_size, self.num_instances, self.iterations = batch_size, num_instances, iterations
         self.seed, self.num_replicas, self.rank, self.epoch = seed, num_replicas, rank, 0

@@ -28,6 +28,20 @@ _REPORTED: set[tuple[int, int, int]] = set()
 """(identities, short identities, K) already logged: a sampler rebuilt every epoch logs once."""
 
 
+def check_pk_batch(
+    batch_size: int, num_instances: int, num_replicas: int, rank: int, key_prefix: str = ""
+) -> None:
+    """A P x K batch needs ``batch_size`` a positive multiple of K (``num_instances``) and a rank inside
+    the world; the error names the keys with ``key_prefix`` (``"data."`` for the config's)."""
+    if num_instances < 1 or batch_size % num_instances != 0:
+        raise ValueError(
+            f"{key_prefix}batch_size ({batch_size}) must be a positive multiple of {key_prefix}num_instances "
+            f"({num_instances})"
+        )
+    if not 0 <= rank < num_replicas:
+        raise ValueError(f"rank {rank} is outside [0, num_replicas={num_replicas})")
+
+
 class IdentitySampler(Sampler[int]):
     """Yields dataset indices for P x K batches; call :meth:`set_epoch` before each epoch.
 
@@ -49,12 +63,7 @@ class IdentitySampler(Sampler[int]):
         num_replicas: int = 1,
         rank: int = 0,
     ) -> None:
-        if num_instances < 1 or batch_size % num_instances != 0:
-            raise ValueError(
-                f"batch_size ({batch_size}) must be a positive multiple of num_instances ({num_instances})"
-            )
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} is outside [0, num_replicas={num_replicas})")
+        check_pk_batch(batch_size, num_instances, num_replicas, rank)
         self.num_instances = num_instances
         self.ids_per_batch = batch_size // num_instances
         self.seed = seed
