@@ -20,18 +20,13 @@ import lightning as L
 import pytest
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from lightning.pytorch.plugins import MixedPrecision
-from omegaconf import OmegaConf
 
-from reid.config import CONFIG_DIR
-from reid.data.records import DatasetInfo
-from reid.evaluation import EvalConfig
 from reid.losses import CenterLoss, CenterTerm, Objective, ObjectiveInput, TermOptimizers, build_objective
 from reid.losses.term_optimizers import CHECKPOINT_KEY
 from reid.tasks import TransReIDTask
+from tests.tasks.tiny_bot import bot_batch, tiny_bot_task
 
-IMAGE_SIZE = [64, 32]
 CENTER = "objective.terms.center.loss.centers"
 
 
@@ -148,26 +143,8 @@ def test_term_optimizer_steps_on_the_unweighted_gradient_and_unscales_fp16():
 
 # ---- through TransReIDTask and Lightning ----------------------------------------------------------
 def _task(num_classes: int = 4, **model) -> TransReIDTask:
-    cfg = OmegaConf.create({"data": {"image_size": IMAGE_SIZE}})
-    base = OmegaConf.load(CONFIG_DIR / "model" / "bot_r50.yaml")
-    tiny = OmegaConf.load(CONFIG_DIR / "model" / "bot_tiny.yaml")
-    cfg.model = OmegaConf.merge(base, {k: v for k, v in tiny.items() if k != "defaults"})
-    for key, value in {"schedule": None, **model}.items():
-        OmegaConf.update(cfg, f"model.{key}", value, force_add=True)
-    torch.manual_seed(0)
-    info = DatasetInfo(num_classes=num_classes, num_cameras=2, num_views=1)
-    return instantiate(cfg.model, data_info=info, evaluation=EvalConfig(), _recursive_=False)
-
-
-def _batch() -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    return {
-        "image": torch.randn(8, 3, *IMAGE_SIZE, generator=g),
-        "pid": torch.arange(4).repeat_interleave(2),
-        "camid": torch.arange(8) % 2,
-        "viewid": torch.zeros(8, dtype=torch.long),
-        "index": torch.arange(8),
-    }
+    """The tiny BoT task without an lr schedule (its steps move by the base lr)."""
+    return tiny_bot_task(num_classes, **{"schedule": None, **model})
 
 
 def _fit(task: TransReIDTask, epochs: int, ckpt_path: str | None = None, **options) -> L.Trainer:
@@ -183,7 +160,7 @@ def _fit(task: TransReIDTask, epochs: int, ckpt_path: str | None = None, **optio
         num_sanity_val_steps=0,
         limit_val_batches=0,
     )
-    loader = torch.utils.data.DataLoader([_batch()], batch_size=None)
+    loader = torch.utils.data.DataLoader([bot_batch()], batch_size=None)
     trainer.fit(task, train_dataloaders=loader, ckpt_path=ckpt_path)
     return trainer
 
@@ -193,7 +170,7 @@ def test_a_training_step_moves_the_centres_by_half_their_unweighted_gradient():
     * dL_C/dc), by their own SGD; the Adam of the model never holds them, and the model moved too."""
     task = _task()
     reference = copy.deepcopy(task).train()
-    batch = _batch()
+    batch = bot_batch()
     out = reference.net(batch["image"])
     center = reference.objective.terms["center"]
     (grad,) = torch.autograd.grad(center.loss(out.feats[0], batch["pid"]), center.loss.centers)
@@ -216,7 +193,7 @@ def test_under_fp16_the_centres_are_unscaled_before_their_step():
     gradients are finite and they step: what decides their step is their own gradient.)"""
     task = _task()
     reference = copy.deepcopy(task).train()
-    batch = _batch()
+    batch = bot_batch()
     with torch.autocast("cpu", dtype=torch.float16):
         out = reference.net(batch["image"])
     center = reference.objective.terms["center"]

@@ -4,48 +4,19 @@ import pytest
 import torch
 import torchvision
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-from reid.config import CONFIG_DIR
-from reid.data.records import DatasetInfo
-from reid.evaluation import EvalConfig
 from reid.losses import IDLoss, TripletLoss
 from reid.models.cnn_reid_net import CNNReIDNet
 from reid.models.pooling import GeneralizedMeanPool
 from reid.optim import build_param_groups
-from reid.tasks import TransReIDTask
-
-IMAGE_SIZE = [64, 32]
-
-
-def _task(**model) -> TransReIDTask:
-    cfg = OmegaConf.create({"data": {"image_size": IMAGE_SIZE}})
-    base = OmegaConf.load(CONFIG_DIR / "model" / "bot_r50.yaml")
-    tiny = OmegaConf.load(CONFIG_DIR / "model" / "bot_tiny.yaml")
-    cfg.model = OmegaConf.merge(base, {k: v for k, v in tiny.items() if k != "defaults"})
-    for key, value in model.items():
-        OmegaConf.update(cfg, f"model.{key}", value, force_add=True)
-    torch.manual_seed(0)
-    info = DatasetInfo(num_classes=4, num_cameras=2, num_views=1)
-    return instantiate(cfg.model, data_info=info, evaluation=EvalConfig(), _recursive_=False)
-
-
-def _batch() -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    return {
-        "image": torch.randn(8, 3, *IMAGE_SIZE, generator=g),
-        "pid": torch.arange(4).repeat_interleave(2),
-        "camid": torch.arange(8) % 2,
-        "viewid": torch.zeros(8, dtype=torch.long),
-        "index": torch.arange(8),
-    }
+from tests.tasks.tiny_bot import bot_batch
+from tests.tasks.tiny_bot import tiny_bot_task as _task
 
 
 def test_model_net_builds_a_cnn_reid_net_and_trains_a_step():
     task = _task().train()
     assert isinstance(task.net, CNNReIDNet) and task.hparams["net"]["_target_"].endswith("CNNReIDNet")
-    batch = _batch()
+    batch = bot_batch()
     loss = task.training_step(batch, 0)
     torch.manual_seed(0)
     out = task.net(batch["image"])
