@@ -2,6 +2,13 @@
 
 from reid.inference.extraction import Extraction, extract_features
 from reid.inference.features import FeatureExtractor
-from reid.inference.trained_model import TrainedModel, load_trained_model
+from reid.inference.trained_model import TrainedModel, add_run_arguments, load_trained_model
 
-__all__ = ["Extraction", "FeatureExtractor", "TrainedModel", "extract_features", "load_trained_model"]
+__all__ = [
+    "Extraction",
+    "FeatureExtractor",
+    "TrainedModel",
+    "add_run_arguments",
+    "extract_features",
+    "load_trained_model",
+]

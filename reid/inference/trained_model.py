@@ -16,6 +16,7 @@ checkpoint holds every tensor.
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -261,6 +262,21 @@ def build_task(
     return task.eval()
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, moved_checkpoints: bool = True) -> None:
+    """The arguments of :func:`load_trained_model` for a tool's command line: the ``run`` positional (add
+    it before the tool's other positionals) and ``--checkpoint``; with ``moved_checkpoints`` also
+    ``--config`` and ``--num-cameras``."""
+    parser.add_argument("run", help="a run folder, or a checkpoint in one (<run>/checkpoints/*.ckpt)")
+    parser.add_argument(
+        "--checkpoint", help="checkpoint of the run folder (name or path); default: best, else last"
+    )
+    if moved_checkpoints:
+        parser.add_argument("--config", help="run config, when the checkpoint is not in its run folder")
+        parser.add_argument(
+            "--num-cameras", type=int, help="only for a camera x view SIE table: training cameras"
+        )
+
+
 def load_trained_model(
     path: str | Path,
     checkpoint: str | Path | None = None,
@@ -271,8 +287,11 @@ def load_trained_model(
     """The trained task of a run folder or checkpoint (see :func:`find_run_files`), in eval mode.
 
     ``config``: the run config to use instead of ``<run>/.hydra/config.yaml`` (a checkpoint moved out of
-    its run folder); ``num_cameras``: needed only for a camera x view SIE table.
+    its run folder); ``num_cameras``: needed only for a camera x view SIE table. A CUDA ``device`` on a
+    machine without one is an error before anything is read.
     """
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available here; use --device cpu")
     files = find_run_files(path, checkpoint, config)
     cfg = _run_config(files.config)
     saved = read_checkpoint(files.checkpoint)

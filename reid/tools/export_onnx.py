@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from reid.data.image_dataset import read_image
-from reid.inference import FeatureExtractor, TrainedModel, load_trained_model
+from reid.inference import FeatureExtractor, TrainedModel, add_run_arguments, load_trained_model
 from reid.inference.image_files import collect_images
 
 OPSET = 17
@@ -188,15 +188,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         prog="python -m reid.tools.export_onnx", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("run", help="a run folder, or a checkpoint in one (<run>/checkpoints/*.ckpt)")
+    add_run_arguments(parser)
     parser.add_argument("output", help="the .onnx file to write")
-    parser.add_argument(
-        "--checkpoint", help="checkpoint of the run folder (name or path); default: best, else last"
-    )
-    parser.add_argument("--config", help="run config, when the checkpoint is not in its run folder")
-    parser.add_argument(
-        "--num-cameras", type=int, help="only for a camera x view SIE table: training cameras"
-    )
     parser.add_argument("--camera", choices=("free", "ids"), default="free", help="SIE models: graph inputs")
     parser.add_argument("--check", action="store_true", help="compare onnxruntime with PyTorch (CPU)")
     parser.add_argument("--check-images", help="images for --check (implies it): folder, glob, list file")

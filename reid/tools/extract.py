@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from safetensors.torch import save_file
 
-from reid.inference import Extraction, TrainedModel, extract_features, load_trained_model
+from reid.inference import Extraction, TrainedModel, add_run_arguments, extract_features, load_trained_model
 from reid.inference.extraction import camera_mode
 from reid.inference.image_files import collect_images
 from reid.inference.name_labels import NameLabel, label_from_name
@@ -112,28 +111,15 @@ def write_outputs(
     metadata.write_text(json.dumps({**meta, "features": features.name, "index": index.name}, indent=2))
 
 
-def _device(name: str) -> str:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available here; use --device cpu")
-    return name
-
-
 def main(argv: Sequence[str] | None = None) -> Extraction:
     parser = argparse.ArgumentParser(
         prog="python -m reid.tools.extract", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("run", help="a run folder, or a checkpoint in one (<run>/checkpoints/*.ckpt)")
+    add_run_arguments(parser)
     parser.add_argument(
         "images", help="a folder (any depth), a glob pattern (quoted), an image or a list file"
     )
     parser.add_argument("output", help="features file: .npy or .safetensors (index .csv and .json beside it)")
-    parser.add_argument(
-        "--checkpoint", help="checkpoint of the run folder (name or path); default: best, else last"
-    )
-    parser.add_argument("--config", help="run config, when the checkpoint is not in its run folder")
-    parser.add_argument(
-        "--num-cameras", type=int, help="only for a camera x view SIE table: training cameras"
-    )
     parser.add_argument(
         "--camids-from-names", action="store_true", help="SIE with the cameras in the file names"
     )
@@ -146,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> Extraction:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     output_paths(args.output)  # a wrong suffix fails before the model is loaded
-    model = load_trained_model(args.run, args.checkpoint, args.config, args.num_cameras, _device(args.device))
+    model = load_trained_model(args.run, args.checkpoint, args.config, args.num_cameras, args.device)
     paths = collect_images(args.images)
     labels = {path: label_from_name(path) for path in paths}
     camids = camids_from_names(model, paths, [labels[p] for p in paths]) if args.camids_from_names else None

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reid.inference import TrainedModel, extract_features, load_trained_model
+from reid.inference import TrainedModel, add_run_arguments, extract_features, load_trained_model
 from reid.inference.image_files import collect_images
 from reid.inference.name_labels import NameLabel, label_from_name
 from reid.search.exact import TopK, exact_top_k
@@ -166,7 +166,7 @@ def _rank_parser() -> argparse.ArgumentParser:
         epilog=f"index of a features file ({BUILD} -h for its options):\n{_build_parser().format_usage()}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("run", help="a run folder, or a checkpoint in one (<run>/checkpoints/*.ckpt)")
+    add_run_arguments(parser, moved_checkpoints=False)
     parser.add_argument("--query", required=True, help="query images: folder, glob (quoted), image or list")
     parser.add_argument(
         "--gallery", required=True, help="gallery images (folder, glob, list) or a features file of extract"
@@ -178,7 +178,6 @@ def _rank_parser() -> argparse.ArgumentParser:
     parser.add_argument("--picture", type=Path, help="write the ranked lists to this image (.png, .jpg)")
     parser.add_argument("--picture-rows", type=int, default=20, help="queries drawn in the picture")
     parser.add_argument("--cell", type=int, nargs=2, default=(128, 64), metavar=("H", "W"))
-    parser.add_argument("--checkpoint", help="checkpoint of the run folder; default: best, else last")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--no-progress", action="store_true")

@@ -34,7 +34,7 @@ from reid.callbacks.ranked_list import MAP_CURVE, RankedListPictures
 from reid.config import register_resolvers
 from reid.data.image_dataset import read_image
 from reid.dataset_options import resolve_test_datasets
-from reid.inference import TrainedModel, load_trained_model
+from reid.inference import TrainedModel, add_run_arguments, load_trained_model
 from reid.inference.image_files import collect_images
 from reid.inference.trained_model import read_checkpoint
 from reid.visualization.attention import band_fractions, band_name, last_block_attention, render_attention
@@ -49,12 +49,6 @@ class AttentionReport:
     image: str
     picture: Path
     band_fractions: tuple[float, ...]
-
-
-def _device(name: str) -> str:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available here; use --device cpu")
-    return name
 
 
 def _run_folder(model: TrainedModel) -> Path:
@@ -150,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (("attention", "attention maps of images"), ("ranked", "ranked lists of the test set")):
         sub = commands.add_parser(name, help=text)
-        sub.add_argument("run", help="a run folder, or a checkpoint in one (<run>/checkpoints/*.ckpt)")
+        add_run_arguments(sub, moved_checkpoints=False)
         if name == "attention":
             sub.add_argument("images", nargs="+", help="images: files, folders, globs (quoted) or list files")
         else:
@@ -159,14 +153,13 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--top-k", type=int, default=10, help="gallery images per query")
             sub.add_argument("--data-dir", help="replaces the run config's paths.data_dir")
         sub.add_argument("--out", type=Path, help="pictures folder (default: <run>/pictures)")
-        sub.add_argument("--checkpoint", help="checkpoint of the run folder (name or path); default: best")
         sub.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> list[AttentionReport] | list[Path]:
     args = _parser().parse_args(argv)
-    model = load_trained_model(args.run, args.checkpoint, device=_device(args.device))
+    model = load_trained_model(args.run, args.checkpoint, device=args.device)
     out = args.out if args.out is not None else _run_folder(model) / "pictures"
     if args.command == "attention":
         images = [path for source in args.images for path in collect_images(source)]
