@@ -24,6 +24,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from reid.config import CONFIG_DIR
+from reid.data.records import DatasetInfo
+from reid.evaluation import EvalConfig
 
 
 class Official(NamedTuple):
@@ -58,11 +60,49 @@ DATASET_TARGETS = {
 }
 
 
+CPU_DEMOS = {
+    "usl_demo",
+    "usl_pass_demo",
+    "usl_demo_b2a",
+    "uda_demo_a2b",
+    "uda_ibn_demo_a2b",
+    "uda_snr_demo_a2b",
+}
+
+
 def test_every_usl_and_uda_experiment_has_a_recipe_row():
     names = {
         p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml") if p.stem.startswith(("usl_", "uda_"))
     }
-    assert names - {"usl_demo"} == set(RECIPES)
+    assert names - CPU_DEMOS == set(RECIPES) | {"usl_r50_market"}
+
+
+def test_resnet50_usl_matches_the_official_readme_command(compose_config):
+    """alibaba/cluster-contrast-reid README (``-b 256 -a resnet50 -d market1501 --iters 200 --momentum 0.1
+    --eps 0.6 --num-instances 16``) with the script's defaults: Adam lr 0.00035, weight decay 5e-4,
+    StepLR 20, 50 epochs, eval every 10, GeM pooling (``--pooling-type gem``), no ``--use-hard``, k1 30,
+    k2 6, temp 0.05; ``models/resnet.py``: last stride 1, BN with frozen bias, L2 norm; ImageNet
+    mean/std transforms."""
+    cfg = compose_config("experiment=usl_r50_market")
+    data, model = cfg.data, cfg.model
+    assert data.dataset._target_.startswith(DATASET_TARGETS["market1501"])
+    assert (data.batch_size, data.num_instances, data.iterations) == (256, 16, 200)
+    assert list(data.image_size) == [256, 128]
+    assert list(data.pixel_mean) == [0.485, 0.456, 0.406] and list(data.pixel_std) == [0.229, 0.224, 0.225]
+    assert (model.backbone._target_, model.backbone.last_stride) == ("reid.models.resnet.resnet50", 1)
+    assert model.pool._target_ == "reid.models.pooling.GeneralizedMeanPool" and model.pool.p == 3.0
+    clustering = model.clustering
+    assert (clustering.eps, clustering.min_samples, clustering.k1, clustering.k2) == (0.6, 4, 30, 6)
+    assert clustering.camera_centering is False
+    assert (model.memory.temperature, model.memory.momentum, model.memory["update"]) == (0.05, 0.1, "all")
+    assert model.optimizer._target_ == "torch.optim.Adam"
+    assert (model.optimizer.lr, model.optimizer.weight_decay) == (3.5e-4, 5e-4)
+    assert list(model.schedule.milestones) == [20, 40] and model.schedule.gamma == 0.1
+    assert (cfg.trainer.max_epochs, cfg.trainer.check_val_every_n_epoch) == (50, 10)
+    assert Path(model.weights).name == "resnet50-0676ba61.pth" and cfg.published is None
+    info = DatasetInfo(num_classes=0, num_cameras=6, num_views=1)
+    task = instantiate(model, data_info=info, evaluation=EvalConfig(), weights=None, _recursive_=False)
+    assert task.net.embedding_dim == 2048 and task.net.backbone.layer4[0].conv2.stride == (1, 1)
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))

@@ -18,6 +18,7 @@ from scipy import sparse
 from sklearn.cluster import DBSCAN
 from torch import Tensor
 
+from reid.clustering.camera_centering import center_per_camera
 from reid.clustering.jaccard import jaccard_graph
 
 log = logging.getLogger("reid")
@@ -30,12 +31,14 @@ OUTLIER = -1
 class ClusteringConfig:
     """``eps``: DBSCAN radius (official ``--eps``: 0.6 Market-1501, 0.7 MSMT17); ``min_samples``: points
     within ``eps`` (itself included) that make a core point (official 4); ``k1``, ``k2``: the Jaccard
-    distance's neighbourhoods (official 30, 6)."""
+    distance's neighbourhoods (official 30, 6); ``camera_centering``: cluster the features with each
+    camera's mean removed (``reid.clustering.camera_centering``; off in the official recipe)."""
 
     eps: float = 0.6
     min_samples: int = 4
     k1: int = 30
     k2: int = 6
+    camera_centering: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < float(self.eps) < 1.0:
@@ -69,9 +72,16 @@ def dbscan(graph: sparse.csr_matrix, eps: float, min_samples: int) -> PseudoLabe
     return PseudoLabels(labels.astype(np.int64))
 
 
-def cluster_features(features: Tensor, config: ClusteringConfig) -> PseudoLabels:
+def cluster_features(
+    features: Tensor, config: ClusteringConfig, camids: Tensor | None = None
+) -> PseudoLabels:
     """Features ``[N, D]`` (L2-normalised) -> pseudo labels: Jaccard graph, then DBSCAN. A set smaller
-    than ``k1`` (a test tree) uses ``k1 = N`` (and ``k2 <= N``), with a warning."""
+    than ``k1`` (a test tree) uses ``k1 = N`` (and ``k2 <= N``), with a warning. ``camids`` ``[N]``: the
+    images' cameras, needed by ``config.camera_centering``."""
+    if config.camera_centering:
+        if camids is None:
+            raise ValueError("model.clustering.camera_centering=true needs the training images' camera ids")
+        features = center_per_camera(features, camids)
     k1, k2 = min(config.k1, features.shape[0]), min(config.k2, features.shape[0])
     if k1 < config.k1:
         log.warning(

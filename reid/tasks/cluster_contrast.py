@@ -1,11 +1,15 @@
-"""Unsupervised re-ID by Cluster Contrast (Dai et al. 2021), as TransReID-SSL and PASS run it on ViTs.
+"""Unsupervised re-ID by Cluster Contrast (Dai et al. 2021), on ViTs as TransReID-SSL and PASS run it
+and on ResNets as the method's own code does.
 
 Official ``examples/cluster_contrast_train_usl.py`` (damo-cv/TransReID-SSL ``cluster-contrast-reid/``,
-CASIA-IVA-Lab/PASS-reID ``PASS_cluster_contrast_reid/``). At the start of every epoch:
+CASIA-IVA-Lab/PASS-reID ``PASS_cluster_contrast_reid/``, alibaba/cluster-contrast-reid). At the start of
+every epoch:
 
-1. embed the unlabelled training images (eval mode, test transform): ``f = normalize(BN(cls))``;
-2. pseudo labels: DBSCAN on the k-reciprocal Jaccard distance (``reid.clustering``); outliers are
-   left out of the epoch;
+1. embed the unlabelled training images (eval mode, test transform): ``f = normalize(BN(cls))`` (a CNN:
+   ``normalize(BN(pool(map)))``, :class:`ClusterContrastNet`);
+2. pseudo labels: DBSCAN on the k-reciprocal Jaccard distance (``reid.clustering``; optionally of the
+   features with each camera's mean removed, ``model.clustering.camera_centering``); outliers are left
+   out of the epoch;
 3. the cluster memory starts from the L2-normalised centroids (``reid.losses.cluster_memory``);
 
 then train ``data.iterations`` P x K batches over the pseudo labels (``reid.data.usl_datamodule``) with
@@ -38,6 +42,7 @@ from reid.data.records import DatasetInfo
 from reid.evaluation import EvalConfig
 from reid.losses.cluster_memory import ClusterMemory
 from reid.models.heads import bnneck
+from reid.models.pooling import GlobalAvgPool
 from reid.models.weights import load_pretrained
 from reid.optim import per_step_scheduler
 from reid.tasks.retrieval_evaluation import RetrievalEvaluation
@@ -51,32 +56,58 @@ def _plain(node: Any) -> Any:
 
 
 class ClusterContrastNet(nn.Module):
-    """``normalize(BN(feature))`` of a ViT (official ``vision_transformer.py`` ``forward``).
+    """``normalize(BN(feature))``: the official ``vision_transformer.py`` / ``resnet.py`` ``forward``.
 
-    ``feature``: ``"cls"`` the final [CLS] (TransReID-SSL); with PASS part tokens, the single-neck fusions
-    of PASS-reID ``--feat-fusion``: ``"cls_parts_cat"`` = ``cat(cls, mean(parts))`` (2D),
-    ``"cls_parts_mean"`` = ``(cls + mean(parts)) / 2``. The BNNeck has a frozen zero bias. Keys:
-    ``backbone.*``, ``neck.*`` (a source model's ``global_head.*`` is therefore not loaded).
+    A ViT backbone (``forward_features -> [B, T, D]``, ``embed_dim``): ``feature`` ``"cls"`` the final
+    [CLS] (TransReID-SSL); with PASS part tokens, the single-neck fusions of PASS-reID ``--feat-fusion``:
+    ``"cls_parts_cat"`` = ``cat(cls, mean(parts))`` (2D), ``"cls_parts_mean"`` = ``(cls + mean(parts)) / 2``.
+
+    A CNN backbone (``forward_features -> [B, C, H, W]``, ``num_features``: ``reid.models.resnet``, IBN-a,
+    SNR): the feature is ``pool(map)`` (default average pooling, official ``--pooling-type avg``; GeM by
+    ``model.pool``), as Cluster Contrast's own ResNet-50 (Dai et al. 2021, Sec. 4.1: last stride 1, GAP,
+    BN, L2 norm, no classifier).
+
+    The BNNeck has a frozen zero bias. Keys: ``backbone.*``, ``pool.*`` (GeM's ``p``), ``neck.*`` (a
+    source model's ``global_head.*`` is therefore not loaded).
     """
 
-    def __init__(self, backbone: nn.Module, feature: Fusion = "cls") -> None:
+    def __init__(self, backbone: nn.Module, feature: Fusion = "cls", pool: nn.Module | None = None) -> None:
         super().__init__()
         if feature not in ("cls", "cls_parts_cat", "cls_parts_mean"):
             raise ValueError(
                 f"model.feature={feature!r}: expected 'cls', 'cls_parts_cat' or 'cls_parts_mean'"
             )
+        self.tokens = hasattr(backbone, "embed_dim")
+        if not self.tokens and not hasattr(backbone, "num_features"):
+            raise TypeError(
+                f"ClusterContrastNet: the backbone ({type(backbone).__name__}) needs forward_features and "
+                "embed_dim (a ViT) or num_features (a CNN: reid.models.resnet)"
+            )
+        if self.tokens and pool is not None:
+            raise ValueError("model.pool pools a CNN feature map; a ViT's feature is a token (model.feature)")
         num_parts = int(getattr(backbone, "num_parts", 0))
         if feature != "cls" and num_parts < 1:
             raise ValueError(f"model.feature={feature!r} needs part tokens (model.backbone.num_parts >= 1)")
         self.backbone, self.feature, self.num_parts = backbone, feature, num_parts
-        self.embedding_dim = backbone.embed_dim * (2 if feature == "cls_parts_cat" else 1)
+        if self.tokens:
+            self.embedding_dim = backbone.embed_dim * (2 if feature == "cls_parts_cat" else 1)
+        else:
+            self.pool = pool if pool is not None else GlobalAvgPool()
+            self.embedding_dim = int(backbone.num_features)
         self.neck = bnneck(self.embedding_dim)
 
     def forward(self, images: Tensor) -> Tensor:
-        tokens = self.backbone.forward_features(images)
-        feat = tokens[:, 0]
+        out = self.backbone.forward_features(images)
+        if not self.tokens:
+            if out.ndim != 4:
+                raise ValueError(
+                    f"ClusterContrastNet: a CNN backbone's forward_features must return [B, C, H, W], "
+                    f"got shape {tuple(out.shape)}"
+                )
+            return F.normalize(self.neck(self.pool(out)), dim=1)
+        feat = out[:, 0]
         if self.feature != "cls":
-            parts = tokens[:, 1 : 1 + self.num_parts].mean(dim=1)
+            parts = out[:, 1 : 1 + self.num_parts].mean(dim=1)
             feat = torch.cat((feat, parts), 1) if self.feature == "cls_parts_cat" else (feat + parts) / 2
         return F.normalize(self.neck(feat), dim=1)
 
@@ -91,7 +122,8 @@ def _broadcast(tensor: Tensor) -> Tensor:
 class ClusterContrastTask(RetrievalEvaluation, L.LightningModule):
     """Args:
     data_info, evaluation: as for :class:`~reid.tasks.TransReIDTask` (``num_classes`` is unused).
-    backbone: ``_partial_`` config of a ViT factory (``reid.models.vit.vit_small``).
+    backbone: ``_partial_`` config of a ViT factory (``reid.models.vit.vit_small``) or of a CNN one
+        (``reid.models.resnet.resnet50``, ``reid.models.snr.snr_resnet``).
     clustering: config of :class:`~reid.clustering.ClusteringConfig` (eps, min_samples, k1, k2).
     memory: config of :class:`~reid.losses.cluster_memory.ClusterMemory` (temperature, momentum, update).
     optimizer: ``_partial_`` optimiser; every trainable parameter in one group at its ``lr`` and
@@ -99,6 +131,7 @@ class ClusterContrastTask(RetrievalEvaluation, L.LightningModule):
     schedule: ``_partial_`` ``(base, epochs, steps_per_epoch) -> array`` (official StepLR: x0.1 every
         20 epochs), or None.
     feature: see :class:`ClusterContrastNet`.
+    pool: config of a CNN's global pooling (``reid.models.pooling``); None = average pooling.
     weights, weights_grid, weights_strict: as for :class:`~reid.tasks.TransReIDTask`.
     """
 
@@ -112,20 +145,23 @@ class ClusterContrastTask(RetrievalEvaluation, L.LightningModule):
         optimizer: DictConfig | Mapping,
         schedule: DictConfig | Mapping | None = None,
         feature: Fusion = "cls",
+        pool: DictConfig | Mapping | None = None,
         weights: str | None = None,
         weights_grid: Sequence[int] | None = None,
         weights_strict: bool = True,
     ) -> None:
         super().__init__()
         hparams = {"backbone": backbone, "clustering": clustering, "memory": memory, "optimizer": optimizer}
-        hparams |= {"schedule": schedule, "weights_grid": weights_grid}
+        hparams |= {"schedule": schedule, "weights_grid": weights_grid, "pool": pool}
         self.save_hyperparameters(
             {k: _plain(v) for k, v in hparams.items()}
             | {"feature": feature, "weights": weights, "weights_strict": weights_strict}
         )
         self.data_info, self.evaluation = data_info, evaluation
         self.sie_at_test = False  # no side information: the evaluation embeds images alone
-        self.net = ClusterContrastNet(instantiate(backbone)(), feature)
+        self.net = ClusterContrastNet(
+            instantiate(backbone)(), feature, instantiate(pool) if pool is not None else None
+        )
         self.clustering: ClusteringConfig = instantiate(clustering)
         self.memory: ClusterMemory = instantiate(memory)
         self.optimizer_factory = instantiate(optimizer)
@@ -169,7 +205,8 @@ class ClusterContrastTask(RetrievalEvaluation, L.LightningModule):
     def recluster(self) -> None:
         """Pseudo labels and memory for the current epoch from the current model (module docstring)."""
         features = self.training_features()
-        found = cluster_features(features, self.clustering)
+        camids = torch.tensor([record.camid for record in self.trainer.datamodule.train_records])
+        found = cluster_features(features, self.clustering, camids)
         labels = _broadcast(torch.from_numpy(found.labels).to(self.device)).cpu()
         if int(labels.max()) < 0:
             raise ValueError(

@@ -12,6 +12,7 @@ distinct only when there are at least K candidates).
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +22,27 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from scipy import sparse
 from sklearn.cluster import DBSCAN
+from sklearn.metrics import adjusted_rand_score
 
-from reid.clustering import ClusteringConfig, cluster_centroids, dbscan, jaccard_graph
+import reid.tasks.cluster_contrast as cluster_contrast_task
+from reid.clustering import (
+    ClusteringConfig,
+    center_per_camera,
+    cluster_centroids,
+    cluster_features,
+    dbscan,
+    jaccard_graph,
+)
 from reid.data.pseudo_label_sampler import PseudoLabelSampler
 from reid.evaluation import EvalConfig
+from reid.models.cnn_reid_net import CNNReIDNet
+from reid.models.pooling import GeneralizedMeanPool, GlobalAvgPool
 from reid.models.reid_net import ReIDNet
+from reid.models.resnet import resnet_tiny, resnet_tiny_ibn_a
+from reid.models.snr import snr_resnet
 from reid.models.vit import vit_tiny
 from reid.run import run
-from reid.tasks.cluster_contrast import STATE_KEY
+from reid.tasks.cluster_contrast import STATE_KEY, ClusterContrastNet
 from reid.training.checkpoint_io import AtomicCheckpointIO
 from tests.conftest import TINY_MARKET
 
@@ -217,3 +231,110 @@ def test_tiny_usl_run_logs_pseudo_label_counts_and_evaluates(compose_config, tmp
     val = [r for r in _csv_rows(cfg.paths.output_dir) if r.get("val/mAP")]
     assert len(val) == 2 and 0 < float(val[-1]["val/mAP"]) <= 100
     assert summary["output_dir"] == cfg.paths.output_dir
+
+
+# ---- per-camera centring ---------------------------------------------------------------------------
+def _people_under_camera_casts(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """6 people, each seen 4 times by each of 3 cameras; a camera adds a cast 4x larger than the spread
+    between people, as an unadapted model's features of a new domain do."""
+    g = torch.Generator().manual_seed(seed)
+    people, casts = torch.randn(6, 16, generator=g), 4 * torch.randn(3, 16, generator=g)
+    pids = torch.arange(6).repeat_interleave(12)
+    camids = torch.arange(3).repeat_interleave(4).repeat(6)
+    features = people[pids] + casts[camids] + 0.05 * torch.randn(72, 16, generator=g)
+    return F.normalize(features, dim=1), pids, camids
+
+
+def test_camera_centring_subtracts_each_cameras_mean_then_normalises():
+    features = torch.tensor([[1.0, 2.0], [3.0, 2.0], [0.0, 5.0], [0.0, 1.0], [4.0, 4.0]])
+    camids = torch.tensor([7, 7, 2, 2, 9])  # any ids; camera 9 has one image: its feature is 0
+    centred = center_per_camera(features, camids)
+    expected = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, -1.0], [0.0, 0.0]])
+    assert torch.allclose(centred, expected)
+    with pytest.raises(ValueError, match="one camera id per feature"):
+        center_per_camera(features, camids[:3])
+
+
+def test_camera_centring_turns_camera_clusters_into_identity_clusters():
+    features, pids, camids = _people_under_camera_casts()
+    config = ClusteringConfig(eps=0.5, min_samples=4, k1=12, k2=3)
+    plain = cluster_features(features, config).labels
+    centred = cluster_features(features, dataclasses.replace(config, camera_centering=True), camids).labels
+    # without centring no cluster spans two cameras, so no person is matched across cameras; with it,
+    # one cluster per person
+    assert all(len(set(camids[torch.from_numpy(plain == c)].tolist())) == 1 for c in set(plain.tolist()))
+    assert adjusted_rand_score(pids.numpy(), plain) < 0.5
+    assert adjusted_rand_score(pids.numpy(), centred) == 1.0
+    with pytest.raises(ValueError, match="camera ids"):
+        cluster_features(features, dataclasses.replace(config, camera_centering=True))
+
+
+def test_the_task_clusters_with_the_training_images_cameras(compose_config, monkeypatch):
+    seen = []
+
+    def recording(features, config, camids=None):
+        seen.append((config.camera_centering, camids))
+        return cluster_features(features, config, camids)
+
+    monkeypatch.setattr(cluster_contrast_task, "cluster_features", recording)
+    cfg = compose_config(
+        *USL_DEMO, "test=false", "trainer.max_epochs=1", "model.clustering.camera_centering=true"
+    )
+    run(cfg)
+    dm = instantiate(cfg.data)
+    assert len(seen) == 1 and seen[0][0] is True
+    assert seen[0][1].tolist() == [r.camid for r in dm.train_records]
+
+
+# ---- CNN backbones ----------------------------------------------------------------------------------
+def test_cnn_net_is_the_official_normalized_bn_of_the_pooled_map():
+    backbone = resnet_tiny()
+    net = ClusterContrastNet(backbone, pool=GeneralizedMeanPool(p=3.0)).eval()
+    with torch.no_grad():
+        net.neck.running_mean.normal_()
+        net.neck.running_var.uniform_(0.5, 2.0)
+        net.neck.weight.uniform_(0.5, 1.5)
+    images = torch.randn(3, 3, 64, 32)
+    with torch.no_grad():
+        feature_map = backbone.forward_features(images)
+        pooled = feature_map.clamp(min=1e-6).pow(3).mean(dim=(2, 3)).pow(1 / 3)
+        bn = (
+            (pooled - net.neck.running_mean)
+            / torch.sqrt(net.neck.running_var + net.neck.eps)
+            * net.neck.weight
+        )
+        assert torch.allclose(net(images), F.normalize(bn, dim=1), atol=1e-6)
+    assert net.embedding_dim == backbone.num_features and not net.neck.bias.requires_grad
+    assert "pool.p" in net.state_dict()
+    assert isinstance(ClusterContrastNet(resnet_tiny()).pool, GlobalAvgPool)  # default: average pooling
+    with pytest.raises(ValueError, match="part tokens"):
+        ClusterContrastNet(resnet_tiny(), feature="cls_parts_cat")
+    with pytest.raises(ValueError, match="model.pool"):
+        ClusterContrastNet(vit_tiny(img_size=(64, 32)), pool=GlobalAvgPool())
+    with pytest.raises(TypeError, match="embed_dim .a ViT. or num_features"):
+        ClusterContrastNet(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize(
+    ("experiment", "make_backbone"),
+    [
+        ("uda_demo_a2b", resnet_tiny),
+        ("uda_ibn_demo_a2b", resnet_tiny_ibn_a),
+        ("uda_snr_demo_a2b", lambda: snr_resnet(resnet=resnet_tiny)),
+    ],
+    ids=["bot", "ibn", "snr"],
+)
+def test_uda_loads_a_cnn_sources_backbone_but_not_its_head(
+    experiment, make_backbone, compose_config, tmp_path
+):
+    source = CNNReIDNet(make_backbone(), num_classes=5)
+    path = tmp_path / "source.ckpt"
+    torch.save({"state_dict": {f"net.{k}": v for k, v in source.state_dict().items()}}, path)
+    cfg = compose_config(f"experiment={experiment}", f"model.weights={path}", "data.test_datasets=null")
+    task = instantiate(
+        cfg.model, data_info=instantiate(cfg.data).info, evaluation=EvalConfig(), _recursive_=False
+    )
+    for key, value in source.backbone.state_dict().items():
+        assert torch.equal(task.net.backbone.state_dict()[key], value), key
+    assert torch.equal(task.net.neck.running_mean, torch.zeros(128))  # a fresh BNNeck
+    assert isinstance(task.net.pool, GlobalAvgPool)  # the sources' pooling
