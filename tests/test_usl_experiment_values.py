@@ -50,6 +50,8 @@ RECIPES = {
     ),
     "uda_msmt2market": Official("market1501", 0.6, "vit_small_lup_msmt.ckpt", published=(89.4, 95.4)),
     "uda_market2msmt": Official("msmt17", 0.7, "vit_small_lup_market.ckpt", published=(47.4, 70.8)),
+    "uda_ics_msmt2market": Official("market1501", 0.6, "vit_small_ics_lup_msmt.ckpt", stem="ics"),
+    "uda_ics_market2msmt": Official("msmt17", 0.7, "vit_small_ics_lup_market.ckpt", stem="ics"),
     "usl_pass_market": Official(
         "market1501", 0.6, "pass_lup_vit_small.safetensors", feature="cls_parts_cat", parts=3
     ),
