@@ -2,11 +2,12 @@
 
 from reid.inference.extraction import Extraction, extract_features
 from reid.inference.features import FeatureExtractor
-from reid.inference.trained_model import TrainedModel, add_run_arguments, load_trained_model
+from reid.inference.trained_model import RetrievalTask, TrainedModel, add_run_arguments, load_trained_model
 
 __all__ = [
     "Extraction",
     "FeatureExtractor",
+    "RetrievalTask",
     "TrainedModel",
     "add_run_arguments",
     "extract_features",

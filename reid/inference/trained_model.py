@@ -1,4 +1,9 @@
-"""Rebuild a trained :class:`~reid.tasks.TransReIDTask` from its run folder, for inference.
+"""Rebuild a trained retrieval task from its run folder, for inference.
+
+The tasks (:data:`RetrievalTask`, chosen by the class ``model._target_`` names): a supervised
+:class:`~reid.tasks.TransReIDTask` run (ViT or CNN, ID classifiers, optional SIE) or a Cluster Contrast
+run (:class:`~reid.tasks.cluster_contrast.ClusterContrastTask`: USL, or UDA from a source model; ViT or
+CNN, ``normalize(BN(feature))``, no classifier, images only).
 
 A run of ``python -m reid.run`` leaves ``<run>/.hydra/config.yaml`` (the composed config) and
 ``<run>/checkpoints/*.ckpt`` (Lightning checkpoints). :func:`load_trained_model` builds the task from
@@ -7,11 +12,13 @@ mode with the run's test transform (``data.image_size``, ``pixel_mean``, ``pixel
 settings (``eval``: L2 normalisation, flip averaging).
 
 The training data need not be on disk: what the task is built for (:class:`DatasetInfo`) is read from
-the checkpoint. The number of identities is the rows of the ID classifiers (``net.*classifier*.weight``);
-the cameras and views are the rows of the SIE table (``net.backbone.sie_embed``, ``[C * V, 1, D]``) read
-with the run's ``model.sie`` switches. A table of both cameras and views holds ``C * V`` rows that do not
-say ``C``: pass ``num_cameras``. ``model.weights`` (the initialisation of the run) is not read: the
-checkpoint holds every tensor.
+the checkpoint. For a supervised run the number of identities is the rows of the ID classifiers
+(``net.*classifier*.weight``); the cameras and views are the rows of the SIE table
+(``net.backbone.sie_embed``, ``[C * V, 1, D]``) read with the run's ``model.sie`` switches. A table of both
+cameras and views holds ``C * V`` rows that do not say ``C``: pass ``num_cameras``. A Cluster Contrast run
+has no identities and embeds images alone: ``DatasetInfo(0, 1, 1)``; its pseudo labels and cluster memory
+(``checkpoint["cluster_contrast"]``, for resuming training) are not read. ``model.weights`` (the
+initialisation of the run) is not read: the checkpoint holds every tensor.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor
 
@@ -35,10 +42,18 @@ from reid.evaluation import EvalConfig
 from reid.models.sie import CameraEmbedConfig
 from reid.run import _state_differences
 from reid.tasks import TransReIDTask
+from reid.tasks.cluster_contrast import ClusterContrastTask
 from reid.training.checkpoint_io import AtomicCheckpointIO
 
 CONFIG_FILE = Path(".hydra") / "config.yaml"
 SIE_TABLE = "net.backbone.sie_embed"
+
+RetrievalTask = TransReIDTask | ClusterContrastTask
+"""The tasks a run is rebuilt as: each has ``net.backbone`` and ``forward(images, camids=None,
+viewids=None) -> [B, D]``, the retrieval embedding its evaluation ranks (Cluster Contrast ignores the ids)."""
+
+UNSUPERVISED_DATA_INFO = DatasetInfo(num_classes=0, num_cameras=1, num_views=1)
+"""What a Cluster Contrast task is built for: no identities, no side information."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +71,7 @@ class TrainedModel:
     ``camera_embed``: the SIE settings of the backbone (``None`` without SIE).
     """
 
-    task: TransReIDTask
+    task: RetrievalTask
     files: RunFiles
     data_info: DatasetInfo
     evaluation: EvalConfig
@@ -204,9 +219,15 @@ def _cameras_and_views(
 
 
 def data_info_from_checkpoint(
-    checkpoint: Mapping[str, Any], path: Path, num_cameras: int | None = None
+    checkpoint: Mapping[str, Any],
+    path: Path,
+    num_cameras: int | None = None,
+    task: type[RetrievalTask] = TransReIDTask,
 ) -> DatasetInfo:
-    """The :class:`DatasetInfo` a task of ``checkpoint`` was built with, from its tensors and hparams."""
+    """The :class:`DatasetInfo` a ``task`` of ``checkpoint`` was built with: for a supervised task from
+    its tensors and hparams; for a Cluster Contrast task :data:`UNSUPERVISED_DATA_INFO`."""
+    if issubclass(task, ClusterContrastTask):
+        return UNSUPERVISED_DATA_INFO
     state = checkpoint["state_dict"]
     cameras, views = _cameras_and_views(
         state, checkpoint.get("hyper_parameters", {}).get("sie"), path, num_cameras
@@ -237,21 +258,39 @@ def _run_config(path: Path) -> DictConfig:
     return cfg
 
 
+def task_class(cfg: DictConfig, config: Path) -> type[RetrievalTask]:
+    """The class ``cfg.model._target_`` names, a :data:`RetrievalTask` (or a subclass of one), else an
+    error naming the config file and the target."""
+    target = cfg.model.get("_target_")
+    expected = (
+        "feature extraction needs a supervised reid.tasks.TransReIDTask run or a Cluster Contrast "
+        "reid.tasks.cluster_contrast.ClusterContrastTask run"
+    )
+    try:
+        found = get_class(target) if isinstance(target, str) else None
+    except (ImportError, ValueError) as error:
+        raise ValueError(
+            f"{config}: model._target_={target!r} is not a class ({error}); {expected}"
+        ) from error
+    if found is None or not issubclass(found, RetrievalTask):
+        raise ValueError(f"{config}: model._target_ is {target}; {expected}")
+    return found
+
+
 def build_task(
     cfg: DictConfig,
     state: Mapping[str, Tensor],
     data_info: DatasetInfo,
     evaluation: EvalConfig,
     files: RunFiles,
-) -> TransReIDTask:
+) -> RetrievalTask:
     """The task of ``cfg.model`` (as ``reid.run`` builds it) with the tensors ``state`` of the checkpoint
-    ``files.checkpoint``, in eval mode; a state of another model is an error naming both files."""
+    ``files.checkpoint``, in eval mode; a state of another model is an error naming both files.
+
+    The comparison is strict: a Cluster Contrast task's memory is a non-persistent buffer (refilled from
+    the centroids every epoch), so neither side's state holds it."""
+    task_class(cfg, files.config)
     task = instantiate(cfg.model, data_info=data_info, evaluation=evaluation, _recursive_=False)
-    if not isinstance(task, TransReIDTask):
-        raise ValueError(
-            f"{files.config}: model._target_ is {cfg.model.get('_target_')}; feature extraction needs a "
-            "supervised reid.tasks.TransReIDTask run"
-        )
     differences = _state_differences(state, task.state_dict())
     if differences:
         raise ValueError(
@@ -295,7 +334,7 @@ def load_trained_model(
     files = find_run_files(path, checkpoint, config)
     cfg = _run_config(files.config)
     saved = read_checkpoint(files.checkpoint)
-    data_info = data_info_from_checkpoint(saved, files.checkpoint, num_cameras)
+    data_info = data_info_from_checkpoint(saved, files.checkpoint, num_cameras, task_class(cfg, files.config))
     evaluation = instantiate(cfg.eval)
     task = build_task(cfg, saved["state_dict"], data_info, evaluation, files).to(device)
     size = [int(v) for v in cfg.data.image_size]

@@ -5,8 +5,8 @@
     python -m reid.tools.extract <run> list.txt feats.npy --camids-from-names --device cuda
 
 The model is the run's (``reid.inference.load_trained_model``: its config and best checkpoint, or the
-one given; the training data need not be on disk). Images: a folder (any depth), a glob, one image, or a
-list file of paths. Writes
+one given; the training data need not be on disk), supervised or Cluster Contrast (USL / UDA). Images: a
+folder (any depth), a glob, one image, or a list file of paths. Writes
 
 * ``feats.npy`` / ``feats.safetensors`` (tensor ``features``): float32 ``[N, D]``, row ``i`` the image
   of index row ``i``; flip-averaged and L2-normalised when the run's ``eval`` says so (as its evaluation

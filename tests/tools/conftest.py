@@ -1,4 +1,4 @@
-"""Tiny trained runs of each supervised family, one per test session, in real run folders.
+"""Tiny trained runs of each supervised and Cluster Contrast family, one per session, in real run folders.
 
 ``trained_run(family)`` fits one step of the family on the tiny synthetic tree and returns the run
 folder: ``.hydra/config.yaml`` (the composed config, unresolved, as ``reid.run`` leaves it),
@@ -36,6 +36,19 @@ FAMILIES: dict[str, list[str]] = {
     "bot": ["data=synthetic_tiny", "model=bot_tiny"],  # BoT ResNet, feature after the BNNeck
     "bot_ibn": ["data=synthetic_tiny", "model=bot_tiny_ibn"],  # IBN-a: instance norm in stages 1-3
     "snr": ["data=synthetic_tiny", "model=snr_tiny"],  # SNR blocks after every stage
+    # Cluster Contrast (ClusterContrastTask: normalize(BN(feature)), no classifier, no SIE), each clustering
+    # the 48 tiny training images before its step: the tiny ViT of the USL demo (clusters at its eps 0.6)
+    "usl_vit": ["experiment=usl_demo"],
+    # the tiny ResNet of the UDA demo (average pooling, camera-centred clustering) from scratch on the tiny
+    # unlabelled tree; its untrained features lie close: at eps 0.6 DBSCAN makes one cluster, whose
+    # ClusterNCE is 0 (the step would change no weight); at 0.3 it makes several (4 with seed 0)
+    "usl_cnn": [
+        "experiment=uda_demo_a2b",
+        "data=usl_synthetic_tiny",
+        "data.test_datasets=null",
+        "model.weights=null",
+        "model.clustering.eps=0.3",
+    ],
 }
 
 ONE_STEP = [

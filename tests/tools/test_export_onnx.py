@@ -1,5 +1,5 @@
-"""`python -m reid.tools.export_onnx`: every supervised family's feature graph runs in onnxruntime as in
-PyTorch (<= 1e-4 on CPU), at a batch size other than the traced one, with its metadata."""
+"""`python -m reid.tools.export_onnx`: every family's feature graph (supervised and Cluster Contrast) runs in
+onnxruntime as in PyTorch (<= 1e-4 on CPU), at a batch size other than the traced one, with its metadata."""
 
 from __future__ import annotations
 

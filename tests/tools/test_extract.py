@@ -1,9 +1,10 @@
 """`python -m reid.tools.extract`: features of a trained run's model for any images, and the loader.
 
 The reference is the run's own evaluation path, built without ``reid.inference``: the datamodule of the
-run config (its evaluation loader: query then gallery, the test transform), the task instantiated as
-``reid.run`` does with ``datamodule.info`` and the checkpoint loaded, ``task(images[, camids])``, then
-the L2 normalisation the evaluator applies (``reid.evaluation.pipeline``, ``eval.normalize``).
+run config (its evaluation loader: query then gallery, the test transform; the unlabelled datamodule of a
+Cluster Contrast run evaluates as the supervised one), the task instantiated as ``reid.run`` does with
+``datamodule.info`` and the checkpoint loaded, ``task(images[, camids])``, then the L2 normalisation the
+evaluator applies (``reid.evaluation.pipeline``, ``eval.normalize``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -27,7 +29,9 @@ from reid.data.image_dataset import ImageReadError
 from reid.data.records import DatasetInfo
 from reid.inference import load_trained_model
 from reid.inference.name_labels import NameLabel, label_from_name
-from reid.inference.trained_model import data_info_from_checkpoint
+from reid.inference.trained_model import UNSUPERVISED_DATA_INFO, data_info_from_checkpoint
+from reid.tasks import TransReIDTask
+from reid.tasks.cluster_contrast import ClusterContrastTask
 from reid.tools.extract import main as extract
 
 
@@ -94,6 +98,68 @@ def test_features_are_the_runs_evaluation_features_camera_free(sie_run: Path, tm
     )
     assert meta["image_size"] == [64, 32] and meta["skipped"] == []
     assert load_trained_model(sie_run).data_info == info  # read from the checkpoint, not the data
+
+
+@pytest.mark.parametrize(("family", "dim"), [("usl_vit", 192), ("usl_cnn", 128)])
+def test_cluster_contrast_features_are_the_runs_evaluation_features(
+    family: str, dim: int, trained_run, tmp_path: Path
+) -> None:
+    """A Cluster Contrast run (the USL demo's ViT; the UDA recipe's tiny ResNet, average pooling): equal
+    (1e-6) to its test step, ``normalize(BN(feature))`` of the image alone. Rebuilt as a
+    ClusterContrastTask for no identities and no cameras (the datamodule has 3; the net takes none), its
+    metadata says so, and ``--camids-from-names`` is refused as for a ViT without SIE."""
+    run_dir = trained_run(family)
+    expected, records, info = evaluation_features(run_dir, with_camids=False)
+    query = Path(records[0].path).parent
+    out = tmp_path / "feats.npy"
+    args = [str(run_dir), str(query), str(out), "--checkpoint", "last.ckpt", "--no-progress"]
+    result = extract([*args, "--batch-size", "5"])
+    features = np.load(out)
+    rows = read_index(tmp_path / "feats.csv")
+    assert features.shape == (len(rows), dim) == (len(result.paths), dim)
+    assert {row["path"] for row in rows} == {r.path for r in records if Path(r.path).parent == query}
+    for row, feature in zip(rows, features, strict=True):
+        torch.testing.assert_close(torch.from_numpy(feature), expected[row["path"]], atol=1e-6, rtol=0)
+    meta = json.loads((tmp_path / "feats.json").read_text())
+    assert meta["camera_mode"].startswith("no SIE") and (meta["num_cameras"], meta["num_views"]) == (0, 0)
+    assert (meta["normalized"], meta["feature_dim"], meta["checkpoint"]) == (
+        True,
+        dim,
+        str(run_dir / "checkpoints" / "last.ckpt"),
+    )
+    model = load_trained_model(run_dir, "last.ckpt")
+    assert type(model.task) is ClusterContrastTask and not model.task.training
+    assert model.data_info == UNSUPERVISED_DATA_INFO == DatasetInfo(0, 1, 1)
+    assert (info.num_classes, info.num_cameras) == (0, 3)
+    with pytest.raises(ValueError, match="no camera SIE"):
+        extract([*args, "--camids-from-names"])
+
+
+def test_the_task_is_the_class_the_config_names(trained_run, tmp_path: Path) -> None:
+    """Supervised or Cluster Contrast by ``model._target_``: a Cluster Contrast checkpoint under a
+    supervised config (and the other way round) is refused naming the file; a config of another task, or
+    of a target that is no class, is refused naming the config and the target."""
+    usl, vit = trained_run("usl_vit"), trained_run("vit")
+    usl_ckpt, vit_ckpt = usl / "checkpoints" / "last.ckpt", vit / "checkpoints" / "last.ckpt"
+    assert type(load_trained_model(vit).task) is TransReIDTask
+    no_classifier = f"{re.escape(str(usl_ckpt))} holds no ID classifier.*supervised TransReIDTask"
+    with pytest.raises(ValueError, match=no_classifier):
+        load_trained_model(usl_ckpt, config=vit / ".hydra" / "config.yaml")
+    with pytest.raises(ValueError, match=f"{re.escape(str(vit_ckpt))} is not of the model in .*unexpected"):
+        load_trained_model(vit_ckpt, config=usl / ".hydra" / "config.yaml")
+    cfg = OmegaConf.load(usl / ".hydra" / "config.yaml")
+    ssl, missing = "reid.tasks.ssl_pretrain.SSLPretrainTask", "reid.tasks.no_such_task.Task"
+    for target, reason in [
+        (ssl, f"model._target_ is {ssl}"),
+        (missing, f"model._target_='{missing}' is not"),
+    ]:
+        cfg.model._target_ = target
+        OmegaConf.save(cfg, tmp_path / "config.yaml")
+        expected = (
+            rf"(?s){re.escape(str(tmp_path / 'config.yaml'))}: {re.escape(reason)}.*ClusterContrastTask"
+        )
+        with pytest.raises(ValueError, match=expected):
+            load_trained_model(usl_ckpt, config=tmp_path / "config.yaml")
 
 
 def test_camids_from_names_are_the_official_evaluation(sie_run: Path, tmp_path: Path) -> None:
@@ -211,3 +277,5 @@ def test_data_info_from_the_sie_table_and_classifier() -> None:
     assert data_info_from_checkpoint(plain, Path("x.ckpt")) == DatasetInfo(7, 1, 1)
     with pytest.raises(ValueError, match=r"x.ckpt holds no ID classifier"):
         data_info_from_checkpoint({"state_dict": {}, "hyper_parameters": {}}, Path("x.ckpt"))
+    # a Cluster Contrast task: no identities, no side information, whatever the tensors
+    assert data_info_from_checkpoint(both, Path("x.ckpt"), task=ClusterContrastTask) == DatasetInfo(0, 1, 1)

@@ -32,16 +32,19 @@ def run_dir(trained_run) -> Path:
     return trained_run("vit")
 
 
-@pytest.fixture(scope="module")
-def extracted(run_dir: Path, tiny_data_dir: Path, tmp_path_factory) -> dict[str, Path]:
+def extract_query_and_gallery(run_dir: Path, tiny_data_dir: Path, out: Path) -> dict[str, Path]:
     """Query and gallery folders of the tiny tree and their features written by reid.tools.extract."""
     root = tiny_data_dir / "synthetic_tiny"
-    out = tmp_path_factory.mktemp("search")
     found = {"query": next(root.glob("**/query")), "gallery": next(root.glob("**/bounding_box_test"))}
     for name in ("query", "gallery"):
         extract([str(run_dir), str(found[name]), str(out / f"{name}.npy"), "--no-progress"])
         found[f"{name}_features"] = out / f"{name}.npy"
     return found
+
+
+@pytest.fixture(scope="module")
+def extracted(run_dir: Path, tiny_data_dir: Path, tmp_path_factory) -> dict[str, Path]:
+    return extract_query_and_gallery(run_dir, tiny_data_dir, tmp_path_factory.mktemp("search"))
 
 
 def _paths(features: Path) -> list[str]:
@@ -109,6 +112,18 @@ def test_features_file_and_faiss_indexes_give_the_same_ranking(run_dir, extracte
         built = search(["build-index", gallery, "--out", str(index), "--kind", kind, *extra])
         assert built.num_rows == len(_paths(extracted["gallery_features"]))
         _check(search([*common, "--index", str(index), "--no-progress"]), expected)
+
+
+def test_a_cluster_contrast_run_ranks_as_its_extracted_features(trained_run, tiny_data_dir, tmp_path) -> None:
+    """A Cluster Contrast run (no classifier, no SIE; the tiny ResNet: the one-step USL ViT's features
+    nearly coincide, top-5 gaps ~1e-6, below float32 distance error): a gallery folder and its features
+    file each give the brute-force ranking of the run's extracted features, with the protocol's statuses."""
+    usl_run = trained_run("usl_cnn")
+    found = extract_query_and_gallery(usl_run, tiny_data_dir, tmp_path)
+    expected = reference(found)
+    common = [str(usl_run), "--query", str(found["query"]), "--top-k", str(TOP_K), "--no-progress"]
+    for gallery in (found["gallery"], found["gallery_features"]):
+        _check(search([*common, "--gallery", str(gallery)]), expected)
 
 
 def test_bad_arguments_name_the_flag_or_file(run_dir, extracted, tmp_path) -> None:

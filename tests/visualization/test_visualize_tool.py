@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from PIL import Image
 
+from reid.data.records import DatasetInfo
 from reid.tools.visualize import main as visualize
 from reid.visualization.attention import display_size, picture_size
 from tests.visualization.test_index_html import parse_page
@@ -32,6 +36,33 @@ def test_attention_tool_draws_one_map_per_part_token_with_its_band_share(
         assert f"{report.band_fractions[2]:.2f}" in line
     page = parse_page(tmp_path / "maps" / "index.html")
     assert sorted(page.images) == sorted(r.picture.name for r in reports)
+
+
+def test_attention_of_a_cluster_contrast_run_is_its_cls_map(compose_config, tmp_path, capsys):
+    """A USL run (experiment=usl_demo: ClusterContrastTask, the tiny ViT, no part tokens; its run folder
+    as a run leaves it, the weights of a freshly built task) loads as a supervised one does: per image a
+    picture of the image and its [CLS] map, and no band shares."""
+    cfg = compose_config("experiment=usl_demo")
+    run_dir = tmp_path / "usl_run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    info = DatasetInfo(num_classes=0, num_cameras=1, num_views=1)
+    task = instantiate(cfg.model, data_info=info, evaluation=instantiate(cfg.eval), _recursive_=False)
+    saved = {"state_dict": task.state_dict(), "pytorch-lightning_version": "2.6.6"}
+    torch.save(saved, run_dir / "checkpoints" / "last.ckpt")
+    images = []
+    for seed in range(2):
+        pixels = np.random.default_rng(seed).integers(0, 256, (64, 32, 3), dtype=np.uint8)
+        images.append(str(tmp_path / f"person{seed}.jpg"))
+        Image.fromarray(pixels).save(images[-1])
+    reports = visualize(["attention", str(run_dir), *images])
+    printed = capsys.readouterr().out
+    assert [r.image for r in reports] == images and all(r.band_fractions == () for r in reports)
+    for report in reports:
+        assert report.picture.parent == run_dir / "pictures"
+        assert Image.open(report.picture).size == picture_size(0, display_size((64, 32)))  # image, [CLS]
+        assert f"{report.image}: no part tokens ([CLS] only) -> {report.picture}" in printed
 
 
 def test_ranked_tool_redraws_the_run_s_ranked_lists(pictured_run, tmp_path):
