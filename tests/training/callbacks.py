@@ -72,3 +72,27 @@ class ValidationRecorder(L.Callback):
         record["mAP"] = float(trainer.callback_metrics.get("val/mAP", float("nan")))
         with self.path.open("a") as file:
             file.write(json.dumps(record) + "\n")
+
+
+class ClusterStateRecorder(L.Callback):
+    """Writes ``rank<r>.json`` for a Cluster Contrast run: per training batch the epoch, the image
+    indices, the sum of the cluster memory before the step, and at each epoch's first batch the pseudo
+    labels the rank trains on."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+        self.batches: list[dict] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        record = {
+            "epoch": trainer.current_epoch,
+            "index": batch["index"].tolist(),
+            "memory_sum": float(pl_module.memory.features.double().sum()),
+        }
+        if batch_idx == 0:
+            record["labels"] = pl_module.pseudo_labels.tolist()
+        self.batches.append(record)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.batches))
