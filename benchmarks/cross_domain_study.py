@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,9 +33,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from doc_section import write_section
 from omegaconf import OmegaConf
-from study_runs import ROOT, Job, mean, run_dir, train_all
+from study_runs import (
+    ROOT,
+    Job,
+    add_study_arguments,
+    mean,
+    placeholder_overrides,
+    run_dir,
+    threads_per_job,
+    train_all,
+    write_report,
+)
 
 from reid.config import CONFIG_DIR
 from reid.results import by_target
@@ -141,40 +149,23 @@ def report(out: Path, seeds: Sequence[int], argv: Sequence[str], doc: Path = DOC
     results = read_results(out, seeds)
     if not results:
         raise SystemExit(f"no finished runs under {out} (expected {out}/<variant>/seed<k>/results.json)")
-    shared = " ".join(common_overrides(0, 0)).replace("seed=0", "seed=<k>").replace("=0 ", "=<epochs> ", 1)
     overrides = "\n".join(f"- {v.name}: `{' '.join(v.overrides)}`" for v in VARIANTS)
-    body = "\n\n".join(
-        [
-            f"Command: `python benchmarks/{Path(__file__).name} {' '.join(argv)}`".rstrip(),
-            f"Per-run overrides (besides `{shared}`):\n{overrides}",
-            table(results),
-        ]
-    )
-    write_section(SECTION, body, doc)
-    print(body)
-    return body
+    shared = placeholder_overrides(common_overrides(0, 0))
+    return write_report(SECTION, doc, Path(__file__).name, argv, shared, overrides, table(results))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--epochs", type=int, default=EPOCHS, help=f"epochs per run (default {EPOCHS})")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--jobs", type=int, default=2, help="runs at a time; the CPU threads are split")
-    parser.add_argument("--reuse-data", type=Path, default=None, help="data root (REID_DATA) shared by runs")
-    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "cross_domain_study")
-    parser.add_argument("--variants", nargs="+", default=[v.name for v in VARIANTS])
-    parser.add_argument("--rerun", action="store_true", help="retrain runs that already have results.json")
-    parser.add_argument("--report-only", action="store_true", help="read the runs and write the doc only")
+    add_study_arguments(parser, EPOCHS, ROOT / "outputs" / "cross_domain_study", [v.name for v in VARIANTS])
     args = parser.parse_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not args.report_only:
         done = read_results(args.out, args.seeds)
         planned = jobs(args.variants, args.seeds, args.epochs, args.out)
         todo = [job for job in planned if args.rerun or (job.variant, job.seed) not in done]
-        threads = max(1, (os.cpu_count() or 2) // max(1, args.jobs))
-        train_all(todo, args.jobs, threads, args.reuse_data)
+        train_all(todo, args.jobs, threads_per_job(args.jobs), args.reuse_data)
     report(args.out, args.seeds, argv)
 
 

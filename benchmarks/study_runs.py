@@ -7,6 +7,7 @@ every run's ``csv/metrics.csv`` (per-step logs) and ``results.json`` (final test
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 import shutil
@@ -16,6 +17,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from doc_section import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,3 +88,46 @@ def read_metrics(path: Path) -> Series:
 
 def mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
+
+
+def placeholder_overrides(common: Sequence[str]) -> str:
+    """A study's shared ``reid.run`` overrides, as built for seed 0 and 0 epochs, with the seed and the
+    epochs written as ``<k>`` and ``<epochs>`` for the report."""
+    return " ".join(common).replace("seed=0", "seed=<k>").replace("max_epochs=0", "max_epochs=<epochs>", 1)
+
+
+def write_report(
+    section: str, doc: Path, script: str, argv: Sequence[str], shared: str, per_variant: str, table: str
+) -> str:
+    """The report a study writes into its ``section`` of ``doc`` (and prints): the command that made it,
+    the overrides of every run (``shared``) and of each variant (``per_variant``, a markdown list), the
+    table."""
+    body = "\n\n".join(
+        [
+            f"Command: `python benchmarks/{script} {' '.join(argv)}`".rstrip(),
+            f"Per-run overrides (besides `{shared}`):\n{per_variant}",
+            table,
+        ]
+    )
+    write_section(section, body, doc)
+    print(body)
+    return body
+
+
+def add_study_arguments(
+    parser: argparse.ArgumentParser, epochs: int, out: Path, variants: Sequence[str]
+) -> None:
+    """The command-line options every CPU study shares."""
+    parser.add_argument("--epochs", type=int, default=epochs, help=f"epochs per run (default {epochs})")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time; the CPU threads are split")
+    parser.add_argument("--reuse-data", type=Path, default=None, help="data root (REID_DATA) shared by runs")
+    parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument("--variants", nargs="+", default=list(variants))
+    parser.add_argument("--rerun", action="store_true", help="retrain runs that already have results.json")
+    parser.add_argument("--report-only", action="store_true", help="read the runs and write the doc only")
+
+
+def threads_per_job(jobs: int) -> int:
+    """CPU threads for each of ``jobs`` runs at a time."""
+    return max(1, (os.cpu_count() or 2) // max(1, jobs))

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,11 +39,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cross_domain_study
 import numpy as np
-from doc_section import write_section
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from sklearn.metrics import adjusted_rand_score
-from study_runs import ROOT, Job, mean, read_metrics, run_dir, train_all
+from study_runs import (
+    ROOT,
+    Job,
+    add_study_arguments,
+    mean,
+    placeholder_overrides,
+    read_metrics,
+    run_dir,
+    threads_per_job,
+    train_all,
+    write_report,
+)
 
 from reid.config import CONFIG_DIR, register_resolvers
 from reid.results import by_target
@@ -255,34 +264,21 @@ def report(
     results = read_results(out, seeds, data)
     if not results:
         raise SystemExit(f"no finished runs under {out} (expected {out}/<variant>/seed<k>/results.json)")
-    shared = " ".join(common_overrides(0, 0)).replace("seed=0", "seed=<k>").replace("=0 ", "=<epochs> ", 1)
     overrides = "\n".join(
         f"- {v.name}: `experiment={v.experiment} model.weights=<sources>/{v.source}/seed<k>/{CHECKPOINT}"
         + "".join(f" {o}" for o in v.overrides)
         + "`"
         for v in VARIANTS
     )
-    body = "\n\n".join(
-        [
-            f"Command: `python benchmarks/{Path(__file__).name} {' '.join(argv)}`".rstrip(),
-            f"Per-run overrides (besides `{shared}`):\n{overrides}",
-            table(results),
-        ]
-    )
-    write_section(SECTION, body, doc)
-    print(body)
-    return body
+    shared = placeholder_overrides(common_overrides(0, 0))
+    return write_report(SECTION, doc, Path(__file__).name, argv, shared, overrides, table(results))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--epochs", type=int, default=EPOCHS, help=f"epochs per run (default {EPOCHS})")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--jobs", type=int, default=2, help="runs at a time; the CPU threads are split")
-    parser.add_argument("--reuse-data", type=Path, default=None, help="data root (REID_DATA) shared by runs")
-    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "usl_study")
+    add_study_arguments(parser, EPOCHS, ROOT / "outputs" / "usl_study", [v.name for v in VARIANTS])
     parser.add_argument(
         "--sources",
         type=Path,
@@ -290,14 +286,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="benchmarks/cross_domain_study.py's runs (missing ones are trained there first)",
     )
     parser.add_argument("--source-epochs", type=int, default=cross_domain_study.EPOCHS)
-    parser.add_argument("--variants", nargs="+", default=[v.name for v in VARIANTS])
-    parser.add_argument("--rerun", action="store_true", help="retrain runs that already have results.json")
-    parser.add_argument("--report-only", action="store_true", help="read the runs and write the doc only")
     args = parser.parse_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
     data = args.reuse_data or ROOT / "data"
     if not args.report_only:
-        threads = max(1, (os.cpu_count() or 2) // max(1, args.jobs))
+        threads = threads_per_job(args.jobs)
         sources = missing_sources(args.variants, args.seeds, args.source_epochs, args.sources)
         train_all(sources, args.jobs, threads, args.reuse_data)
         done = read_results(args.out, args.seeds, data)

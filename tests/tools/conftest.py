@@ -12,13 +12,17 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf, open_dict
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from reid.config import CONFIG_DIR
+from reid.data.records import DatasetInfo
 
 TINY_EXPERIMENT = [
     "data=synthetic_tiny",
@@ -96,3 +100,16 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_data_dir: Path) -
         return runs[family]
 
     return _run
+
+
+def untrained_run_folder(cfg: DictConfig, info: DatasetInfo, run_dir: Path, **checkpoint: Any) -> Any:
+    """A run folder as ``reid.run`` leaves it (``.hydra/config.yaml``, ``checkpoints/last.ckpt``) for the
+    task of ``cfg.model`` built for ``info`` and not trained; ``checkpoint``: more checkpoint entries (e.g.
+    ``hyper_parameters``). Returns the task."""
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    task = instantiate(cfg.model, data_info=info, evaluation=instantiate(cfg.eval), _recursive_=False)
+    saved = {"state_dict": task.state_dict(), "pytorch-lightning_version": "2.6.6", **checkpoint}
+    torch.save(saved, run_dir / "checkpoints" / "last.ckpt")
+    return task

@@ -11,7 +11,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from reid.data.image_dataset import read_image
@@ -27,7 +26,7 @@ from reid.tools.export_onnx import (
 )
 from reid.tools.export_onnx import main as export_main
 from reid.tools.extract import main as extract
-from tests.tools.conftest import FAMILIES
+from tests.tools.conftest import FAMILIES, untrained_run_folder
 
 pytest.importorskip("onnxruntime")  # a guard only: the dev extra installs it
 
@@ -117,19 +116,10 @@ def test_camera_and_view_sie_needs_the_camera_count_and_takes_viewids(trained_ru
     cfg = OmegaConf.load(trained_run("transreid") / ".hydra" / "config.yaml")
     cfg.model.sie.view = True
     run_dir = tmp_path / "veri_like"
-    (run_dir / "checkpoints").mkdir(parents=True)
-    (run_dir / ".hydra").mkdir()
-    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
     info = DatasetInfo(num_classes=8, num_cameras=3, num_views=2)
-    task = instantiate(cfg.model, data_info=info, evaluation=instantiate(cfg.eval), _recursive_=False)
+    sie = {"sie": OmegaConf.to_container(cfg.model.sie)}  # what the checkpoint of such a run holds
+    task = untrained_run_folder(cfg, info, run_dir, hyper_parameters=sie)
     assert task.net.backbone.sie_embed.shape[0] == 6
-    sie = OmegaConf.to_container(cfg.model.sie)
-    saved = {
-        "state_dict": task.state_dict(),
-        "pytorch-lightning_version": "2.6.6",
-        "hyper_parameters": {"sie": sie},
-    }
-    torch.save(saved, run_dir / "checkpoints" / "last.ckpt")  # what the checkpoint of such a run holds
     out = tmp_path / "veri.onnx"
     with pytest.raises(ValueError, match="--num-cameras"):
         export_main([str(run_dir), str(out)])

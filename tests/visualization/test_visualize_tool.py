@@ -8,13 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from PIL import Image
 
 from reid.data.records import DatasetInfo
 from reid.tools.visualize import main as visualize
 from reid.visualization.attention import display_size, picture_size
+from tests.tools.conftest import untrained_run_folder
 from tests.visualization.test_index_html import parse_page
 
 
@@ -44,13 +43,7 @@ def test_attention_of_a_cluster_contrast_run_is_its_cls_map(compose_config, tmp_
     picture of the image and its [CLS] map, and no band shares."""
     cfg = compose_config("experiment=usl_demo")
     run_dir = tmp_path / "usl_run"
-    (run_dir / "checkpoints").mkdir(parents=True)
-    (run_dir / ".hydra").mkdir()
-    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
-    info = DatasetInfo(num_classes=0, num_cameras=1, num_views=1)
-    task = instantiate(cfg.model, data_info=info, evaluation=instantiate(cfg.eval), _recursive_=False)
-    saved = {"state_dict": task.state_dict(), "pytorch-lightning_version": "2.6.6"}
-    torch.save(saved, run_dir / "checkpoints" / "last.ckpt")
+    untrained_run_folder(cfg, DatasetInfo(num_classes=0, num_cameras=1, num_views=1), run_dir)
     images = []
     for seed in range(2):
         pixels = np.random.default_rng(seed).integers(0, 256, (64, 32, 3), dtype=np.uint8)
