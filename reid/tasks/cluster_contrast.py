@@ -63,9 +63,9 @@ class ClusterContrastNet(nn.Module):
     ``"cls_parts_cat"`` = ``cat(cls, mean(parts))`` (2D), ``"cls_parts_mean"`` = ``(cls + mean(parts)) / 2``.
 
     A CNN backbone (``forward_features -> [B, C, H, W]``, ``num_features``: ``reid.models.resnet``, IBN-a,
-    SNR): the feature is ``pool(map)`` (default average pooling, official ``--pooling-type avg``; GeM by
-    ``model.pool``), as Cluster Contrast's own ResNet-50 (Dai et al. 2021, Sec. 4.1: last stride 1, GAP,
-    BN, L2 norm, no classifier).
+    SNR): the feature is ``pool(map)``, as alibaba/cluster-contrast-reid ``models/resnet.py`` (last stride 1,
+    pooling, BN, L2 norm, no classifier). ``pool`` defaults to average pooling (``--pooling-type avg``);
+    that script's default, GeM, is ``conf/model/cluster_contrast_r50.yaml``'s.
 
     The BNNeck has a frozen zero bias. Keys: ``backbone.*``, ``pool.*`` (GeM's ``p``), ``neck.*`` (a
     source model's ``global_head.*`` is therefore not loaded).
