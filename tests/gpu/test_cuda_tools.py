@@ -18,7 +18,7 @@ CUDA = torch.cuda.is_available()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="needs a CUDA device")]
 
 
-@pytest.mark.parametrize("family", ["vit", "snr"])
+@pytest.mark.parametrize("family", ["vit", "snr", "usl_cnn"])
 def test_extract_on_cuda_equals_cpu(family: str, tmp_path: Path, tiny_data_dir: Path) -> None:
     """The same run, images and transform embedded on both devices: fp32 kernels differ by round-off only."""
     run = tmp_path / "run"
