@@ -12,6 +12,12 @@ evaluation. Then it reads each run's ``csv/metrics.csv`` and ``results.json`` an
   stable runs went past it, and the command.
 
     python benchmarks/rpe_study.py [--epochs E] [--seeds 0 1] [--jobs 2] [--reuse-data data]
+    python benchmarks/rpe_study.py --optimizer sgd --lr 0.05 ...   # the TransReID optimiser instead
+
+``--optimizer sgd`` trains every variant with the TransReID-SSL recipe's optimiser (SGD, momentum 0.9,
+weight decay 1e-4 on every parameter including the position tables, bias lr x2: ``vit_baseline.yaml``)
+at ``--lr`` instead of the demo's AdamW, and writes ``docs/rpe_study_sgd.png`` and the
+``rpe_study_sgd`` section instead, so the AdamW study's figure and section stay.
 
 Runs live in ``--out`` (``outputs/rpe_study/<variant>/seed<k>``). Finished runs (a ``results.json`` in
 their folder) are read, not retrained, unless ``--rerun``; an unfinished one is restarted from scratch;
@@ -41,6 +47,8 @@ from reid.results import first_target
 DOC = ROOT / "docs" / "rpe.md"
 FIGURE = ROOT / "docs" / "rpe_study.png"
 SECTION = "rpe_study"
+OPTIMIZERS = ("adamw", "sgd")
+SGD_LR = 0.05  # from scratch the recipe's 0.0004 (0.008 for TransReID) barely moves the demo
 RPE = "train/rpe_triplet"
 FIGSIZE = (15.0, 11.0)  # inches
 DPI = 100  # -> a 1500 x 1100 PNG
@@ -102,10 +110,52 @@ def common_overrides(seed: int, epochs: int) -> list[str]:
     ]
 
 
-def jobs(chosen: Sequence[Variant], seeds: Sequence[int], epochs: int, out: Path) -> list[Job]:
-    """The study's runs of ``chosen`` variants, in that order, every seed."""
+def optimizer_overrides(optimizer: str, lr: float | None = None) -> list[str]:
+    """Overrides every variant gets for ``optimizer``: none for ``"adamw"`` (the demo's own), the
+    TransReID optimiser (``conf/model/vit_baseline.yaml``: SGD, momentum 0.9, weight decay 1e-4 on every
+    parameter, bias lr x2) at ``lr`` (default :data:`SGD_LR`) for ``"sgd"``."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"--optimizer: expected one of {list(OPTIMIZERS)}, got {optimizer!r}")
+    if optimizer == "adamw":
+        if lr is not None:
+            raise ValueError("--lr applies to --optimizer sgd only (the AdamW study keeps the demo's 1e-3)")
+        return []
+    lr = SGD_LR if lr is None else lr
+    if not lr > 0:
+        raise ValueError(f"--lr: expected a learning rate > 0, got {lr!r}")
     return [
-        Job(v.name, seed, run_dir(out, v.name, seed), (*v.overrides, *common_overrides(seed, epochs)))
+        "model.optimizer._target_=torch.optim.SGD",
+        f"model.optimizer.lr={lr:g}",
+        "+model.optimizer.momentum=0.9",
+        "model.optimizer.weight_decay=1e-4",
+        "model.param_groups.bias_lr_factor=2.0",
+        "model.param_groups.exempt_norm_and_tokens=false",  # the official code decays the tables too
+    ]
+
+
+def outputs_for(optimizer: str) -> tuple[str, Path]:
+    """The doc section and figure a study with ``optimizer`` writes."""
+    if optimizer == "adamw":
+        return SECTION, FIGURE
+    return f"{SECTION}_{optimizer}", FIGURE.with_name(f"{FIGURE.stem}_{optimizer}{FIGURE.suffix}")
+
+
+def jobs(
+    chosen: Sequence[Variant],
+    seeds: Sequence[int],
+    epochs: int,
+    out: Path,
+    shared: Sequence[str] = (),
+) -> list[Job]:
+    """The study's runs of ``chosen`` variants, in that order, every seed; ``shared`` (e.g.
+    :func:`optimizer_overrides`) goes to every run after its variant's overrides."""
+    return [
+        Job(
+            v.name,
+            seed,
+            run_dir(out, v.name, seed),
+            (*v.overrides, *shared, *common_overrides(seed, epochs)),
+        )
         for v in chosen
         for seed in seeds
     ]
@@ -290,27 +340,30 @@ def report(
     figure: Path = FIGURE,
     naive_weight: float | None = None,
     smooth: int = 1,
+    shared: Sequence[str] = (),
+    section: str = SECTION,
 ) -> list[Run]:
-    """Read the runs under ``out``, write the figure and the doc section; returns the runs read."""
+    """Read the runs under ``out``, write the figure and the doc ``section`` (``shared``: the overrides
+    every run had besides its variant's and :func:`common_overrides`); returns the runs read."""
     found = variants(naive_weight)
     labels = {v.name: v.label for v in found}
     runs = read_runs(out, [v.name for v in found], seeds)
     if not runs:
         raise SystemExit(f"no runs under {out} (expected {out}/<variant>/seed<k>/csv/metrics.csv)")
     plot(runs, labels, figure, smooth)
-    shared = " ".join([*common_overrides(0, 0), "hydra.run.dir=<out>/<variant>/seed<k>"])
-    shared = shared.replace("seed=0", "seed=<k>").replace("max_epochs=0", "max_epochs=<epochs>")
+    every = " ".join([*shared, *common_overrides(0, 0), "hydra.run.dir=<out>/<variant>/seed<k>"])
+    every = every.replace("seed=0", "seed=<k>").replace("max_epochs=0", "max_epochs=<epochs>")
     overrides = "\n".join(f"- {v.name}: `{' '.join(v.overrides)}`" for v in found)
     body = "\n\n".join(
         [
             f"Command: `python benchmarks/{Path(__file__).name} {' '.join(argv)}`".rstrip(),
-            f"Per-run overrides (besides `{shared}`):\n{overrides}",
+            f"Per-run overrides (besides `{every}`):\n{overrides}",
             table(runs, labels),
             divergence_report(runs, key, factor, reference_step),
             f"Figure: `{figure.relative_to(ROOT) if figure.is_relative_to(ROOT) else figure}`.",
         ]
     )
-    write_section(SECTION, body, doc)
+    write_section(section, body, doc)
     return runs
 
 
@@ -341,6 +394,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=None,
         help="the naive form's weight (default: rpe_triplet_demo's)",
     )
+    parser.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default="adamw",
+        help="adamw: the demo's; sgd: TransReID's SGD for every variant (writes the rpe_study_sgd outputs)",
+    )
+    parser.add_argument("--lr", type=float, default=None, help=f"SGD's base lr (default {SGD_LR:g})")
     parser.add_argument("--variants", nargs="+", default=None, help="train only these (default: all four)")
     parser.add_argument("--rerun", action="store_true", help="retrain runs that already have results.json")
     parser.add_argument(
@@ -353,13 +413,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--diverge-reference-step", type=int, default=0)
     parser.add_argument("--smooth", type=int, default=1, help="moving-average width of the plotted curves")
     args = parser.parse_args(argv)
+    try:
+        shared = optimizer_overrides(args.optimizer, args.lr)
+    except ValueError as err:
+        parser.error(str(err))
+    section, figure = outputs_for(args.optimizer)
     argv = [
         a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"
     ]  # the training command
     if not args.report_only:
         chosen = [v for v in variants(args.naive_weight) if args.variants is None or v.name in args.variants]
         chosen.sort(key=lambda v: TRAIN_ORDER.index(v.name))  # the runs the divergence needs first
-        planned = jobs(chosen, args.seeds, args.epochs, args.out)
+        planned = jobs(chosen, args.seeds, args.epochs, args.out, shared)
         todo = [job for job in planned if args.rerun or not (job.folder / "results.json").exists()]
         threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
         train_all(todo, args.jobs, threads, args.reuse_data)
@@ -370,10 +435,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.diverge_key,
         args.diverge_factor,
         args.diverge_reference_step,
+        figure=figure,
         naive_weight=args.naive_weight,
         smooth=args.smooth,
+        shared=shared,
+        section=section,
     )
-    print(f"{len(runs)} runs read; wrote {FIGURE} and the {SECTION} section of {DOC}")
+    print(f"{len(runs)} runs read; wrote {figure} and the {section} section of {DOC}")
 
 
 if __name__ == "__main__":

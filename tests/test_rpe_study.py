@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
@@ -118,3 +119,50 @@ def test_variant_overrides_compose(variant, tmp_path):
         assert built.normalize is False and built.margin is None
     else:
         assert (term.form, term.warmup_steps, term.weight) == ("stable", 90, 0.5)
+
+
+@pytest.mark.parametrize("variant", rpe_study.variants(naive_weight=50.0), ids=lambda v: v.name)
+def test_sgd_overrides_give_every_variant_the_transreid_optimiser(variant):
+    """``--optimizer sgd``: the TransReID-SSL optimiser (conf/model/vit_baseline.yaml: SGD, momentum 0.9,
+    weight decay 1e-4 on every parameter, the position tables included, bias lr x2) on top of each
+    variant, the rest of the variant unchanged."""
+    (job,) = rpe_study.jobs([variant], [0], 3, Path("out"), rpe_study.optimizer_overrides("sgd", 0.05))
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("run", overrides=list(job.overrides))
+    optimizer = cfg.model.optimizer
+    assert optimizer._target_ == "torch.optim.SGD"
+    assert (optimizer.lr, optimizer.momentum, optimizer.weight_decay) == (0.05, 0.9, 1e-4)
+    groups = cfg.model.param_groups
+    assert (groups.bias_lr_factor, groups.exempt_norm_and_tokens) == (2.0, False)
+    assert (cfg.model.backbone.rel_pos_bias is not None) == (variant.name != "baseline")
+    built = instantiate(cfg.model.optimizer)([torch.zeros(1, requires_grad=True)])
+    assert isinstance(built, torch.optim.SGD) and built.defaults["momentum"] == 0.9
+
+
+def test_adamw_adds_nothing_and_sgd_writes_its_own_section_and_figure():
+    assert rpe_study.optimizer_overrides("adamw") == []
+    assert rpe_study.outputs_for("adamw") == (rpe_study.SECTION, rpe_study.FIGURE)
+    section, figure = rpe_study.outputs_for("sgd")
+    assert section == "rpe_study_sgd" and figure == rpe_study.FIGURE.with_name("rpe_study_sgd.png")
+    assert "model.optimizer.lr=0.05" in rpe_study.optimizer_overrides("sgd")  # SGD_LR by default
+    with pytest.raises(ValueError, match=r"--optimizer: expected one of \['adamw', 'sgd'\], got 'adam'"):
+        rpe_study.optimizer_overrides("adam")
+    with pytest.raises(ValueError, match=r"--lr applies to --optimizer sgd only"):
+        rpe_study.optimizer_overrides("adamw", 0.1)
+    with pytest.raises(ValueError, match=r"--lr: expected a learning rate > 0, got -0.1"):
+        rpe_study.optimizer_overrides("sgd", -0.1)
+
+
+def test_report_writes_the_named_section_and_lists_the_shared_overrides(study, tmp_path):
+    doc, figure = tmp_path / "rpe.md", tmp_path / "rpe_study_sgd.png"
+    doc.write_text("# RPE\n\n<!-- rpe_study:start -->\nthe AdamW study\n<!-- rpe_study:end -->\n")
+    shared = rpe_study.optimizer_overrides("sgd", 0.05)
+    rpe_study.report(
+        study, [0, 1], ["--optimizer", "sgd"], f"{RPE}/relation_norm", 10.0, 0, doc, figure,
+        shared=shared, section="rpe_study_sgd",
+    )  # fmt: skip
+    text = doc.read_text()
+    assert "<!-- rpe_study:start -->\nthe AdamW study\n<!-- rpe_study:end -->" in text  # kept
+    assert text.index("<!-- rpe_study_sgd:start -->") > text.index("<!-- rpe_study:end -->")
+    assert f"besides `{' '.join(shared)} seed=<k>" in text and figure.exists()

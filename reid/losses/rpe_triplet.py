@@ -14,14 +14,18 @@ layers. ``r_i`` (one value per pair, or per pair and head) is the image's relati
 loss is the batch-hard triplet loss (:func:`~reid.losses.triplet.hard_example_mining`) on the ``r_i``
 by identity.
 
-Why the reported ("naive") form diverges. The top-N selection is discrete, so no gradient reaches the
-image features through it: the only trainable inputs are the shared position tables. With raw
-relation vectors, scaling the tables by ``s`` scales every distance by about ``s^2`` (``s`` for the
-bias), so the soft margin ``softplus(d_ap - d_an)``, which never stops asking for a larger ``d_an``,
-is lowered most cheaply by growing the tables' norms without bound (under Adam at a rate ~lr per step
-however small the gradient gets). The position tables feed every attention layer, so the attention
-logits, and the ViT, follow them out. The stable form removes each cause: relation vectors are
-L2-normalised per image (distances in [0, 2], invariant to the tables' scale), a hinge margin gives
+Why the reported ("naive") form diverges (docs/rpe.md, the SGD study). The top-N selection is
+discrete, so no gradient reaches the image features through it: the only trainable inputs are the
+shared position tables. With raw relation vectors ``r_ab`` is quadratic in the absolute table and a
+triplet distance's gradient with respect to ``r`` has unit size whatever the scale, so the term's
+gradient on the table is proportional to the table (``d r_ab / d P_abs[a] = P_abs[b]``). Under SGD, the
+users' optimiser, each step then changes the table by a fixed fraction of its own size (set by
+lr x weight); above a threshold the steps compound and the table, d_ap and d_an grow geometrically
+(the anchor-negative term the users see diverging) while the loss rises. Under Adam the step is about lr
+per coordinate whatever the gradient's size, so nothing compounds (the AdamW study: the tables shrink).
+The position tables feed every attention layer, so the attention logits, and the ViT, follow them out.
+The stable form removes the feedback: relation vectors are L2-normalised per image (distances in
+[0, 2], invariant to the tables' scale, gradients shrinking as the tables grow), a hinge margin gives
 exactly zero loss and gradient once ``d_an >= d_ap + m``, and the weight ramps up linearly over
 ``warmup_steps`` optimiser steps, so the term starts after the embeddings have organised.
 """
