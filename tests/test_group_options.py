@@ -123,8 +123,9 @@ def _sized(group: str, option: str) -> list[str]:
     if _target(group, option).endswith("UnlabelledDataModule"):  # clustered by the USL task only
         small = ["model=cluster_contrast_tiny", *_small_model("cluster_contrast_tiny")]
     if group in ("data", "dataset"):
-        # the synthetic trees at test size, not the demo-size trees
-        synthetic = {"synthetic": SMALL_SYNTHETIC, "synthetic_duke": SMALL_DUKE}.get(option, [])
+        # the synthetic trees at test size, not the demo-size trees (usl_*: the same trees unlabelled)
+        trees_at_test_size = {"synthetic": SMALL_SYNTHETIC, "synthetic_duke": SMALL_DUKE}
+        synthetic = trees_at_test_size.get(option.removeprefix("usl_"), [])
         return [*small, *SMALL_DATA, *synthetic]
     rerank = ["eval.rerank.k1=20", "eval.rerank.k2=6"] * bool(
         group == "eval" and _alone(group, option)["rerank"]
