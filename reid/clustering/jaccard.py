@@ -31,7 +31,7 @@ from reid.evaluation.rerank import (
     JACCARD_BLOCK_PAIRS,
     BaseDistance,
     SparseRows,
-    _expansion_sets,
+    expansion_sets,
     jaccard_block,
     local_query_expansion,
     nearest_neighbours,
@@ -50,7 +50,7 @@ def _softmax_vectors(base: BaseDistance, neighbours: Tensor, k1: int) -> SparseR
     parts = []
     for start in range(0, n, ROW_BLOCK):
         rows = torch.arange(start, min(start + ROW_BLOCK, n), device=device)
-        members = _expansion_sets(neighbours, half_nb, masks, rows)
+        members = expansion_sets(neighbours, half_nb, masks, rows)
         members, _ = torch.sort(members, dim=1, descending=True)  # ids first, -1 padding last
         members = members[:, : int((members >= 0).sum(1).max())]
         valid = members >= 0

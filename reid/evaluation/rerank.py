@@ -147,9 +147,7 @@ def _count_members(sets: Tensor, of: Tensor) -> Tensor:
     return found.view(sets.shape).sum(-1)
 
 
-def _expansion_sets(
-    neighbours: Tensor, half_nb: Tensor, masks: tuple[Tensor, Tensor], rows: Tensor
-) -> Tensor:
+def expansion_sets(neighbours: Tensor, half_nb: Tensor, masks: tuple[Tensor, Tensor], rows: Tensor) -> Tensor:
     """``R*(i)`` of Eq. 11 for ``rows`` as ``[len(rows), width]`` item ids, -1 = empty, no repeats;
     ``masks`` = the ``reciprocal_mask`` of ``neighbours`` and of ``half_nb``."""
     full_mask, half_mask = masks
@@ -179,7 +177,7 @@ def k_reciprocal_vectors(
     masks = reciprocal_mask(neighbours, step), reciprocal_mask(half_nb, step)
     for start in range(0, n, step):
         rows = torch.arange(start, min(start + step, n), device=device)
-        members = _expansion_sets(neighbours, half_nb, masks, rows)
+        members = expansion_sets(neighbours, half_nb, masks, rows)
         members, _ = torch.sort(members, dim=1, descending=True)  # ids first, -1 padding last
         members = members[:, : int((members >= 0).sum(1).max())]
         valid = members >= 0
