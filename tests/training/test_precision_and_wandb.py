@@ -6,6 +6,8 @@ import csv
 import json
 import math
 import struct
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -37,6 +39,20 @@ def wandb_history(path: Path) -> dict[str, list[float]]:
                     json.loads(item.value_json)
                 )
     return history
+
+
+def wandb_history_once_written(
+    path: Path, done: Callable[[dict[str, list[float]]], bool], timeout: float = 30.0
+) -> dict[str, list[float]]:
+    """:func:`wandb_history` once ``done`` says it is complete, or after ``timeout`` seconds: the offline
+    file is written by wandb's own service process, which can still be flushing when ``wandb.finish``
+    returns on a loaded machine."""
+    deadline = time.monotonic() + timeout
+    while True:
+        history = wandb_history(path)
+        if done(history) or time.monotonic() > deadline:
+            return history
+        time.sleep(0.5)
 
 
 SMALL = [*TINY_RUN, "+model.backbone.depth=1", "+model.backbone.embed_dim=32", "+model.backbone.num_heads=2"]
@@ -72,16 +88,11 @@ def test_wandb_offline_run_holds_the_logged_metrics(compose_config, monkeypatch)
     runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, "expected one offline run folder (sync later with `wandb sync`)"
     (log,) = runs[0].glob("run-*.wandb")
-    history = wandb_history(log)
-    assert {
-        "train/loss",
-        "train/loss_id",
-        "train/loss_tri",
-        "train/lr",
-        "val/mAP",
-        "val/R1",
-        "val/mINP",
-    } <= set(history)
+    expected = {"train/loss", "train/loss_id", "train/loss_tri", "train/lr", "val/mAP", "val/R1", "val/mINP"}
+    history = wandb_history_once_written(
+        log, lambda h: expected <= set(h) and len(h["train/loss"]) == 6 and len(h["val/mAP"]) == 1
+    )
+    assert expected <= set(history)
     assert len(history["train/loss"]) == 6  # log_every_n_steps=1, 6 steps
     assert all(math.isfinite(v) for v in history["train/loss"])
     assert len(history["val/mAP"]) == 1 and 0.0 <= history["val/mAP"][0] <= 100.0
