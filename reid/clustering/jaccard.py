@@ -31,11 +31,10 @@ from reid.evaluation.rerank import (
     JACCARD_BLOCK_PAIRS,
     BaseDistance,
     SparseRows,
-    expansion_sets,
+    expansion_vectors,
     jaccard_block,
     local_query_expansion,
     nearest_neighbours,
-    reciprocal_mask,
 )
 
 ROW_BLOCK = 1024
@@ -43,23 +42,13 @@ ROW_BLOCK = 1024
 
 
 def _softmax_vectors(base: BaseDistance, neighbours: Tensor, k1: int) -> SparseRows:
-    """Sparse ``V`` (rows sum to 1) of the official ``compute_jaccard_distance``."""
-    n, device = neighbours.shape[0], neighbours.device
-    half_nb = neighbours[:, : int(np.around(k1 / 2)) + 1].contiguous()
-    masks = reciprocal_mask(neighbours, ROW_BLOCK), reciprocal_mask(half_nb, ROW_BLOCK)
-    parts = []
-    for start in range(0, n, ROW_BLOCK):
-        rows = torch.arange(start, min(start + ROW_BLOCK, n), device=device)
-        members = expansion_sets(neighbours, half_nb, masks, rows)
-        members, _ = torch.sort(members, dim=1, descending=True)  # ids first, -1 padding last
-        members = members[:, : int((members >= 0).sum(1).max())]
-        valid = members >= 0
-        logits = (-base.to_members(rows, members.clamp(min=0))).masked_fill_(~valid, -torch.inf)
-        weight = torch.softmax(logits, dim=1)
-        r, slot = torch.nonzero(valid, as_tuple=True)
-        parts.append((rows[r], members[r, slot], weight[r, slot]))
-    row, col, val = (torch.cat(p) for p in zip(*parts, strict=True))
-    return SparseRows.from_sorted(row, col, val, n)
+    """Sparse ``V`` (rows sum to 1) of the official ``compute_jaccard_distance``: the softmax of
+    ``-d`` over each expansion set."""
+
+    def weigh(rows: Tensor, distances: Tensor, valid: Tensor) -> Tensor:
+        return torch.softmax((-distances).masked_fill_(~valid, -torch.inf), dim=1)
+
+    return expansion_vectors(base, neighbours, int(np.around(k1 / 2)) + 1, ROW_BLOCK, weigh)
 
 
 def _column_index(v: SparseRows) -> SparseRows:

@@ -24,7 +24,7 @@ feature dtype (the reference code stores it as float16). Ties at the k-th neighb
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -164,15 +164,19 @@ def expansion_sets(neighbours: Tensor, half_nb: Tensor, masks: tuple[Tensor, Ten
     return members.masked_fill_(repeat, -1)
 
 
-def k_reciprocal_vectors(
-    base: BaseDistance, neighbours: Tensor, row_max: Tensor, chunk_size: int
+RowWeights = Callable[[Tensor, Tensor, Tensor], Tensor]
+"""``(rows [R], distances [R, W], valid [R, W]) -> weights [R, W]``: each row's weights over its
+expansion set (``valid`` marks the members; padding slots are ignored)."""
+
+
+def expansion_vectors(
+    base: BaseDistance, neighbours: Tensor, half: int, step: int, weigh: RowWeights
 ) -> SparseRows:
-    """Sparse ``V`` of Eq. 12 (rows sum to 1), built row block by row block."""
-    k1 = neighbours.shape[1] - 1
-    half = round(k1 / 2) + 1  # np.around in the reference rounds half to even, as round() does
+    """Sparse rows over each item's expansion set ``R*(i)`` (Eq. 11), weighted by ``weigh`` from the
+    base distances to the members, built ``step`` rows at a time; ``half``: the neighbours of the
+    half-size reciprocal sets (``round(k1 / 2) + 1`` columns)."""
     n, device = neighbours.shape[0], neighbours.device
     parts = []
-    step = max(1, min(chunk_size, 1024))
     half_nb = neighbours[:, :half].contiguous()
     masks = reciprocal_mask(neighbours, step), reciprocal_mask(half_nb, step)
     for start in range(0, n, step):
@@ -181,14 +185,25 @@ def k_reciprocal_vectors(
         members, _ = torch.sort(members, dim=1, descending=True)  # ids first, -1 padding last
         members = members[:, : int((members >= 0).sum(1).max())]
         valid = members >= 0
-        weight = torch.exp(-base.to_members(rows, members.clamp(min=0)) / row_max[rows][:, None])
-        weight = weight.masked_fill_(~valid, 0.0)
-        weight = weight / weight.sum(1, keepdim=True)
+        weight = weigh(rows, base.to_members(rows, members.clamp(min=0)), valid)
         r, slot = torch.nonzero(valid, as_tuple=True)
-        i, j = rows[r], members[r, slot]
-        parts.append((i, j, weight[r, slot]))
-    row, col, val = (torch.cat(p) for p in zip(*parts))
+        parts.append((rows[r], members[r, slot], weight[r, slot]))
+    row, col, val = (torch.cat(p) for p in zip(*parts, strict=True))
     return SparseRows.from_sorted(row, col, val, n)
+
+
+def k_reciprocal_vectors(
+    base: BaseDistance, neighbours: Tensor, row_max: Tensor, chunk_size: int
+) -> SparseRows:
+    """Sparse ``V`` of Eq. 12 (rows sum to 1): ``exp(-d / max_j d_ij)`` over ``R*(i)``, normalised."""
+    k1 = neighbours.shape[1] - 1
+    half = round(k1 / 2) + 1  # np.around in the reference rounds half to even, as round() does
+
+    def weigh(rows: Tensor, distances: Tensor, valid: Tensor) -> Tensor:
+        weight = torch.exp(-distances / row_max[rows][:, None]).masked_fill_(~valid, 0.0)
+        return weight / weight.sum(1, keepdim=True)
+
+    return expansion_vectors(base, neighbours, half, max(1, min(chunk_size, 1024)), weigh)
 
 
 def row_blocks(per_row: Tensor, budget: int) -> list[tuple[int, int]]:
