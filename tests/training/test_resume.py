@@ -26,11 +26,7 @@ from tests.conftest import TINY_RUN, TINY_SSL_DATA
 from tests.training.callbacks import SimulatedKillError
 
 # 8 identities x 6 images, P x K = 4 x 2: 24 chunks // 4 = 6 steps per epoch; 2 epochs = 12 steps.
-RESUMABLE = [
-    *TINY_RUN,
-    "+model.backbone.depth=1",
-    "+model.backbone.embed_dim=32",
-    "+model.backbone.num_heads=2",
+CHECKPOINT_EVERY_STEP = [
     "model.backbone.drop_path_rate=0.1",  # randomness in the model too
     "trainer.check_val_every_n_epoch=100",
     "test=false",
@@ -38,6 +34,14 @@ RESUMABLE = [
     "callbacks.model_checkpoint.monitor=null",
     "+callbacks.model_checkpoint.every_n_train_steps=1",
     "data.num_workers=2",
+]
+"""What every exact-resume run shares: model randomness, a checkpoint after every step, loader workers."""
+RESUMABLE = [
+    *TINY_RUN,
+    "+model.backbone.depth=1",
+    "+model.backbone.embed_dim=32",
+    "+model.backbone.num_heads=2",
+    *CHECKPOINT_EVERY_STEP,
 ]
 KILL_AFTER = 8  # steps: mid-way through epoch 1
 KILL = ["+callbacks.kill._target_=tests.training.callbacks.KillAfterSteps"]

@@ -15,18 +15,9 @@ import torch
 from reid.tasks.cluster_contrast import STATE_KEY
 from reid.training.checkpoint_io import AtomicCheckpointIO
 from tests.tasks.test_cluster_contrast import USL_DEMO
-from tests.training.test_resume import _assert_equal, _kill_then_resume
+from tests.training.test_resume import CHECKPOINT_EVERY_STEP, _assert_equal, _kill_then_resume
 
-RESUMABLE = [
-    *USL_DEMO,
-    "model.backbone.drop_path_rate=0.1",  # randomness in the model too
-    "trainer.check_val_every_n_epoch=100",
-    "test=false",
-    "callbacks.learning_rate_monitor=null",
-    "callbacks.model_checkpoint.monitor=null",
-    "+callbacks.model_checkpoint.every_n_train_steps=1",
-    "data.num_workers=2",
-]
+RESUMABLE = [*USL_DEMO, *CHECKPOINT_EVERY_STEP]
 KILL_AFTER = 6  # steps: the 2nd step of epoch 1 (4 steps an epoch)
 
 
