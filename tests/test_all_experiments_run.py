@@ -41,8 +41,8 @@ TINY_BACKBONES = {  # a ResNet factory -> the tiny one of its family (IBN-a stay
 
 
 def _kind(name: str, compose_config) -> tuple[bool, list[str]]:
-    """(is a self-supervised experiment, the overrides to the tiny backbone of its family and to tiny
-    evaluation targets for a cross-domain experiment)."""
+    """(is a self-supervised experiment, the overrides to the tiny backbone of its family, to tiny
+    evaluation targets for a cross-domain experiment and to a tiny second source for a multi-source one)."""
     cfg = compose_config(f"experiment={name}")
     backbone = cfg.model.backbone
     key = "model.backbone._target_"
@@ -55,6 +55,8 @@ def _kind(name: str, compose_config) -> tuple[bool, list[str]]:
     overrides = [f"{key}={tiny}"]
     if OmegaConf.select(cfg, "data.test_datasets") is not None:  # cross-domain: two tiny targets
         overrides.append("data.test_datasets=[synthetic_duke_tiny,synthetic_tiny]")
+    if OmegaConf.select(cfg, "data.extra_train_datasets") is not None:  # multi-source: a tiny second source
+        overrides.append("data.extra_train_datasets=[synthetic_duke_tiny]")
     return "SSL" in cfg.model._target_, overrides
 
 

@@ -531,3 +531,29 @@ def test_cross_domain_experiment_is_its_source_recipe_plus_targets(name):
     published = base.pop("published")  # bot_r50_market's numbers hold for its own model only
     assert ours.pop("published") == (published if model == "bot_r50" else None)
     assert ours == base
+
+
+# conf/experiment/*_md2msmt: multi-source domain generalisation (train on Market-1501 + DukeMTMC-reID,
+# test on the unseen MSMT17). (single-source recipe it extends, added sources, targets).
+MULTI_SOURCE = {"snr_md2msmt": ("snr_market2duke", ["dukemtmc"], ["msmt17"])}
+
+
+@pytest.mark.parametrize("name", sorted(MULTI_SOURCE))
+def test_multi_source_experiment_is_its_single_source_recipe_plus_sources(name):
+    """The SNR / BoT recipe of the Market-1501 experiment carries over unchanged (model, optimiser, data
+    sizes, last-epoch test): the composed config equals it except task_name, the added train sources and
+    the targets; data.dataset stays market1501 and no published number is inherited."""
+    base_name, sources, targets = MULTI_SOURCE[name]
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        ours = OmegaConf.to_container(compose(config_name="run", overrides=[f"experiment={name}"]))
+        base = OmegaConf.to_container(compose(config_name="run", overrides=[f"experiment={base_name}"]))
+    assert ours["data"]["dataset"]["_target_"] == "reid.data.datasets.market1501.load_market1501"
+    assert ours["data"].pop("extra_train_datasets") == sources
+    assert base["data"].pop("extra_train_datasets") is None
+    assert ours["data"].pop("test_datasets") == targets
+    base["data"].pop("test_datasets")
+    assert ours["callbacks"]["model_checkpoint"]["monitor"] is None  # no model selection on the target
+    assert (ours.pop("task_name"), base.pop("task_name")) == (name, base_name)
+    assert ours.pop("published") is None and base.pop("published") is None
+    assert ours == base

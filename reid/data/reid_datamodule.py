@@ -5,7 +5,9 @@ The dataset is given as a partial loader (``conf/dataset/*.yaml``) and parsed on
 other loaders (``data.test_datasets=[dukemtmc,msmt17]`` in a run, resolved by
 ``reid.dataset_options``): the model trains on ``dataset.train`` and is evaluated on each target's
 query and gallery, one validation/test dataloader per target, in the order given. Without targets
-it is evaluated on the training dataset's query and gallery.
+it is evaluated on the training dataset's query and gallery. ``extra_train_datasets`` (multi-source
+training, ``data.extra_train_datasets=[dukemtmc]``) adds other loaders' train splits to
+``dataset.train``, their identities and cameras disjoint from its own (``reid.data.combined``).
 
 Training is resumable mid-epoch and exact: the P x K plan is a function of (seed, epoch), each
 item's augmentation is seeded by its (epoch, slot) in the stream, and the training loader's
@@ -23,6 +25,7 @@ from typing import NamedTuple
 import lightning as L
 from torch.utils.data import DataLoader, DistributedSampler
 
+from reid.data.combined import combine_train_splits, load_sources, log_sources, source_loaders
 from reid.data.image_dataset import ImageDataset, check_image_headers
 from reid.data.loading import loader_options, world_of
 from reid.data.records import DatasetInfo, ReIDDataset, Trial
@@ -77,6 +80,8 @@ class ReIDDataModule(L.LightningDataModule):
     dataset: zero-argument callable returning the :class:`ReIDDataset` to train on.
     test_datasets: ``{name: loader}`` of the evaluation targets (other domains), evaluated in this
         order; ``None`` or empty: the training dataset's query and gallery.
+    extra_train_datasets: ``{name: loader}`` whose train splits are added to ``dataset``'s (in this
+        order, labels offset: :func:`~reid.data.combined.combine_train_splits`); ``None``: ``dataset``'s.
     image_size: ``[height, width]`` fed to the network.
     batch_size: images per step per rank (P x K).
     num_instances: K, images per identity in a batch.
@@ -91,6 +96,7 @@ class ReIDDataModule(L.LightningDataModule):
         self,
         dataset: Callable[[], ReIDDataset],
         test_datasets: Mapping[str, Callable[[], ReIDDataset]] | None = None,
+        extra_train_datasets: Mapping[str, Callable[[], ReIDDataset]] | None = None,
         image_size: Sequence[int] = (256, 128),
         batch_size: int = 64,
         num_instances: int = 4,
@@ -111,6 +117,7 @@ class ReIDDataModule(L.LightningDataModule):
         self.min_image_side = min_image_side
         self.load_dataset = dataset
         self.load_test_datasets = _target_loaders(test_datasets)
+        self.load_extra_train_datasets = source_loaders(extra_train_datasets)
         self.image_size = tuple(image_size)
         self.batch_size = batch_size
         self.num_instances = num_instances
@@ -131,8 +138,12 @@ class ReIDDataModule(L.LightningDataModule):
         train_data = self.load_dataset()
         if not train_data.train:
             raise ValueError(f"dataset '{train_data.name}' has an empty train split")
+        extras = load_sources(self.load_extra_train_datasets)
         test_sets = {name: load() for name, load in self.load_test_datasets.items()}
         test_sets = test_sets or {train_data.name: train_data}
+        if extras:
+            train_data = combine_train_splits(train_data, extras)
+            log_sources(train_data)
         for name, data in test_sets.items():
             target = f"dataset '{data.name}'" + (f" (test target '{name}')" if name != data.name else "")
             if not data.query:
