@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from reid.config import CONFIG_DIR
 from reid.data.records import DatasetInfo
@@ -76,7 +76,7 @@ def test_every_usl_and_uda_experiment_has_a_recipe_row():
     names = {
         p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml") if p.stem.startswith(("usl_", "uda_"))
     }
-    assert names - CPU_DEMOS == set(RECIPES) | {"usl_r50_market"}
+    assert names - CPU_DEMOS == set(RECIPES) | {"usl_r50_market", "usl_r50_market_infomap"}
 
 
 def test_resnet50_usl_matches_the_official_readme_command(compose_config):
@@ -105,6 +105,22 @@ def test_resnet50_usl_matches_the_official_readme_command(compose_config):
     info = DatasetInfo(num_classes=0, num_cameras=6, num_views=1)
     task = instantiate(model, data_info=info, evaluation=EvalConfig(), weights=None, _recursive_=False)
     assert task.net.embedding_dim == 2048 and task.net.backbone.layer4[0].conv2.stride == (1, 1)
+
+
+def test_resnet50_usl_with_infomap_matches_the_official_readme_command(compose_config):
+    """alibaba/cluster-contrast-reid README, ``examples/cluster_contrast_train_usl_infomap.py -b 256 -a
+    resnet50 -d market1501 --iters 200 --momentum 0.1 --eps 0.5 --k1 15 --k2 4 --num-instances 16``: the
+    DBSCAN command's recipe (its script's other defaults are the same) with the Infomap clustering."""
+    dbscan = compose_config("experiment=usl_r50_market")
+    infomap = compose_config("experiment=usl_r50_market_infomap")
+    clustering = infomap.model.clustering
+    assert clustering._target_ == "reid.clustering.KnnInfomap"
+    assert (clustering.eps, clustering.k1, clustering.k2, clustering.camera_centering) == (0.5, 15, 4, False)
+    assert infomap.task_name == "usl_r50_market_infomap" and infomap.published is None
+    for cfg in (dbscan, infomap):
+        with open_dict(cfg):
+            del cfg.model["clustering"], cfg["task_name"]
+    assert infomap == dbscan
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))

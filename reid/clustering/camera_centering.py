@@ -32,3 +32,13 @@ def center_per_camera(features: Tensor, camids: Tensor) -> Tensor:
     sums = torch.zeros(len(cameras), features.shape[1], dtype=features.dtype).index_add_(0, index, features)
     counts = torch.bincount(index, minlength=len(cameras)).to(features.dtype)
     return F.normalize(features - (sums / counts[:, None])[index], dim=1)
+
+
+def features_to_cluster(features: Tensor, camids: Tensor | None, camera_centering: bool) -> Tensor:
+    """What a clustering groups: ``features`` as they are, or centred per camera when
+    ``model.clustering.camera_centering`` is set (which needs the images' ``camids``)."""
+    if not camera_centering:
+        return features
+    if camids is None:
+        raise ValueError("model.clustering.camera_centering=true needs the training images' camera ids")
+    return center_per_camera(features, camids)

@@ -7,9 +7,10 @@ every epoch:
 
 1. embed the unlabelled training images (eval mode, test transform): ``f = normalize(BN(cls))`` (a CNN:
    ``normalize(BN(pool(map)))``, :class:`ClusterContrastNet`);
-2. pseudo labels: DBSCAN on the k-reciprocal Jaccard distance (``reid.clustering``; optionally of the
-   features with each camera's mean removed, ``model.clustering.camera_centering``); outliers are left
-   out of the epoch;
+2. pseudo labels by ``model.clustering`` (``reid.clustering``): DBSCAN on the k-reciprocal Jaccard
+   distance (the paper's, ``model/clustering=jaccard_dbscan``) or Infomap on the cosine kNN graph
+   (``knn_infomap``); optionally of the features with each camera's mean removed
+   (``model.clustering.camera_centering``); outliers are left out of the epoch;
 3. the cluster memory starts from the L2-normalised centroids (``reid.losses.cluster_memory``);
 
 then train ``data.iterations`` P x K batches over the pseudo labels (``reid.data.usl_datamodule``) with
@@ -37,7 +38,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from reid.clustering import ClusteringConfig, cluster_centroids, cluster_features
+from reid.clustering import Clustering, cluster_centroids
 from reid.data.records import DatasetInfo
 from reid.evaluation import EvalConfig
 from reid.losses.cluster_memory import ClusterMemory
@@ -124,7 +125,8 @@ class ClusterContrastTask(RetrievalEvaluation, L.LightningModule):
     data_info, evaluation: as for :class:`~reid.tasks.TransReIDTask` (``num_classes`` is unused).
     backbone: ``_partial_`` config of a ViT factory (``reid.models.vit.vit_small``) or of a CNN one
         (``reid.models.resnet.resnet50``, ``reid.models.snr.snr_resnet``).
-    clustering: config of :class:`~reid.clustering.ClusteringConfig` (eps, min_samples, k1, k2).
+    clustering: config of a :class:`~reid.clustering.Clustering` (``conf/model/clustering``:
+        :class:`~reid.clustering.JaccardDBSCAN`, :class:`~reid.clustering.KnnInfomap`).
     memory: config of :class:`~reid.losses.cluster_memory.ClusterMemory` (temperature, momentum, update).
     optimizer: ``_partial_`` optimiser; every trainable parameter in one group at its ``lr`` and
         ``weight_decay`` (official: SGD 3.5e-4, momentum 0.9, weight decay 5e-4).
@@ -162,7 +164,7 @@ class ClusterContrastTask(RetrievalEvaluation, L.LightningModule):
         self.net = ClusterContrastNet(
             instantiate(backbone)(), feature, instantiate(pool) if pool is not None else None
         )
-        self.clustering: ClusteringConfig = instantiate(clustering)
+        self.clustering: Clustering = instantiate(clustering)
         self.memory: ClusterMemory = instantiate(memory)
         self.optimizer_factory = instantiate(optimizer)
         self.schedule_factory = instantiate(schedule) if schedule is not None else None
@@ -206,12 +208,12 @@ class ClusterContrastTask(RetrievalEvaluation, L.LightningModule):
         """Pseudo labels and memory for the current epoch from the current model (module docstring)."""
         features = self.training_features()
         camids = torch.tensor([record.camid for record in self.trainer.datamodule.train_records])
-        found = cluster_features(features, self.clustering, camids)
+        found = self.clustering(features, camids)
         labels = _broadcast(torch.from_numpy(found.labels).to(self.device)).cpu()
         if int(labels.max()) < 0:
             raise ValueError(
-                f"DBSCAN found no cluster among {labels.numel()} training images (model.clustering.eps="
-                f"{self.clustering.eps}, min_samples={self.clustering.min_samples}); raise eps"
+                f"no cluster among {labels.numel()} training images, all outliers: "
+                f"{self.clustering.no_cluster_advice()}"
             )
         centroids = cluster_centroids(features, labels)
         self.memory.reset(centroids)

@@ -24,12 +24,10 @@ from scipy import sparse
 from sklearn.cluster import DBSCAN
 from sklearn.metrics import adjusted_rand_score
 
-import reid.tasks.cluster_contrast as cluster_contrast_task
 from reid.clustering import (
-    ClusteringConfig,
+    JaccardDBSCAN,
     center_per_camera,
     cluster_centroids,
-    cluster_features,
     dbscan,
     jaccard_graph,
 )
@@ -149,7 +147,7 @@ def test_centroids_are_cluster_means_without_outliers():
     with pytest.raises(ValueError, match="outlier"):
         cluster_centroids(features, torch.full((4,), -1))
     with pytest.raises(ValueError, match="model.clustering.eps"):
-        ClusteringConfig(eps=1.5)
+        JaccardDBSCAN(eps=1.5)
 
 
 # cluster 0: images 0-4 on cameras 0,0,1,1,2; cluster 1: images 5-8, one camera; cluster 2: image 9 alone;
@@ -233,6 +231,36 @@ def test_tiny_usl_run_logs_pseudo_label_counts_and_evaluates(compose_config, tmp
     assert summary["output_dir"] == cfg.paths.output_dir
 
 
+def test_tiny_usl_run_trains_on_infomap_pseudo_labels(compose_config):
+    """``model/clustering=knn_infomap`` swaps the clustering and nothing else: the run trains on its
+    labels (the memory has one row per Infomap cluster) and evaluates."""
+    cfg = compose_config(*USL_DEMO, "test=false", "trainer.max_epochs=1", "model/clustering=knn_infomap")
+    assert cfg.model.clustering._target_ == "reid.clustering.KnnInfomap"
+    run(cfg)
+    state = AtomicCheckpointIO().load_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    labels = state[STATE_KEY]["pseudo_labels"]
+    rows = [r for r in _csv_rows(cfg.paths.output_dir) if r.get("train/num_clusters")]
+    assert (
+        float(rows[-1]["train/num_clusters"]) == int(labels.max()) + 1 == state[STATE_KEY]["memory"].shape[0]
+    )
+    assert int(labels.max()) >= 1 and any(r.get("train/loss") for r in _csv_rows(cfg.paths.output_dir))
+
+
+def test_tiny_usl_run_clusters_the_union_of_extra_train_datasets(compose_config):
+    """``data.extra_train_datasets`` (reid/data/combined.py) with Cluster Contrast: the unlabelled union
+    of both sources is clustered (48 + 48 images), each source's cameras apart for the centring."""
+    cfg = compose_config(
+        *USL_DEMO,
+        "test=false",
+        "trainer.max_epochs=1",
+        "data.extra_train_datasets=[synthetic_duke_tiny]",
+        "model.clustering.camera_centering=true",
+    )
+    run(cfg)
+    state = AtomicCheckpointIO().load_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    assert state[STATE_KEY]["pseudo_labels"].numel() == 96
+
+
 # ---- per-camera centring ---------------------------------------------------------------------------
 def _people_under_camera_casts(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """6 people, each seen 4 times by each of 3 cameras; a camera adds a cast 4x larger than the spread
@@ -257,26 +285,28 @@ def test_camera_centring_subtracts_each_cameras_mean_then_normalises():
 
 def test_camera_centring_turns_camera_clusters_into_identity_clusters():
     features, pids, camids = _people_under_camera_casts()
-    config = ClusteringConfig(eps=0.5, min_samples=4, k1=12, k2=3)
-    plain = cluster_features(features, config).labels
-    centred = cluster_features(features, dataclasses.replace(config, camera_centering=True), camids).labels
+    config = JaccardDBSCAN(eps=0.5, min_samples=4, k1=12, k2=3)
+    plain = config(features).labels
+    centred = dataclasses.replace(config, camera_centering=True)(features, camids).labels
     # without centring no cluster spans two cameras, so no person is matched across cameras; with it,
     # one cluster per person
     assert all(len(set(camids[torch.from_numpy(plain == c)].tolist())) == 1 for c in set(plain.tolist()))
     assert adjusted_rand_score(pids.numpy(), plain) < 0.5
     assert adjusted_rand_score(pids.numpy(), centred) == 1.0
     with pytest.raises(ValueError, match="camera ids"):
-        cluster_features(features, dataclasses.replace(config, camera_centering=True))
+        dataclasses.replace(config, camera_centering=True)(features)
 
 
 def test_the_task_clusters_with_the_training_images_cameras(compose_config, monkeypatch):
     seen = []
 
-    def recording(features, config, camids=None):
-        seen.append((config.camera_centering, camids))
-        return cluster_features(features, config, camids)
+    clustering = JaccardDBSCAN.__call__
 
-    monkeypatch.setattr(cluster_contrast_task, "cluster_features", recording)
+    def recording(self, features, camids=None):
+        seen.append((self.camera_centering, camids))
+        return clustering(self, features, camids)
+
+    monkeypatch.setattr(JaccardDBSCAN, "__call__", recording)
     cfg = compose_config(
         *USL_DEMO, "test=false", "trainer.max_epochs=1", "model.clustering.camera_centering=true"
     )
