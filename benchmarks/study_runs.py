@@ -96,15 +96,29 @@ def placeholder_overrides(common: Sequence[str]) -> str:
     return " ".join(common).replace("seed=0", "seed=<k>").replace("max_epochs=0", "max_epochs=<epochs>", 1)
 
 
+def reproducing_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` without what does not change the table: the table lists every variant's finished runs,
+    so ``--variants`` (a subset trained this time), ``--report-only`` and ``--rerun`` are left out."""
+    kept, skipping = [], False
+    for arg in argv:
+        if arg.startswith("--"):
+            skipping = arg == "--variants"
+            if skipping or arg in ("--report-only", "--rerun"):
+                continue
+        if not skipping:
+            kept.append(arg)
+    return kept
+
+
 def write_report(
     section: str, doc: Path, script: str, argv: Sequence[str], shared: str, per_variant: str, table: str
 ) -> str:
-    """The report a study writes into its ``section`` of ``doc`` (and prints): the command that made it,
-    the overrides of every run (``shared``) and of each variant (``per_variant``, a markdown list), the
-    table."""
+    """The report a study writes into its ``section`` of ``doc`` (and prints): the command that makes
+    its table (:func:`reproducing_argv`), the overrides of every run (``shared``) and of each variant
+    (``per_variant``, a markdown list), the table."""
     body = "\n\n".join(
         [
-            f"Command: `python benchmarks/{script} {' '.join(argv)}`".rstrip(),
+            f"Command: `python benchmarks/{script} {' '.join(reproducing_argv(argv))}`".rstrip(),
             f"Per-run overrides (besides `{shared}`):\n{per_variant}",
             table,
         ]

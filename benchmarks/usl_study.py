@@ -11,7 +11,11 @@ of ``conf/model/cluster_contrast_r50.yaml`` at CPU size), for the same budget:
 * ``usl_b2a``: USL on A (``experiment=usl_demo_b2a``) from the model trained on B (the study's in-domain
   reference), no label of A used: the issue's "demo's model trained on another synthetic domain";
 * ``uda_bot_plain`` / ``usl_b2a_plain``: the same with the official clustering, without the per-camera
-  centring of the features (``model.clustering.camera_centering=false``) the demo experiments use.
+  centring of the features (``model.clustering.camera_centering=false``) the demo experiments use;
+* ``uda_bot_infomap`` / ``usl_b2a_infomap``: ``uda_bot`` / ``usl_b2a`` with Infomap on the kNN graph
+  instead of DBSCAN on the Jaccard distance (``model/clustering=knn_infomap``, its official eps 0.5,
+  k1 15, k2 4; centred as well); ``uda_bot_infomap_plain`` / ``usl_b2a_infomap_plain``: Infomap
+  without the centring.
 
 Each run evaluates its start (``evaluate_before_fit=true``: the source backbone, direct transfer) and
 its last epoch on the same query/gallery, so the two compare like for like. It writes the ``usl_study``
@@ -78,6 +82,7 @@ class Variant:
 
 
 PLAIN = ("model.clustering.camera_centering=false",)
+INFOMAP = ("model/clustering=knn_infomap",)
 VARIANTS = (
     Variant(
         "uda_bot_plain",
@@ -99,6 +104,38 @@ VARIANTS = (
         PLAIN,
     ),
     Variant("usl_b2a", "USL on A from the model trained on B", "usl_demo_b2a", "oracle", "synthetic"),
+    Variant(
+        "uda_bot_infomap",
+        "UDA A->B from BoT, Infomap clustering",
+        "uda_demo_a2b",
+        "bot",
+        "synthetic_duke",
+        INFOMAP,
+    ),
+    Variant(
+        "usl_b2a_infomap",
+        "USL on A from B's model, Infomap clustering",
+        "usl_demo_b2a",
+        "oracle",
+        "synthetic",
+        INFOMAP,
+    ),
+    Variant(
+        "uda_bot_infomap_plain",
+        "UDA A->B from BoT, Infomap clustering, no centring",
+        "uda_demo_a2b",
+        "bot",
+        "synthetic_duke",
+        INFOMAP + PLAIN,
+    ),
+    Variant(
+        "usl_b2a_infomap_plain",
+        "USL on A from B's model, Infomap clustering, no centring",
+        "usl_demo_b2a",
+        "oracle",
+        "synthetic",
+        INFOMAP + PLAIN,
+    ),
 )
 
 

@@ -20,6 +20,7 @@ from tests.conftest import TINY_MARKET
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import study_runs
 import usl_study as study
 
 
@@ -102,6 +103,10 @@ def test_variant_overrides_compose(variant, tmp_path):
     assert cfg.evaluate_before_fit and cfg.callbacks.model_checkpoint.monitor is None  # last epoch tested
     assert cfg.model._target_ == "reid.tasks.cluster_contrast.ClusterContrastTask"
     assert cfg.model.clustering.camera_centering is not variant.name.endswith("_plain")
+    infomap = "_infomap" in variant.name
+    assert cfg.model.clustering._target_ == (
+        "reid.clustering.KnnInfomap" if infomap else "reid.clustering.JaccardDBSCAN"
+    )
     assert cfg.data.test_datasets[0] == variant.target  # the target is scored first
     clustered = "load_synthetic_duke" if variant.target == "synthetic_duke" else "load_synthetic"
     assert cfg.data.dataset._target_ == f"reid.data.synthetic.{clustered}"
@@ -134,3 +139,20 @@ def test_pseudo_label_agreement_reads_the_last_clustering_against_the_hidden_ide
     assert agreement(outliers) == pytest.approx(1.0)  # outliers are left out
     cameras = torch.tensor([r.camid for r in records])
     assert agreement(cameras) < 0.2
+
+
+def test_the_reported_command_is_the_one_that_makes_the_whole_table():
+    argv = [
+        "--seeds",
+        "0",
+        "1",
+        "--variants",
+        "uda_bot",
+        "usl_b2a",
+        "--jobs",
+        "2",
+        "--report-only",
+        "--rerun",
+    ]
+    assert study_runs.reproducing_argv(argv) == ["--seeds", "0", "1", "--jobs", "2"]
+    assert study_runs.reproducing_argv(["--variants", "uda_bot"]) == []
