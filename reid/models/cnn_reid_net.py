@@ -5,7 +5,7 @@ TMM 2019; official ``modeling/baseline.py``): for an image ``x``
 
     f      = pool(ResNet(x))            [B, C]  (average pooling; GeM optional, ``pooling.py``)
     f_bn   = BN(f)                      (BNNeck, bias frozen at 0)
-    logits = W f_bn                     (bias-free ID classifier)
+    logits = W f_bn                     (bias-free ID classifier; or a margin classifier, ``classifier``)
 
 the triplet loss takes ``f``, the ID loss ``logits``; retrieval uses ``f_bn`` (official
 ``TEST.NECK_FEAT 'after'``) or ``f`` ("before"). One branch, so the loss weight is ``(1.0,)``.
@@ -29,6 +29,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from reid.models.classifiers import ClassifierFactory
 from reid.models.heads import BNNeckHead
 from reid.models.pooling import GlobalAvgPool
 from reid.models.reid_net import NeckFeat, ReIDModelOutput
@@ -43,6 +44,7 @@ class CNNReIDNet(nn.Module):
     neck_feat: ``"after"`` (BoT) | ``"before"`` the BNNeck for the retrieval feature.
     jpm, feature: only the ViT defaults (``None``, ``"cls"``) are accepted; the task passes the same
         arguments to every net, and JPM / PASS part tokens need a ViT.
+    classifier: the ID classifier factory (``reid.models.classifiers``); ``None``: the linear one.
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class CNNReIDNet(nn.Module):
         neck_feat: NeckFeat = "after",
         jpm: Mapping[str, Any] | None = None,
         feature: str = "cls",
+        classifier: ClassifierFactory | None = None,
     ) -> None:
         super().__init__()
         if jpm:
@@ -74,7 +77,7 @@ class CNNReIDNet(nn.Module):
         self.backbone = backbone
         self.pool = pool if pool is not None else GlobalAvgPool()
         self.neck_feat = neck_feat
-        self.global_head = BNNeckHead(backbone.num_features, num_classes)
+        self.global_head = BNNeckHead(backbone.num_features, num_classes, classifier)
 
     @property
     def branch_weights(self) -> tuple[float, ...]:
@@ -101,9 +104,14 @@ class CNNReIDNet(nn.Module):
         return self._pool(self.backbone.forward_features(images))
 
     def forward(
-        self, images: Tensor, camids: Tensor | None = None, viewids: Tensor | None = None
+        self,
+        images: Tensor,
+        camids: Tensor | None = None,
+        viewids: Tensor | None = None,
+        labels: Tensor | None = None,
     ) -> ReIDModelOutput:
-        """``camids`` / ``viewids`` are accepted for the task's common call and unused (no SIE)."""
+        """``camids`` / ``viewids`` are accepted for the task's common call and unused (no SIE);
+        ``labels`` [B] go to a margin classifier in training."""
         aux: Mapping[str, Tensor] = MappingProxyType({})
         if self.training and hasattr(self.backbone, "forward_stages"):
             feature_map, stage_aux = self.backbone.forward_stages(images)
@@ -113,7 +121,7 @@ class CNNReIDNet(nn.Module):
         logits: tuple[Tensor, ...] = ()
         embedding = feat
         if self.training:
-            head = self.global_head(feat)
+            head = self.global_head(feat, labels)
             logits = (head.logits,)
             if self.neck_feat == "after":
                 embedding = head.neck_feat

@@ -24,6 +24,12 @@ Auxiliary outputs for loss terms (``ReIDModelOutput.aux``, training mode only; e
 patch token (row-major); ``pos_embed`` [N, D], the patch position embeddings used for this input; and, with
 relative position bias, ``rel_pos_bias`` [L, heads, N, N], the patch-to-patch bias of each table (L =
 depth, or 1 shared). None is detached.
+
+``classifier`` (a ``reid.models.classifiers`` factory; ``None``: the linear one) builds the ID classifier of
+every head, the JPM branches' too, and ``forward(..., labels)`` gives it the training labels (margin
+classifiers need them; the linear one ignores them). The official ``build_transformer_local`` builds only
+the global ``classifier`` for a margin ``ID_LOSS_TYPE`` and then fails on the undefined local scores, so JPM
+with a margin classifier never ran there; here each branch gets its own, as each gets its own linear one.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reid.models.classifiers import ClassifierFactory
 from reid.models.heads import BNNeckHead, ClsPartsNeckHead, NeckOutput
 from reid.models.jpm import JigsawPatchModule, JPMConfig, as_jpm_config
 from reid.models.relative_position import Grid, RelativePositionBias
@@ -69,6 +76,7 @@ class ReIDNet(nn.Module):
         jpm: JPMConfig | Mapping[str, Any] | None = None,
         neck_feat: NeckFeat = "before",
         feature: GlobalFeature = "cls",
+        classifier: ClassifierFactory | None = None,
     ) -> None:
         super().__init__()
         if neck_feat not in ("before", "after"):
@@ -89,9 +97,9 @@ class ReIDNet(nn.Module):
         self.jpm_config = as_jpm_config(jpm)
         dim = backbone.embed_dim
         self.global_head: BNNeckHead | ClsPartsNeckHead = (
-            BNNeckHead(dim, num_classes)
+            BNNeckHead(dim, num_classes, classifier)
             if feature == "cls"
-            else ClsPartsNeckHead(dim, num_parts, num_classes)
+            else ClsPartsNeckHead(dim, num_parts, num_classes, classifier)
         )
         self.jpm = (
             JigsawPatchModule(backbone.blocks[-1], backbone.norm, self.jpm_config, self._last_table(own=True))
@@ -99,7 +107,7 @@ class ReIDNet(nn.Module):
             else None
         )
         num_local = 0 if self.jpm_config is None else self.jpm_config.num_local
-        self.local_heads = nn.ModuleList(BNNeckHead(dim, num_classes) for _ in range(num_local))
+        self.local_heads = nn.ModuleList(BNNeckHead(dim, num_classes, classifier) for _ in range(num_local))
 
     @property
     def num_local(self) -> int:
@@ -160,12 +168,14 @@ class ReIDNet(nn.Module):
             aux["rel_pos_bias"] = biases
         return aux
 
-    def _heads(self, branch: GlobalBranchOutput, local_feats: tuple[Tensor, ...]) -> list[NeckOutput]:
+    def _heads(
+        self, branch: GlobalBranchOutput, local_feats: tuple[Tensor, ...], labels: Tensor | None
+    ) -> list[NeckOutput]:
         if isinstance(self.global_head, ClsPartsNeckHead):
-            first = self.global_head(branch.cls, branch.parts)
+            first = self.global_head(branch.cls, branch.parts, labels)
         else:
-            first = self.global_head(branch.feat)
-        return [first, *(head(f) for head, f in zip(self.local_heads, local_feats, strict=True))]
+            first = self.global_head(branch.feat, labels)
+        return [first, *(head(f, labels) for head, f in zip(self.local_heads, local_feats, strict=True))]
 
     def _necks(self, branch: GlobalBranchOutput, local_feats: tuple[Tensor, ...]) -> list[Tensor]:
         """BNNeck features only (evaluation with ``neck_feat="after"``: no classifier)."""
@@ -181,8 +191,13 @@ class ReIDNet(nn.Module):
         return torch.cat([branch_feats[0], *(f * scale for f in branch_feats[1:])], dim=1)
 
     def forward(
-        self, images: Tensor, camids: Tensor | None = None, viewids: Tensor | None = None
+        self,
+        images: Tensor,
+        camids: Tensor | None = None,
+        viewids: Tensor | None = None,
+        labels: Tensor | None = None,
     ) -> ReIDModelOutput:
+        """``labels`` [B]: the identities, for a margin classifier in training (ignored in eval)."""
         tokens, grid = self.backbone.forward_tokens_on_grid(images, camids, viewids, depth=-1)
         branch = self._global_branch(tokens, grid)
         local_feats = (
@@ -193,7 +208,7 @@ class ReIDNet(nn.Module):
         feats = (branch.feat, *local_feats)
         aux: Mapping[str, Tensor] = MappingProxyType({})
         if self.training:
-            heads = self._heads(branch, local_feats)
+            heads = self._heads(branch, local_feats, labels)
             logits = tuple(out.logits for out in heads)
             neck_feats = [out.neck_feat for out in heads]
             aux = MappingProxyType(self._aux(branch, grid))

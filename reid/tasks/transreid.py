@@ -89,8 +89,12 @@ class TransReIDTask(RetrievalEvaluation, L.LightningModule):
     weights_strict: a ``weights`` file that fills less than the backbone is an error (``False``: the
         matching tensors are loaded, the rest keeps its initialisation, with a warning).
     net: ``_partial_`` config of the network class, called as ``net(backbone, num_classes, jpm=...,
-        neck_feat=..., feature=...)``; ``None`` means :class:`ReIDNet` (ViT backbones). CNN backbones
-        take ``reid.models.cnn_reid_net.CNNReIDNet``, which refuses JPM and part features.
+        neck_feat=..., feature=..., classifier=...)``; ``None`` means :class:`ReIDNet` (ViT backbones). CNN
+        backbones take ``reid.models.cnn_reid_net.CNNReIDNet``, which refuses JPM and part features.
+    classifier: config of the ID classifier of every head (``reid.models.classifiers``, e.g.
+        ``{_target_: reid.models.classifiers.ArcFace, scale: 30, margin: 0.5}``; built as a partial and
+        called per head with ``(in_dim, num_classes)``; ``conf/model/classifier``), or ``None``: the
+        linear one. The training labels reach it through ``net(..., labels)``.
     sie_at_test: give SIE the query/gallery images' camera (and view) ids at evaluation (official);
         ``False`` evaluates in the camera-free mode (mean embedding, ``reid.models.sie``), as a
         deployed model must when an image's camera is unknown.
@@ -114,11 +118,12 @@ class TransReIDTask(RetrievalEvaluation, L.LightningModule):
         sie_at_test: bool = True,
         weights_grid: Sequence[int] | None = None,
         weights_strict: bool = True,
+        classifier: DictConfig | Mapping | None = None,
     ) -> None:
         super().__init__()
         # plain containers only, so Lightning checkpoints load with torch.load(weights_only=True)
         hparams = {"backbone": backbone, "loss": loss, "optimizer": optimizer, "sie": sie, "jpm": jpm}
-        hparams |= {"param_groups": param_groups, "schedule": schedule, "net": net}
+        hparams |= {"param_groups": param_groups, "schedule": schedule, "net": net, "classifier": classifier}
         self.save_hyperparameters(
             {k: _plain(v) for k, v in hparams.items()}
             | {"neck_feat": neck_feat, "feature": feature, "weights": weights, "sie_at_test": sie_at_test}
@@ -133,7 +138,12 @@ class TransReIDTask(RetrievalEvaluation, L.LightningModule):
         net_backbone = build_backbone(camera_embed=camera_embed_settings(_plain(sie), data_info))
         build_net = instantiate(net) if net is not None else ReIDNet
         self.net = build_net(
-            net_backbone, data_info.num_classes, jpm=_plain(jpm), neck_feat=neck_feat, feature=feature
+            net_backbone,
+            data_info.num_classes,
+            jpm=_plain(jpm),
+            neck_feat=neck_feat,
+            feature=feature,
+            classifier=instantiate(classifier, _partial_=True) if classifier is not None else None,
         )
         dims = {"num_classes": data_info.num_classes, "feat_dim": self.net.embedding_dim}
         self.objective: Objective = build_objective(loss, **dims)
@@ -198,7 +208,7 @@ class TransReIDTask(RetrievalEvaluation, L.LightningModule):
 
     # ---- training -------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        out: ReIDModelOutput = self.net(batch["image"], batch["camid"], batch["viewid"])
+        out: ReIDModelOutput = self.net(batch["image"], batch["camid"], batch["viewid"], batch["pid"])
         inputs = ObjectiveInput(
             out.feats,
             out.logits,
