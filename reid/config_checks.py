@@ -12,12 +12,14 @@ logged line.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import numbers
 from collections.abc import Callable, Mapping
 
 import lightning as L
 import torch
+from hydra.utils import get_object as _locate
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
@@ -63,8 +65,8 @@ _RULES: dict[str, _Rule] = {
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigValueError` for the first bad value of :data:`_RULES`; switch off
-    ``trainer.sync_batchnorm`` under DDP on CPU (logged)."""
+    """Raise :class:`ConfigValueError` for the first bad value of :data:`_RULES` or a ``model`` key its
+    task does not take; switch off ``trainer.sync_batchnorm`` under DDP on CPU (logged)."""
     for key, (valid, expected) in _RULES.items():
         value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
         if value is _ABSENT:
@@ -72,7 +74,34 @@ def check_config(cfg: DictConfig) -> None:
         if not valid(value):
             shown = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
             raise ConfigValueError(f"{key}={shown!r} ({type(value).__name__}): expected {expected}")
+    _model_keys_are_task_parameters(cfg)
     _cpu_ddp_without_sync_batchnorm(cfg)
+
+
+_SPECIAL_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+
+
+def _model_keys_are_task_parameters(cfg: DictConfig) -> None:
+    """Every key of ``cfg.model`` must be a parameter of its ``_target_`` (the task): a key the task does
+    not take, such as ``model/classifier=arcface`` under a self-supervised or clustering model or a
+    ``+model.<typo>=...``, is named with the task's parameters instead of failing in its constructor."""
+    model = cfg.get("model")
+    if not isinstance(model, DictConfig) or not isinstance(model.get("_target_"), str):
+        return
+    try:
+        task = _locate(model._target_)
+        parameters = inspect.signature(task).parameters
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return  # an unknown target is reported by instantiate itself, with its import error
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    unknown = [key for key in model if key not in _SPECIAL_KEYS and key not in parameters]
+    if unknown:
+        taken = ", ".join(name for name in parameters if name not in ("data_info", "evaluation"))
+        raise ConfigValueError(
+            f"model.{unknown[0]}: {model._target_} takes no '{unknown[0]}' (its keys: {taken}); drop it or "
+            "pick a model that has it"
+        )
 
 
 def _runs_on_cpu(accelerator: object) -> bool:

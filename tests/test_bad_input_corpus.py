@@ -346,6 +346,27 @@ for _override in _BAD_CONFIG:
     case(f"config {_override}")(_bad_config(_override))
 
 
+@case("a model key its task does not take")
+def _unknown_model_key(tmp: Path):
+    """``model/classifier=arcface`` under Cluster Contrast (no ID classifier), and a typo'd key: named with
+    the task's keys before the task is built (reid.config_checks)."""
+    from reid.config_checks import ConfigValueError
+    from reid.run import run
+
+    cfg = _composed(tmp, "model=cluster_contrast_tiny", "data=usl_synthetic_tiny", "model/classifier=arcface")
+    expected = ["model.classifier", "ClusterContrastTask takes no", "clustering"]
+    return lambda: run(cfg), ConfigValueError, expected
+
+
+@case("a typo in a model key")
+def _model_key_typo(tmp: Path):
+    from reid.config_checks import ConfigValueError
+    from reid.run import run
+
+    cfg = _composed(tmp, "+model.neck_feats=after")
+    return lambda: run(cfg), ConfigValueError, ["model.neck_feats", "takes no 'neck_feats'", "neck_feat"]
+
+
 @case("disk full while saving a checkpoint")
 def _disk_full(tmp: Path):
     """A real ENOSPC from the kernel: the temporary file's descriptor is /dev/full."""
