@@ -240,3 +240,9 @@ def test_gpu_fit_helper_on_cpu_bf16(compose_config):
     """The helper of the CUDA fits, run on CPU in bf16-mixed: finite losses, weights move, fp32 masters."""
     record = gpu.fit_few_steps(compose_config(*gpu.task_overrides("transreid_tiny")), "cpu", "bf16-mixed", 3)
     gpu.check_fit(record, 3)
+
+
+def test_gpu_margin_classifier_fit_on_cpu_bf16(compose_config):
+    """The overrides of the CUDA margin-classifier fits compose and train on CPU in bf16-mixed."""
+    overrides = [*gpu.task_overrides(gpu.MARGIN_CLASSIFIERS["arcface"]), "model/classifier=arcface"]
+    gpu.check_fit(gpu.fit_few_steps(compose_config(*overrides), "cpu", "bf16-mixed", 3), 3)

@@ -91,6 +91,19 @@ def test_mixed_precision_fit_on_cuda(compose_config: Callable[..., DictConfig], 
     check_fit(fit_few_steps(compose_config(*task_overrides(model)), "gpu", precision))
 
 
+MARGIN_CLASSIFIERS = {"arcface": "transreid_tiny", "circle": "bot_tiny"}  # reid/models/classifiers.py
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+@pytest.mark.parametrize("classifier", sorted(MARGIN_CLASSIFIERS))
+def test_margin_classifier_fit_on_cuda(
+    compose_config: Callable[..., DictConfig], classifier: str, precision: str
+):
+    """The cosine logits of a margin classifier (scale 30) under autocast: finite, and the model trains."""
+    overrides = [*task_overrides(MARGIN_CLASSIFIERS[classifier]), f"model/classifier={classifier}"]
+    check_fit(fit_few_steps(compose_config(*overrides), "gpu", precision))
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Evaluation: the same features on CUDA and on CPU give the same distances and metrics.
 
