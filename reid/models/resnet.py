@@ -19,20 +19,49 @@ without the ImageNet ``fc.*``, so ``reid.models.weights`` loads torchvision chec
 
 Contract shared with ``reid.models.vit``: ``forward_features(images) -> [B, C, H, W]``,
 ``num_features`` (= C) and ``no_weight_decay()`` (empty: a CNN has no tokens or positions).
+
+Activation checkpointing (``grad_checkpointing=True``, as timm's ResNet ``set_grad_checkpointing``): in
+training with grad enabled each stage ``layer1..layer4`` runs under a non-reentrant
+``torch.utils.checkpoint.checkpoint``, keeping only its input and recomputing its activations in backward.
+The recompute runs the stage's BatchNorms in training mode a second time; their running statistics (and
+``num_batches_tracked``) are restored after it, so they advance once per step, as without checkpointing
+(timm's ResNet updates them twice).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
+import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from torchvision.models import resnet as tv
 
 from reid.models.ibn import with_ibn_a
 
 Block = type[tv.BasicBlock] | type[tv.Bottleneck]
 STANDARD_WIDTHS = (64, 128, 256, 512)
+
+
+@contextmanager
+def buffers_restored(module: nn.Module) -> Iterator[None]:
+    """Put ``module``'s buffers (BatchNorm running statistics) back as they were on entry, on exit."""
+    saved = [(buffer, buffer.clone()) for buffer in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
+
+
+def checkpointed_stage(stage: nn.Module, x: Tensor) -> Tensor:
+    """``stage(x)`` under a non-reentrant checkpoint whose recompute leaves the stage's buffers unchanged."""
+    return checkpoint(
+        stage, x, use_reentrant=False, context_fn=lambda: (nullcontext(), buffers_restored(stage))
+    )
 
 
 class ResNet(tv.ResNet):
@@ -49,6 +78,7 @@ class ResNet(tv.ResNet):
         norm_layer: 2D normalisation layer (default ``BatchNorm2d``).
         camera_embed: only ``None``: side-information embeddings (TransReID SIE) are ViT token
             offsets; the argument exists so the task's backbone call fails with a clear message.
+        grad_checkpointing: recompute each stage's activations in backward (module docstring).
     """
 
     def __init__(
@@ -60,8 +90,15 @@ class ResNet(tv.ResNet):
         zero_init_residual: bool = False,
         norm_layer: Callable[[int], nn.Module] | None = None,
         camera_embed: Mapping[str, Any] | None = None,
+        grad_checkpointing: bool = False,
     ) -> None:
         nn.Module.__init__(self)  # tv.ResNet.__init__ would build fixed widths and an unused fc
+        if not isinstance(grad_checkpointing, bool):
+            raise TypeError(
+                f"ResNet: grad_checkpointing (model.backbone.grad_checkpointing) must be true or false, got "
+                f"{grad_checkpointing!r}"
+            )
+        self.grad_checkpointing = grad_checkpointing
         if camera_embed is not None:
             raise ValueError(
                 "ResNet: side-information embedding (model.sie) adds camera/view vectors to ViT tokens "
@@ -100,6 +137,10 @@ class ResNet(tv.ResNet):
                 elif isinstance(module, tv.BasicBlock):
                     nn.init.zeros_(module.bn2.weight)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Turn activation checkpointing of the four stages on or off (timm contract)."""
+        self.grad_checkpointing = enable
+
     def no_weight_decay(self) -> set[str]:
         """Nothing: no token or position embeddings (timm contract)."""
         return set()
@@ -108,7 +149,14 @@ class ResNet(tv.ResNet):
         """Images ``[B, 3, H, W]`` -> the last stage's map ``[B, num_features, H/s, W/s]``,
         ``s = 16 * last_stride``."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        stages = (self.layer1, self.layer2, self.layer3, self.layer4)
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            for stage in stages:
+                x = checkpointed_stage(stage, x)
+            return x
+        for stage in stages:
+            x = stage(x)
+        return x
 
     def forward(self, images: Tensor) -> Tensor:
         return self.forward_features(images)

@@ -143,6 +143,10 @@ class SNRResNet(nn.Module):
                 f"SNRResNet: stages must be increasing, distinct values out of {list(STAGES)}, got "
                 f"{stages} (model.backbone.stages)"
             )
+        if getattr(resnet, "grad_checkpointing", False):  # _run calls the stages itself, plainly
+            raise ValueError(
+                "SNRResNet: model.backbone.grad_checkpointing is not supported with SNR; set it false"
+            )
         for name, module in resnet.named_children():
             self.add_module(name, module)
         self.num_features = int(resnet.num_features)

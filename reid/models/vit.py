@@ -28,6 +28,15 @@ with the ICS stem), ``cls_token`` [1,1,D], ``part_tokens`` [1,L,D], ``cls_pos`` 
 the int64 buffer ``pos_grid`` = [rows, cols] of ``pos_embed``'s grid (no parameters; it records the grid
 so that a checkpoint of ours says how to resize it). A state dict without ``pos_grid`` (timm, official
 TransReID / DINO / PASS layouts, older exports) loads as before; one whose grid differs is refused.
+
+Activation checkpointing (``grad_checkpointing=True``; Chen et al. 2016, "Training Deep Nets with Sublinear
+Memory Cost"; timm's ``set_grad_checkpointing``): in training with grad enabled, each block ``Block_l`` (the
+loop of ``forward_tokens_on_grid`` and ``forward_block``) runs under ``torch.utils.checkpoint.checkpoint``
+(non-reentrant, RNG state preserved), so only its input ``Z_{l-1}`` is kept and its activations are
+recomputed in the backward pass: the same forward (DropPath and dropout redraw the same masks) and the same
+gradients for about one extra forward of the blocks. Unlike timm's ViT, which skips checkpointing when an
+attention mask is given, the relative-position-bias path is checkpointed too. Eval and ``torch.no_grad``
+run the blocks plainly; the flag is no parameter or buffer, so the state-dict keys do not change.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ import torch
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from reid.models.patch_embed import OverlapPatchEmbed, StemKind
 from reid.models.position import POS_GRID, resize_pos_embed
@@ -66,6 +76,7 @@ class VisionTransformer(nn.Module):
     the end, so ``depth=-1`` stops before the last block, where TransReID's global and JPM branches split);
     ``forward_features`` runs all blocks and the final norm. ``forward_tokens_on_grid`` also returns the
     patch grid of the input, which ``forward_block(i, tokens, grid)`` needs for block ``i``'s bias.
+    ``grad_checkpointing`` (or ``set_grad_checkpointing``) recomputes each block's activations in backward.
     """
 
     def __init__(
@@ -89,10 +100,17 @@ class VisionTransformer(nn.Module):
         stem_dim: int = 64,
         block_layer: type[nn.Module] = Block,
         rel_pos_bias: RelPosBiasConfig | Mapping[str, Any] | None = None,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if num_parts < 0:
             raise ValueError(f"VisionTransformer: num_parts must be >= 0, got {num_parts}")
+        if not isinstance(grad_checkpointing, bool):
+            raise TypeError(
+                f"VisionTransformer: grad_checkpointing (model.backbone.grad_checkpointing) must be true or "
+                f"false, got {grad_checkpointing!r}"
+            )
+        self.grad_checkpointing = grad_checkpointing
         self.embed_dim = self.num_features = embed_dim
         self.num_parts = num_parts
         self.num_prefix_tokens = 1 + num_parts
@@ -179,6 +197,17 @@ class VisionTransformer(nn.Module):
         if key not in state_dict and key in missing_keys:
             missing_keys.remove(key)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Turn activation checkpointing of the blocks on or off (timm contract)."""
+        self.grad_checkpointing = enable
+
+    def _run_block(self, block: nn.Module, tokens: Tensor, bias: Tensor | None) -> Tensor:
+        """One block, under a non-reentrant checkpoint when checkpointing applies (training, grad on)."""
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            # preserve_rng_state (the default): the recompute redraws DropPath / dropout masks identically
+            return checkpoint(run_block, block, tokens, bias, use_reentrant=False, preserve_rng_state=True)
+        return run_block(block, tokens, bias)
+
     def no_weight_decay(self) -> set[str]:
         """Token, position and side-information embeddings and relative tables (timm / BEiT contract)."""
         names = {"cls_token", "cls_pos", "pos_embed", "part_tokens", "part_pos", "sie_embed"}
@@ -223,7 +252,7 @@ class VisionTransformer(nn.Module):
     def forward_block(self, block: int, tokens: Tensor, grid: Grid | None = None) -> Tensor:
         """Block ``block`` (negative counts from the end) on tokens in the natural order of ``grid``."""
         bias = self.attn_bias(block, grid)
-        return run_block(self.blocks[block], tokens, bias)
+        return self._run_block(self.blocks[block], tokens, bias)
 
     def embed_on_grid(
         self, x: Tensor, camids: Tensor | None = None, viewids: Tensor | None = None
@@ -258,7 +287,7 @@ class VisionTransformer(nn.Module):
         tokens, grid = self.embed_on_grid(x, camids, viewids)
         masks = self._masks(num_blocks, tokens, grid)
         for block, mask in zip(self.blocks[:num_blocks], masks, strict=True):
-            tokens = block(tokens) if mask is None else block(tokens, attn_mask=mask)
+            tokens = self._run_block(block, tokens, mask)
         return TokensOnGrid(tokens, grid)
 
     def forward_tokens(
