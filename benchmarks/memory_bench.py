@@ -65,7 +65,7 @@ class _Meter:
             torch.cuda.reset_peak_memory_stats()
             return torch.cuda.memory_allocated()
         Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
-        return _status("VmRSS:")
+        return _status("VmHWM:")  # the reset mark itself: the peak read later can only be at or above it
 
     def peak(self) -> int:
         self.sync()

@@ -19,7 +19,9 @@ from tests.conftest import TINY_RUN, TINY_SSL_DATA
 
 def wandb_history(path: Path) -> dict[str, list[float]]:
     """Every history value of an offline ``run-*.wandb`` file (a LevelDB-style log of protobuf records:
-    a 7-byte file header, then 32 KiB blocks of records with a 7-byte crc/length/type header)."""
+    a 7-byte file header, then 32 KiB blocks of records with a 7-byte crc/length/type header), up to a
+    record still being written (a torn tail)."""
+    from google.protobuf.message import DecodeError
     from wandb.proto import wandb_internal_pb2
 
     data, pos, pending, history = path.read_bytes(), 7, b"", {}
@@ -32,7 +34,10 @@ def wandb_history(path: Path) -> dict[str, list[float]]:
         pos += 7 + length
         if kind in (1, 4):  # a full record, or the last fragment of one
             record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
+            try:
+                record.ParseFromString(pending)
+            except DecodeError:  # the record wandb's service is still writing: what is before it
+                break
             pending = b""
             for item in record.history.item if record.HasField("history") else []:
                 history.setdefault(item.key or "/".join(item.nested_key), []).append(
