@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from reid.models.relative_position import Grid, RelativePositionBias, attention_mask, run_block
 
@@ -156,7 +157,10 @@ class JigsawPatchModule(nn.Module):
         num_prefix: int = 1,
         grid: Grid | None = None,
         shared_rel_pos: RelativePositionBias | None = None,
+        checkpointed: bool = False,
     ) -> tuple[Tensor, ...]:
+        """``checkpointed``: recompute the branch block's activations in backward (the backbone's
+        ``grad_checkpointing``; training with grad enabled only, RNG state preserved)."""
         sequences = self.local_sequences(tokens, num_prefix)
         k, batch = sequences.shape[:2]
         table = self.rel_pos if self.rel_pos is not None else shared_rel_pos
@@ -166,5 +170,10 @@ class JigsawPatchModule(nn.Module):
             # one bias per branch [k, heads, T', T'], repeated for the B sequences of each branch
             bias = attention_mask(table(positions, grid), sequences).repeat_interleave(batch, dim=0)
         # all k branches share the weights, so they run as one batch of k*B sequences
-        outputs = self.norm(run_block(self.block, sequences.flatten(0, 1), bias))[:, 0]
+        inputs = sequences.flatten(0, 1)
+        if checkpointed and self.training and torch.is_grad_enabled():
+            blocks_out = checkpoint(run_block, self.block, inputs, bias, use_reentrant=False)
+        else:
+            blocks_out = run_block(self.block, inputs, bias)
+        outputs = self.norm(blocks_out)[:, 0]
         return tuple(outputs.unflatten(0, (k, batch)).unbind(0))

@@ -201,7 +201,13 @@ class ReIDNet(nn.Module):
         tokens, grid = self.backbone.forward_tokens_on_grid(images, camids, viewids, depth=-1)
         branch = self._global_branch(tokens, grid)
         local_feats = (
-            self.jpm(tokens, self.backbone.num_prefix_tokens, grid, self._last_table(own=False))
+            self.jpm(
+                tokens,
+                self.backbone.num_prefix_tokens,
+                grid,
+                self._last_table(own=False),
+                checkpointed=getattr(self.backbone, "grad_checkpointing", False),
+            )
             if self.jpm is not None
             else ()
         )

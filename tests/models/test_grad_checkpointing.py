@@ -79,8 +79,8 @@ def test_same_loss_and_gradients_plain_and_relative_bias(rel_pos_bias):
 
 
 def test_same_loss_and_gradients_transreid_sie_jpm():
-    """ReIDNet with SIE and JPM: the global branch's last block (``forward_block``) is checkpointed too; the
-    JPM branch runs its own copy of the last block (``jpm.py``), always plainly."""
+    """ReIDNet with SIE and JPM: the global branch's last block (``forward_block``) and the JPM branch's
+    own copy of it (``jpm.py``) are checkpointed too."""
     torch.manual_seed(0)
     backbone = vit_tiny(
         camera_embed={"num_cameras": 3, "num_views": 2}, rel_pos_bias={"shared": False}, **TINY, **NOISY
@@ -94,6 +94,19 @@ def test_same_loss_and_gradients_transreid_sie_jpm():
         return sum(lg.logsumexp(1).mean() for lg in out.logits) + sum(f.pow(2).mean() for f in out.feats)
 
     _assert_same_step(net, loss_of)
+
+
+def test_the_jpm_branch_block_runs_twice_per_step_only_with_checkpointing():
+    torch.manual_seed(0)
+    net = ReIDNet(vit_tiny(**TINY, **NOISY), 7, jpm=JPMConfig(shift=2, groups=2, num_local=2)).train()
+    calls = []
+    net.jpm.block.register_forward_pre_hook(lambda *_: calls.append(1))  # a recompute may stop early
+    for checkpointing, expected in ((True, 2), (False, 1)):
+        net.backbone.set_grad_checkpointing(checkpointing)
+        calls.clear()
+        out = net(torch.randn(4, 3, 32, 16))
+        sum(lg.logsumexp(1).mean() for lg in out.logits).backward()
+        assert len(calls) == expected
 
 
 def test_same_loss_and_gradients_pass_part_tokens_and_local_crops():
