@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from doc_section import write_section  # noqa: E402
+from process_memory import peak_rss, reset_peak_rss  # noqa: E402
 
 from reid.clustering import (  # noqa: E402
     JaccardDBSCAN,
@@ -64,13 +65,6 @@ def synthetic(
     return F.normalize(features, dim=1), pid
 
 
-def _status(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
 def dbscan_steps(features: torch.Tensor, config: JaccardDBSCAN) -> tuple[int, Callable[[], PseudoLabels]]:
     """The Jaccard graph (timed as the graph), and DBSCAN on it."""
     graph = jaccard_graph(features, config.k1, config.k2, max_distance=config.eps)
@@ -84,8 +78,7 @@ def infomap_steps(features: torch.Tensor, config: KnnInfomap) -> tuple[int, Call
 
 
 def one_round(features: torch.Tensor, identities: torch.Tensor, steps: Callable, config: object) -> dict:
-    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    input_rss = _status("VmRSS:")
+    input_rss = reset_peak_rss()
     tic = time.perf_counter()
     edges, cluster = steps(features, config)
     graph_s = time.perf_counter() - tic
@@ -94,7 +87,7 @@ def one_round(features: torch.Tensor, identities: torch.Tensor, steps: Callable,
     return {
         "seconds": time.perf_counter() - tic,
         "graph_seconds": graph_s,
-        "peak_rss_gib": _status("VmHWM:") / 2**30,
+        "peak_rss_gib": peak_rss() / 2**30,
         "input_rss_gib": input_rss / 2**30,
         "edges": edges,
         "clusters": found.num_clusters,

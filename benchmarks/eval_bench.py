@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from doc_section import read_section, write_section  # noqa: E402
+from process_memory import peak_rss, reset_peak_rss  # noqa: E402
 
 from reid.evaluation import EvalConfig, RerankConfig, distance_chunks, evaluate, evaluate_from_distances  # noqa: E402
 
@@ -81,13 +82,6 @@ def synthetic(scale: str, dim: int, seed: int = 0, identity_scale: float = 0.42)
     return features(q_pids, q_cams), features(g_pids, g_cams), q_pids, g_pids, q_cams, g_cams
 
 
-def _status(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def run_case(case: str, scale: str, dim: int, device: str, chunk_size: int) -> dict:
     qf, gf, qp, gp, qc, gc = synthetic(scale, dim)
     qf, gf = qf.to(device), gf.to(device)
@@ -102,8 +96,7 @@ def run_case(case: str, scale: str, dim: int, device: str, chunk_size: int) -> d
         ):
             dist[start : start + len(block)] = block
         del qf, gf
-    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    input_rss = _status("VmRSS:")
+    input_rss = reset_peak_rss()
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -121,7 +114,7 @@ def run_case(case: str, scale: str, dim: int, device: str, chunk_size: int) -> d
         "device": device,
         "seconds": seconds,
         "cpu_seconds": cpu,
-        "peak_rss_gib": _status("VmHWM:") / 2**30,
+        "peak_rss_gib": peak_rss() / 2**30,
         "input_rss_gib": input_rss / 2**30,
         "gpu_peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
         **{k: round(v, 2) for k, v in result.as_dict().items()},

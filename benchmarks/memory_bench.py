@@ -33,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from doc_section import write_section
+from process_memory import peak_rss, reset_peak_rss
 from train_bench import FAMILIES, Family, pk_batch, supervised_task
 
 MODELS = {
@@ -40,13 +41,6 @@ MODELS = {
     "vit_tiny": Family("ViT-tiny (tests)", (64, 32), "vit_tiny"),
 }
 MIB = 2**20
-
-
-def _status(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1]) * 1024
-    raise KeyError(field)
 
 
 class _Meter:
@@ -64,12 +58,11 @@ class _Meter:
         if self.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
             return torch.cuda.memory_allocated()
-        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
-        return _status("VmHWM:")  # the reset mark itself: the peak read later can only be at or above it
+        return reset_peak_rss()  # the reset mark itself: the peak read later can only be at or above it
 
     def peak(self) -> int:
         self.sync()
-        return torch.cuda.max_memory_allocated() if self.device == "cuda" else _status("VmHWM:")
+        return torch.cuda.max_memory_allocated() if self.device == "cuda" else peak_rss()
 
 
 def measure(model: str, checkpointing: bool, batch: int, steps: int, device: str) -> dict:
