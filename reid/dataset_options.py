@@ -68,6 +68,13 @@ def resolve_test_datasets(cfg: DictConfig, config_dir: Path = CONFIG_DIR) -> Non
     resolve_dataset_names(cfg, TEST_KEY, config_dir)
 
 
+def resolve_dataset_lists(cfg: DictConfig, config_dir: Path = CONFIG_DIR) -> None:
+    """In place: both dataset lists of a run config, ``data.test_datasets`` (:func:`resolve_test_datasets`)
+    and ``data.extra_train_datasets``, as every entry point that builds ``cfg.data`` needs them."""
+    resolve_test_datasets(cfg, config_dir)
+    resolve_dataset_names(cfg, TRAIN_KEY, config_dir)
+
+
 def resolve_dataset_names(cfg: DictConfig, key: str, config_dir: Path = CONFIG_DIR) -> None:
     """In place: a list of option names at ``key`` (``data.test_datasets`` or ``data.extra_train_datasets``)
     becomes ``{name: loader config}``; a mapping is checked and kept.

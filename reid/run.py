@@ -38,7 +38,7 @@ from omegaconf.errors import InterpolationKeyError
 
 from reid.config import CONFIG_DIR, register_resolvers
 from reid.config_checks import RecordRunSettings, check_config, run_settings, warn_on_changed_settings
-from reid.dataset_options import TRAIN_KEY, resolve_dataset_names, resolve_test_datasets
+from reid.dataset_options import resolve_dataset_lists
 from reid.results import by_target
 from reid.training.checkpoint_io import AtomicCheckpointIO
 from reid.training.csv_logger import ResumableCSVLogger
@@ -287,8 +287,7 @@ def _final_label(cfg: DictConfig, trainer: L.Trainer, ckpt: str | None) -> str:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Fit and/or test as ``cfg`` says; returns the summary written to ``results.json``."""
     check_config(cfg)
-    resolve_test_datasets(cfg)
-    resolve_dataset_names(cfg, TRAIN_KEY)
+    resolve_dataset_lists(cfg)
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)

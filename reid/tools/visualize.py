@@ -33,7 +33,7 @@ from omegaconf import OmegaConf, open_dict
 from reid.callbacks.ranked_list import MAP_CURVE, RankedListPictures
 from reid.config import register_resolvers
 from reid.data.image_dataset import read_image
-from reid.dataset_options import TRAIN_KEY, resolve_dataset_names, resolve_test_datasets
+from reid.dataset_options import resolve_dataset_lists
 from reid.inference import TrainedModel, add_run_arguments, load_trained_model
 from reid.inference.image_files import collect_images
 from reid.inference.trained_model import read_checkpoint
@@ -109,8 +109,7 @@ def ranked(
     if data_dir is not None:
         with open_dict(cfg):
             cfg.paths.data_dir = data_dir
-    resolve_test_datasets(cfg)
-    resolve_dataset_names(cfg, TRAIN_KEY)  # a multi-source run's saved config lists its sources
+    resolve_dataset_lists(cfg)
     datamodule = instantiate(cfg.data)
     start = time.time()
     # a checkpoint is written at the end of (or inside) epoch `epoch`, 0-based: epoch + 1 are (being) done
