@@ -57,6 +57,8 @@ def _kind(name: str, compose_config) -> tuple[bool, list[str]]:
         overrides.append("data.test_datasets=[synthetic_duke_tiny,synthetic_tiny]")
     if OmegaConf.select(cfg, "data.extra_train_datasets") is not None:  # multi-source: a tiny second source
         overrides.append("data.extra_train_datasets=[synthetic_duke_tiny]")
+    if OmegaConf.select(cfg, "model.schedule.warmup_epochs") is not None:  # a warm-up longer than the run
+        overrides.append("model.schedule.warmup_epochs=0")
     return "SSL" in cfg.model._target_, overrides
 
 
@@ -83,7 +85,6 @@ def _overrides(name: str, ssl: bool, data_dir) -> list[str]:
         "data.num_instances=2",
         "data.test_batch_size=512",
         "model.weights=null",
-        "model.schedule.warmup_epochs=0",
     ]
 
 

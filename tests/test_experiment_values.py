@@ -13,8 +13,10 @@ PASS-reID PASS/script/vit-b_full_lup-pass.sh + PASS/main_pass.py defaults; not f
 """
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import NamedTuple
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -26,6 +28,8 @@ from reid.config import CONFIG_DIR, register_resolvers
 from reid.data.records import DatasetInfo
 from reid.evaluation import EvalConfig
 from reid.models.vit import vit_tiny
+from reid.optim import set_epoch_lr
+from tests.official import schedulers as official
 
 
 class Official(NamedTuple):
@@ -44,6 +48,7 @@ class Official(NamedTuple):
     parts: int = 0  # PASS part tokens (MULTI_NECK True, FEAT_FUSION 'cat': feature cat(cls, mean(parts)))
     weights_grid: tuple[int, int] | None = None  # PRETRAIN_HW_RATIO 2 on a 256x128 checkpoint: 16 x 8
     weights_file: str | None = None  # file name of MODEL.PRETRAIN_PATH, where we load the official release
+    loop: str = "transreid"  # whose processor.py steps it: transreid (epoch start), transreid_ssl (end)
 
 
 VIT_B, VIT_S = "reid.models.vit.vit_base", "reid.models.vit.vit_small"
@@ -58,7 +63,7 @@ S_ICS = {"stem": "ics", "weights_file": "vit_small_ics_cfs_lup.pth"}
 B_ICS = {"stem": "ics", "weights_grid": LUP_GRID, "weights_file": "vit_base_ics_cfs_lup.pth"}
 B_PASS = {"parts": 3, "weights_grid": LUP_GRID, "weights_file": "pass_vit_base_full.pth"}
 LUP_RECIPES = {
-    name: Official(data, backbone, 0.0004, 64, size, 16, None, None, warmup=20, **extra)
+    name: Official(data, backbone, 0.0004, 64, size, 16, None, None, warmup=20, loop="transreid_ssl", **extra)
     for name, data, backbone, size, extra in [
         ("vit_small_ics_lup_market", "market1501", VIT_S, PERSON, S_ICS),
         ("vit_small_ics_lup_msmt", "msmt17", VIT_S, PERSON, S_ICS),
@@ -80,8 +85,12 @@ OFFICIAL = {
     "transreid_veri": Official("veri776", VIT_B, 0.01, 64, (256, 256), 12, (True, True), 8),
     "transreid_vehicleid": Official("vehicleid", VIT_B, 0.045, 256, (256, 256), 12, None, 8),
     "vit_baseline_market": Official("market1501", VIT_B, 0.008, 64, PERSON, 16, None, None),
-    "vit_small_lup_market": Official("market1501", VIT_S, 0.0004, 64, PERSON, 16, None, None, warmup=20),
-    "vit_small_lup_msmt": Official("msmt17", VIT_S, 0.0004, 64, PERSON, 16, None, None, warmup=20),
+    "vit_small_lup_market": Official(
+        "market1501", VIT_S, 0.0004, 64, PERSON, 16, None, None, warmup=20, loop="transreid_ssl"
+    ),
+    "vit_small_lup_msmt": Official(
+        "msmt17", VIT_S, 0.0004, 64, PERSON, 16, None, None, warmup=20, loop="transreid_ssl"
+    ),
     **LUP_RECIPES,
 }
 
@@ -201,9 +210,11 @@ def test_experiment_matches_official_values(name, composed):
     assert model.backbone.stride == want.stride
     assert model.backbone.patch_size == 16
     assert model.backbone.drop_path_rate == pytest.approx(0.1)
+    assert model.schedule._target_ == "reid.optim.TimmCosineLR"
     assert model.schedule.warmup_epochs == want.warmup
     assert model.schedule.warmup_start_factor == pytest.approx(0.01)
     assert model.schedule.final_factor == pytest.approx(0.002)
+    assert model.schedule.steps_at == {"transreid": "epoch_start", "transreid_ssl": "epoch_end"}[want.loop]
     assert model.loss.tri.margin is None  # NO_MARGIN: True
     assert model.loss.id.label_smoothing == 0.0  # IF_LABELSMOOTH: off
     assert model.neck_feat == "before"
@@ -226,16 +237,24 @@ def test_experiment_matches_official_values(name, composed):
         assert model.weights.rsplit("/", 1)[-1] == want.weights_file
 
 
+def _tiny_task(model_config: DictConfig, num_views: int = 2):
+    """The experiment's task with a one-block tiny ViT (same stride, image size, SIE, JPM) or the tiny
+    ResNet (same last stride) in place of its backbone, and no weights file."""
+    model = model_config.copy()
+    OmegaConf.set_struct(model, False)
+    if model.backbone._target_.startswith("reid.models.vit."):
+        model.backbone._target_ = "reid.models.vit.vit_tiny"
+        model.backbone.depth = 1
+    else:
+        model.backbone._target_ = "reid.models.resnet.resnet_tiny"
+    model.weights = None
+    info = DatasetInfo(num_classes=6, num_cameras=3, num_views=num_views)
+    return instantiate(model, data_info=info, evaluation=EvalConfig(), _recursive_=False)
+
+
 @pytest.mark.parametrize("name", sorted(OFFICIAL))
 def test_experiment_instantiates_with_a_tiny_backbone(name, composed):
-    """Swap in a one-block tiny ViT (same stride, image size, SIE, JPM) and no weights file."""
-    model = composed[name].model.copy()
-    OmegaConf.set_struct(model, False)
-    model.backbone._target_ = "reid.models.vit.vit_tiny"
-    model.backbone.depth = 1
-    model.weights = None
-    info = DatasetInfo(num_classes=6, num_cameras=3, num_views=2)
-    task = instantiate(model, data_info=info, evaluation=EvalConfig(), _recursive_=False)
+    task = _tiny_task(composed[name].model)
     want = OFFICIAL[name]
     rows, cols = task.net.backbone.grid_size
     assert (rows, cols) == ((want.size[0] - 16) // want.stride + 1, (want.size[1] - 16) // want.stride + 1)
@@ -249,6 +268,51 @@ def test_experiment_instantiates_with_a_tiny_backbone(name, composed):
     else:
         assert sie.shape[0] == (3 if want.sie[0] else 1) * (2 if want.sie[1] else 1)
     assert isinstance(task.objective, torch.nn.Module)
+
+
+def _official_epoch_lrs(name: str, task, epochs: int) -> dict[str, list[float]]:
+    """Each parameter's lr in every epoch of the official loop. ``make_optimizer`` (TransReID, TransReID-SSL,
+    PASS, BoT ``solver/build.py``) gives each parameter its own group: ``BASE_LR x BIAS_LR_FACTOR`` when
+    "bias" is in its name, else ``BASE_LR``; the loop then steps the recipe's scheduler."""
+    names = [n for n, p in task.net.named_parameters() if p.requires_grad]
+    if name in OFFICIAL_BOT:
+        want = OFFICIAL_BOT[name]
+        peaks = [want.lr for _ in names]  # BIAS_LR_FACTOR 1
+        lrs = official.bot_loop(
+            peaks, epochs, want.warmup, want.warmup_start, list(want.milestones), want.gamma
+        )
+    else:
+        want = OFFICIAL[name]
+        peaks = [want.lr * (2.0 if "bias" in n else 1.0) for n in names]
+        loop = {"transreid": official.transreid_loop, "transreid_ssl": official.transreid_ssl_loop}[want.loop]
+        lrs = loop(peaks, want.lr, epochs, want.warmup)
+    return {n: [epoch[i] for epoch in lrs] for i, n in enumerate(names)}
+
+
+@pytest.mark.parametrize("name", sorted([*OFFICIAL, *OFFICIAL_BOT]))
+def test_every_parameter_trains_at_the_official_lr_in_every_epoch(name, composed):
+    """The task's optimiser groups under the experiment's schedule, epoch by epoch, against the official
+    per-parameter groups under the official scheduler and loop (tests/official/schedulers.py), relative
+    difference <= 1e-6 for every parameter of the (tiny) network and every epoch; the weight decay of
+    each parameter too (WEIGHT_DECAY, or WEIGHT_DECAY_BIAS for "bias" names)."""
+    cfg = composed[name]
+    task = _tiny_task(cfg.model)
+    optimizer = task.configure_optimizers()["optimizer"]
+    epochs = cfg.trainer.max_epochs
+    want = _official_epoch_lrs(name, task, epochs)
+    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    params = dict(task.net.named_parameters())
+    base = float(cfg.model.optimizer.lr)
+    got = {n: [] for n in want}
+    for epoch in range(epochs):
+        set_epoch_lr(optimizer, task.schedule, epoch, base, epochs)
+        for n in want:
+            got[n].append(group_of[id(params[n])]["lr"])
+    for n in want:
+        np.testing.assert_allclose(got[n], want[n], rtol=1e-6, err_msg=f"{name}: {n}")
+    official_decay = OFFICIAL_BOT[name].weight_decay if name in OFFICIAL_BOT else 1e-4
+    for n in want:  # WEIGHT_DECAY and WEIGHT_DECAY_BIAS are equal in every official recipe here
+        assert group_of[id(params[n])]["weight_decay"] == pytest.approx(official_decay), n
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_BOT))
@@ -270,7 +334,8 @@ def test_bot_experiment_matches_official_values(name, composed):
     assert model.param_groups.bias_lr_factor == pytest.approx(1.0)
     assert model.param_groups.weight_decay_bias == pytest.approx(want.weight_decay)
     assert not model.param_groups.exempt_norm_and_tokens
-    assert model.schedule._target_ == "reid.optim.warmup_multistep_schedule"
+    assert model.schedule._target_ == "reid.optim.WarmupMultiStepLR"
+    assert model.schedule.steps_at == "epoch_start"  # engine/trainer.py: EPOCH_STARTED
     assert model.schedule.warmup_epochs == want.warmup
     assert model.schedule.warmup_start_factor == pytest.approx(want.warmup_start)
     assert tuple(model.schedule.milestones) == want.milestones
@@ -330,17 +395,8 @@ def test_bot_experiment_has_the_official_center_loss(name, composed):
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_BOT))
 def test_bot_experiment_instantiates_with_a_tiny_backbone(name, composed):
-    """Swap in the tiny ResNet (same last stride) and no weights file: a CNNReIDNet with one branch."""
-    model = composed[name].model.copy()
-    OmegaConf.set_struct(model, False)
-    model.backbone._target_ = "reid.models.resnet.resnet_tiny"
-    model.weights = None
-    task = instantiate(
-        model,
-        data_info=DatasetInfo(num_classes=6, num_cameras=3, num_views=1),
-        evaluation=EvalConfig(),
-        _recursive_=False,
-    )
+    """With the tiny ResNet: a CNNReIDNet with one branch."""
+    task = _tiny_task(composed[name].model, num_views=1)
     assert type(task.net).__name__ == "CNNReIDNet"
     assert task.net.embedding_dim == 128 and task.net.branch_weights == (1.0,)
     size = OFFICIAL_BOT[name].size
@@ -378,6 +434,44 @@ def test_pretraining_experiment_matches_official_script(name, composed):
     assert model.clip_grad == pytest.approx(want.clip_grad)
     assert model.freeze_last_layer_epochs == want.freeze_last_layer
     assert model.drop_path_rate == pytest.approx(want.drop_path)
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_SSL))
+def test_pretraining_schedules_equal_the_official_arrays_at_every_iteration(name, composed):
+    """lr, weight decay, teacher momentum and teacher temperature at every iteration of the 100 epochs,
+    against main_dino.py / main_pass.py on their 8 GPUs: ``utils.cosine_scheduler`` for the lr (peak
+    ``lr x batch_size_per_gpu x world_size / 256``, ``min_lr``, ``warmup_epochs``), the weight decay and
+    the momentum, and ``teacher_temp_schedule[epoch]`` (tests/official/schedulers.py)."""
+    want, cfg = OFFICIAL_SSL[name], composed[name]
+    model = cfg.model.copy()
+    OmegaConf.set_struct(model, False)
+    model.backbone._target_, model.backbone.depth, model.out_dim = "reid.models.vit.vit_tiny", 1, 64
+    task = instantiate(model, _recursive_=False)
+    world, per_epoch = 8, 3  # --nproc_per_node=8; 3 iterations an epoch keep the arrays small
+    task.trainer = SimpleNamespace(max_epochs=cfg.trainer.max_epochs, max_steps=-1, world_size=world)
+    got = task.build_schedules(batch_size=cfg.data.batch_size, steps_per_epoch=per_epoch)
+    epochs = want.epochs
+    peak = want.lr * want.batch * world / 256.0
+    lr = official.dino_cosine_scheduler(peak, want.min_lr, epochs, per_epoch, want.warmup)
+    wd = official.dino_cosine_scheduler(*want.weight_decay, epochs, per_epoch)
+    momentum = official.dino_cosine_scheduler(want.momentum_teacher, 1.0, epochs, per_epoch)
+    temp = official.dino_teacher_temperature(*want.teacher_temp, epochs)
+    np.testing.assert_allclose(got.lr, lr, rtol=1e-6)
+    np.testing.assert_allclose(got.weight_decay, wd, rtol=1e-6)
+    np.testing.assert_allclose(got.momentum, momentum, rtol=1e-6)
+    np.testing.assert_allclose(
+        got.teacher_temp, [temp[i // per_epoch] for i in range(epochs * per_epoch)], rtol=1e-6
+    )
+
+
+def test_teacher_temperature_warms_up_per_epoch_as_dinos():
+    """facebookresearch/dino's defaults (0.04 -> 0.07 over 30 epochs): the temperature is indexed by the
+    epoch, not spread over the iterations (the old per-iteration linspace fails here)."""
+    from reid.losses.dino import teacher_temperature_schedule
+
+    got = teacher_temperature_schedule(0.04, 0.07, 30, 100, steps_per_epoch=5)
+    want = official.dino_teacher_temperature(0.04, 0.07, 30, 100)
+    np.testing.assert_allclose(got, np.repeat(want, 5), rtol=1e-6)
 
 
 def _official_lup_checkpoint(path: Path, stem: str, parts: int) -> dict[str, torch.Tensor]:

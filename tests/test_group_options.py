@@ -103,7 +103,8 @@ def _small_model(option: str) -> list[str]:
         small = []
     if _is_ssl("model", option):
         return [*small, *SMALL_HEAD]
-    return [*small, "model.schedule.warmup_epochs=0"]
+    warmup = "warmup_epochs" in (_alone("model", option).get("schedule") or {})
+    return [*small, *(["model.schedule.warmup_epochs=0"] if warmup else [])]
 
 
 def _sized(group: str, option: str) -> list[str]:

@@ -99,7 +99,8 @@ def test_resnet50_usl_matches_the_official_readme_command(compose_config):
     assert (model.memory.temperature, model.memory.momentum, model.memory["update"]) == (0.05, 0.1, "all")
     assert model.optimizer._target_ == "torch.optim.Adam"
     assert (model.optimizer.lr, model.optimizer.weight_decay) == (3.5e-4, 5e-4)
-    assert list(model.schedule.milestones) == [20, 40] and model.schedule.gamma == 0.1
+    assert model.schedule._target_ == "reid.optim.StepDecayLR"
+    assert (model.schedule.step_size, model.schedule.gamma, model.schedule.steps_at) == (20, 0.1, "epoch_end")
     assert (cfg.trainer.max_epochs, cfg.trainer.check_val_every_n_epoch) == (50, 10)
     assert Path(model.weights).name == "resnet50-0676ba61.pth" and cfg.published is None
     info = DatasetInfo(num_classes=0, num_cameras=6, num_views=1)
@@ -159,15 +160,18 @@ def test_usl_experiment_matches_the_official_script(name, compose_config):
         assert cfg.published.dataset == official.dataset
 
 
-def test_schedule_is_the_official_step_lr():
-    schedule = OmegaConf.load(CONFIG_DIR / "model" / "cluster_contrast.yaml").schedule
-    values = instantiate(schedule)(base=3.5e-4, epochs=50, steps_per_epoch=200)
+@pytest.mark.parametrize("model", ["cluster_contrast", "cluster_contrast_r50"])
+def test_schedule_is_the_official_step_lr_stepped_after_each_epoch(model):
+    """``StepLR(step_size=20, gamma=0.1)`` driven as cluster_contrast_train_usl.py drives it (train the
+    epoch, then ``lr_scheduler.step()``): torch's own StepLR, epoch by epoch, for the 50 epochs."""
+    schedule = instantiate(OmegaConf.load(CONFIG_DIR / "model" / f"{model}.yaml").schedule)
     param = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.SGD([param], lr=3.5e-4)
     step_lr = torch.optim.lr_scheduler.StepLR(optimizer, step_size=20, gamma=0.1)
     expected = []
     for _ in range(50):
-        expected += [optimizer.param_groups[0]["lr"]] * 200
+        expected.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         step_lr.step()
-    assert np.allclose(values, expected, rtol=1e-12)
+    got = [schedule(epoch, 3.5e-4, 3.5e-4, 50) for epoch in range(50)]
+    assert np.allclose(got, expected, rtol=1e-12)

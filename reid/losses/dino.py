@@ -24,13 +24,19 @@ from torch import Tensor, nn
 def teacher_temperature_schedule(
     warmup_temp: float, temp: float, warmup_epochs: int, epochs: int, steps_per_epoch: int
 ) -> np.ndarray:
-    """Per-step teacher temperature: linear warmup from ``warmup_temp`` to ``temp`` over
-    ``warmup_epochs`` epochs, then constant (DINO's schedule, indexed by global step)."""
+    """Per-step teacher temperature, constant within an epoch: DINO's ``DINOLoss.teacher_temp_schedule``
+    (``main_dino.py``; PASS's ``main_pass.py`` the same), indexed by the epoch::
+
+        tau(e) = linspace(warmup_temp, temp, warmup_epochs)[e]    e < warmup_epochs
+        tau(e) = temp                                              otherwise
+
+    repeated over the ``steps_per_epoch`` steps of epoch ``e``."""
     if warmup_epochs > epochs:
         raise ValueError(f"teacher temperature warmup_epochs={warmup_epochs} exceeds epochs={epochs}")
-    warmup = np.linspace(warmup_temp, temp, warmup_epochs * steps_per_epoch)
-    rest = np.full((epochs - warmup_epochs) * steps_per_epoch, temp)
-    return np.concatenate([warmup, rest])
+    per_epoch = np.concatenate(
+        [np.linspace(warmup_temp, temp, warmup_epochs), np.full(epochs - warmup_epochs, temp)]
+    )
+    return np.repeat(per_epoch, steps_per_epoch)
 
 
 def cross_view_entropy(

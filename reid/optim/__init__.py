@@ -1,20 +1,22 @@
-"""Optimiser parameter groups and precomputed lr schedules."""
+"""Optimiser parameter groups, the official epoch-wise lr schedules and DINO's per-iteration arrays."""
 
-from reid.optim.param_groups import ParamGroupConfig, build_param_groups
-from reid.optim.schedules import (
-    ArrayLR,
-    cosine_schedule,
-    per_step_scheduler,
-    transreid_schedule,
-    warmup_multistep_schedule,
+from reid.optim.epoch_schedules import (
+    EpochSchedule,
+    StepDecayLR,
+    TimmCosineLR,
+    WarmupMultiStepLR,
+    set_epoch_lr,
 )
+from reid.optim.param_groups import ParamGroupConfig, build_param_groups
+from reid.optim.schedules import cosine_schedule
 
 __all__ = [
-    "ArrayLR",
+    "EpochSchedule",
     "ParamGroupConfig",
+    "StepDecayLR",
+    "TimmCosineLR",
+    "WarmupMultiStepLR",
     "build_param_groups",
     "cosine_schedule",
-    "per_step_scheduler",
-    "transreid_schedule",
-    "warmup_multistep_schedule",
+    "set_epoch_lr",
 ]

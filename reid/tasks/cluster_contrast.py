@@ -45,7 +45,7 @@ from reid.losses.cluster_memory import ClusterMemory
 from reid.models.heads import bnneck
 from reid.models.pooling import GlobalAvgPool
 from reid.models.weights import load_pretrained
-from reid.optim import per_step_scheduler
+from reid.optim import set_epoch_lr
 from reid.tasks.retrieval_evaluation import RetrievalEvaluation
 
 Fusion = Literal["cls", "cls_parts_cat", "cls_parts_mean"]
@@ -130,8 +130,8 @@ class ClusterContrastTask(RetrievalEvaluation, L.LightningModule):
     memory: config of :class:`~reid.losses.cluster_memory.ClusterMemory` (temperature, momentum, update).
     optimizer: ``_partial_`` optimiser; every trainable parameter in one group at its ``lr`` and
         ``weight_decay`` (official: SGD 3.5e-4, momentum 0.9, weight decay 5e-4).
-    schedule: ``_partial_`` ``(base, epochs, steps_per_epoch) -> array`` (official StepLR: x0.1 every
-        20 epochs), or None.
+    schedule: config of an epoch schedule (``reid.optim.epoch_schedules``; official: ``StepDecayLR``, x0.1
+        every 20 epochs, stepped after each epoch), or None.
     feature: see :class:`ClusterContrastNet`.
     pool: config of a CNN's global pooling (``reid.models.pooling``); None = average pooling.
     weights, weights_grid, weights_strict: as for :class:`~reid.tasks.TransReIDTask`.
@@ -167,7 +167,7 @@ class ClusterContrastTask(RetrievalEvaluation, L.LightningModule):
         self.clustering: Clustering = instantiate(clustering)
         self.memory: ClusterMemory = instantiate(memory)
         self.optimizer_factory = instantiate(optimizer)
-        self.schedule_factory = instantiate(schedule) if schedule is not None else None
+        self.schedule = instantiate(schedule) if schedule is not None else None
         self.pseudo_labels: Tensor | None = None  # [N] long, CPU: this epoch's labels (-1 = outlier)
         self.clustered_epoch = -1  # the epoch ``pseudo_labels`` and the memory were made for
         self.evaluators, self.evaluation_names = [], []
@@ -222,11 +222,13 @@ class ClusterContrastTask(RetrievalEvaluation, L.LightningModule):
 
     def on_train_start(self) -> None:
         """A run resumed mid-epoch starts without ``on_train_epoch_start`` (Lightning skips it): the
-        checkpoint's pseudo labels go to the sampler here."""
+        checkpoint's pseudo labels go to the sampler here, and the epoch's lr to the optimiser."""
+        self._set_epoch_lr()
         if self.pseudo_labels is not None:
             self.trainer.datamodule.set_pseudo_labels(self.pseudo_labels.numpy())
 
     def on_train_epoch_start(self) -> None:
+        self._set_epoch_lr()
         if self.clustered_epoch != self.current_epoch or self.pseudo_labels is None:
             self.recluster()
         self.trainer.datamodule.set_pseudo_labels(self.pseudo_labels.numpy())
@@ -245,19 +247,14 @@ class ClusterContrastTask(RetrievalEvaluation, L.LightningModule):
         return loss
 
     def configure_optimizers(self) -> dict[str, Any]:
-        base_lr = float(self.optimizer_factory.keywords["lr"])
         params = [p for p in self.net.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory([{"params": params}])
-        if self.schedule_factory is None:
-            return {"optimizer": optimizer}
-        return per_step_scheduler(
-            optimizer,
-            self.schedule_factory,
-            base_lr,
-            self.trainer.max_epochs,
-            self.trainer.estimated_stepping_batches,
-            "ClusterContrastTask",
-        )
+        return {"optimizer": self.optimizer_factory([{"params": params, "lr_factor": 1.0}])}
+
+    def _set_epoch_lr(self) -> None:
+        if self.schedule is not None:
+            base_lr = float(self.optimizer_factory.keywords["lr"])
+            optimizer = self.trainer.optimizers[0]
+            set_epoch_lr(optimizer, self.schedule, self.current_epoch, base_lr, self.trainer.max_epochs)
 
     # ---- checkpoints ----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -4,7 +4,8 @@
 (e.g. ``CNNReIDNet``: ResNet -> pooling -> BNNeck, BoT), is trained with the ID + triplet
 objective summed over branches (``reid.losses.Objective``: named, weighted terms); validation embeds query and
 gallery images and ranks them with ``reid.evaluation.ReIDEvaluator``. Optimiser, parameter
-groups and the per-step lr array are built here from the ``_partial_`` configs.
+groups are built here from the ``_partial_`` configs; the lr schedule (``reid.optim.epoch_schedules``)
+sets every group's lr at the start of each epoch.
 
 Built by ``reid/run.py`` as ``instantiate(cfg.model, data_info=..., evaluation=...,
 _recursive_=False)``, so the sub-configs arrive as DictConfigs and are instantiated here (the
@@ -29,7 +30,7 @@ from reid.evaluation import EvalConfig, ReIDEvaluator
 from reid.losses import Objective, ObjectiveInput, TermOptimizers, build_objective
 from reid.models.reid_net import ReIDModelOutput, ReIDNet
 from reid.models.weights import load_pretrained
-from reid.optim import ParamGroupConfig, build_param_groups, per_step_scheduler
+from reid.optim import ParamGroupConfig, build_param_groups, set_epoch_lr
 from reid.tasks.retrieval_evaluation import RetrievalEvaluation
 
 
@@ -81,7 +82,8 @@ class TransReIDTask(RetrievalEvaluation, L.LightningModule):
     loss: config of an :class:`~reid.losses.Objective` (its terms by name; parameters of terms are trained).
     optimizer: ``_partial_`` optimiser config whose ``lr`` / ``weight_decay`` are the base values.
     param_groups: :class:`ParamGroupConfig` fields.
-    schedule: ``_partial_`` schedule function ``(base, epochs, steps_per_epoch) -> array``, or None.
+    schedule: config of an epoch schedule (``reid.optim.epoch_schedules``: ``TimmCosineLR`` for the
+        TransReID family, ``WarmupMultiStepLR`` for BoT), or None: the optimiser's lr throughout.
     weights: path of a checkpoint to initialise from (see ``reid.models.weights``), or None.
     weights_grid: ``[rows, cols]`` of the checkpoint's patch position grid (TransReID-SSL's
         ``PRETRAIN_HW_RATIO``), or None: the grid recorded in the checkpoint, else the one the
@@ -150,7 +152,7 @@ class TransReIDTask(RetrievalEvaluation, L.LightningModule):
         self.term_optimizers = TermOptimizers(self.objective)  # terms with their own optimiser (BoT centres)
         self.optimizer_factory = instantiate(optimizer)
         self.param_group_config = ParamGroupConfig(**(_plain(param_groups) or {}))
-        self.schedule_factory = instantiate(schedule) if schedule is not None else None
+        self.schedule = instantiate(schedule) if schedule is not None else None
         self.evaluators: list[ReIDEvaluator] = []  # one per evaluation dataloader, during evaluation
         self.evaluation_names: list[str] = []
         if weights is not None:
@@ -244,16 +246,19 @@ class TransReIDTask(RetrievalEvaluation, L.LightningModule):
         groups += self.objective.param_groups(base_lr)
         optimizer = self.optimizer_factory(groups)
         self.term_optimizers.build()
-        if self.schedule_factory is None:
-            return {"optimizer": optimizer}
-        return per_step_scheduler(
-            optimizer,
-            self.schedule_factory,
-            base_lr,
-            self.trainer.max_epochs,
-            self.trainer.estimated_stepping_batches,
-            "TransReIDTask",
-        )
+        return {"optimizer": optimizer}
+
+    def on_train_start(self) -> None:
+        self._set_epoch_lr()  # a run resumed mid-epoch gets no on_train_epoch_start for that epoch
+
+    def on_train_epoch_start(self) -> None:
+        self._set_epoch_lr()
+
+    def _set_epoch_lr(self) -> None:
+        if self.schedule is not None:
+            base_lr = float(self.optimizer_factory.keywords["lr"])
+            optimizer = self.trainer.optimizers[0]
+            set_epoch_lr(optimizer, self.schedule, self.current_epoch, base_lr, self.trainer.max_epochs)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # fp16: grads still scaled here

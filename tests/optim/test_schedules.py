@@ -1,83 +1,122 @@
+"""The epoch schedules equal the official schedulers as the official loops step them, for every group.
+
+The references are the transcriptions in ``tests/official/schedulers.py`` (timm's CosineLRScheduler as
+TransReID vendors it, BoT's WarmupMultiStepLR, torch's StepLR; each with the loop that steps it). The
+old project form scaled one schedule by each group's lr factor, so the bias group's (x2) warm-up start
+and floor differed from the official absolute ones (the shared start-and-floor test fails on it); and
+it stepped TransReID-SSL's scheduler at the epoch's start, training epoch 1 at 6x and 11x the official
+lr (``test_transreid_ssl_epoch_one_trains_at_the_warmup_start``).
+"""
+
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from reid.optim import ArrayLR, cosine_schedule, transreid_schedule, warmup_multistep_schedule
+from reid.optim import StepDecayLR, TimmCosineLR, WarmupMultiStepLR, cosine_schedule, set_epoch_lr
+from reid.optim.param_groups import ParamGroupConfig, build_param_groups
+from tests.official import schedulers as official
+
+RTOL = 1e-6
 
 
-def test_cosine_schedule_warmup_and_end_points():
-    values = cosine_schedule(1.0, 0.1, epochs=4, steps_per_epoch=5, warmup_epochs=1, warmup_start=0.0)
-    assert len(values) == 20
-    np.testing.assert_allclose(values[:5], [0.0, 0.25, 0.5, 0.75, 1.0])
-    assert values[5] == pytest.approx(1.0)  # cosine starts at base
-    # i - W = 14 of 15 decay steps
-    assert values[-1] == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * 14 / 15)))
-    assert np.all(np.diff(values[5:]) < 0)
+def _ours(schedule, peaks: list[float], base: float, epochs: int) -> np.ndarray:
+    return np.array([[schedule(e, peak, base, epochs) for peak in peaks] for e in range(epochs)])
+
+
+@pytest.mark.parametrize(("base", "warmup", "epochs"), [(0.008, 5, 120), (0.01, 5, 120), (0.045, 5, 120)])
+def test_timm_cosine_at_epoch_start_is_transreids_loop(base, warmup, epochs):
+    peaks = [base, 2 * base]  # weights, biases (BIAS_LR_FACTOR 2)
+    want = np.array(official.transreid_loop(peaks, base, epochs, warmup))
+    got = _ours(TimmCosineLR(warmup, 0.01, 0.002, "epoch_start"), peaks, base, epochs)
+    np.testing.assert_allclose(got, want, rtol=RTOL)
+
+
+@pytest.mark.parametrize(("base", "warmup", "epochs"), [(0.0004, 20, 120), (0.0004, 20, 60)])
+def test_timm_cosine_at_epoch_end_is_transreid_ssl_and_pass_loop(base, warmup, epochs):
+    peaks = [base, 2 * base]
+    want = np.array(official.transreid_ssl_loop(peaks, base, epochs, warmup))
+    got = _ours(TimmCosineLR(warmup, 0.01, 0.002, "epoch_end"), peaks, base, epochs)
+    np.testing.assert_allclose(got, want, rtol=RTOL)
+
+
+def test_the_bias_group_shares_the_absolute_start_and_floor():
+    base, schedule = 0.008, TimmCosineLR(5, 0.01, 0.002, "epoch_start")
+    weight = [schedule(e, base, base, 120) for e in range(120)]
+    bias = [schedule(e, 2 * base, base, 120) for e in range(120)]
+    assert bias[0] == pytest.approx(0.01 * base + (2 * base - 0.01 * base) / 5)  # not 2 x the weights'
+    assert bias[-1] == weight[-1] == pytest.approx(0.002 * base)  # t = T: the shared floor
+    assert bias[0] / weight[0] == pytest.approx((0.01 + 1.99 / 5) / (0.01 + 0.99 / 5))  # old scaled form: 2
+    c = 0.5 * (1 + math.cos(math.pi * 119 / 120))  # epoch 119 at t = 119: both near the shared floor
+    floor = 0.002 * base
+    ratio = (floor + (2 * base - floor) * c) / (floor + (base - floor) * c)
+    assert bias[-2] / weight[-2] == pytest.approx(ratio)
+
+
+def test_transreid_ssl_epoch_one_trains_at_the_warmup_start():
+    base = 0.0004
+    end, start = TimmCosineLR(20, steps_at="epoch_end"), TimmCosineLR(20, steps_at="epoch_start")
+    assert end(0, base, base, 120) == end(0, 2 * base, base, 120) == pytest.approx(0.01 * base)
+    assert start(0, base, base, 120) / end(0, base, base, 120) == pytest.approx(5.95)
+    assert start(0, 2 * base, base, 120) / end(0, 2 * base, base, 120) == pytest.approx(10.95)
+
+
+@pytest.mark.parametrize("factor", [0.1, 0.01])
+def test_warmup_multistep_is_bots_loop(factor):
+    base, peaks = 3.5e-4, [3.5e-4, 7e-4]
+    want = np.array(official.bot_loop(peaks, 120, 10, factor, [40, 70], 0.1))
+    got = _ours(WarmupMultiStepLR(10, factor, (40, 70), 0.1, "epoch_start"), peaks, base, 120)
+    np.testing.assert_allclose(got, want, rtol=RTOL)
+    assert got[0, 0] == pytest.approx(base * (factor * 0.9 + 0.1))  # epoch 1 trains at t = 1
+    assert got[38, 0] == pytest.approx(base) and got[39, 0] == pytest.approx(0.1 * base)  # 40th epoch decayed
+
+
+def test_step_decay_is_cluster_contrasts_loop():
+    peaks = [3.5e-4]
+    want = np.array(official.cluster_contrast_loop(peaks, 50, 20, 0.1))
+    np.testing.assert_allclose(_ours(StepDecayLR(20, 0.1), peaks, 3.5e-4, 50), want, rtol=RTOL)
+
+
+def test_bad_schedule_values_are_rejected():
+    with pytest.raises(ValueError, match="milestones"):
+        WarmupMultiStepLR(1, 0.1, (3, 2))
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        TimmCosineLR(warmup_epochs=5)(0, 1.0, 1.0, 3)
+    with pytest.raises(ValueError, match="steps_at"):
+        TimmCosineLR(steps_at="middle")(0, 1.0, 1.0, 3)
+    with pytest.raises(ValueError, match="step_size"):
+        StepDecayLR(0)
+
+
+def test_set_epoch_lr_gives_each_group_its_factor_and_needs_the_epoch_count():
+    net = torch.nn.Linear(3, 2)
+    groups = build_param_groups(net, 0.008, 1e-4, ParamGroupConfig(bias_lr_factor=2.0))
+    optimizer = torch.optim.SGD(groups, lr=0.008, momentum=0.9)
+    schedule = TimmCosineLR(5, 0.01, 0.002, "epoch_start")
+    set_epoch_lr(optimizer, schedule, 7, 0.008, 120)
+    by_factor = {g["lr_factor"]: g["lr"] for g in optimizer.param_groups}
+    assert by_factor[1.0] == pytest.approx(schedule(7, 0.008, 0.008, 120))
+    assert by_factor[2.0] == pytest.approx(schedule(7, 0.016, 0.008, 120))
+    with pytest.raises(ValueError, match="max_epochs"):
+        set_epoch_lr(optimizer, schedule, 0, 0.008, None)
+
+
+def test_dino_arrays_equal_the_official_cosine_scheduler():
+    for args in [(1.0, 0.1, 4, 5, 1), (0.002, 1e-6, 100, 7, 10), (0.04, 0.4, 3, 2, 0)]:
+        base, final, epochs, per_epoch, warmup = args
+        want = official.dino_cosine_scheduler(base, final, epochs, per_epoch, warmup)
+        got = cosine_schedule(base, final, epochs, per_epoch, warmup_epochs=warmup)
+        np.testing.assert_allclose(got, want, rtol=RTOL)
 
 
 def test_cosine_schedule_without_warmup_matches_formula():
     values = cosine_schedule(2.0, 0.0, epochs=2, steps_per_epoch=3)
-    expected = [1.0 + math.cos(math.pi * i / 6) for i in range(6)]
-    np.testing.assert_allclose(values, expected)
-
-
-def test_transreid_schedule_matches_official_formula():
-    base, epochs = 0.008, 120
-    values = transreid_schedule(base, epochs=epochs, steps_per_epoch=2, warmup_epochs=5)
-    per_epoch = values[::2]
-    np.testing.assert_allclose(values[1::2], per_epoch)  # constant within an epoch
-    init, lr_min = 0.01 * base, 0.002 * base
-    assert per_epoch[0] == pytest.approx(init + (base - init) / 5)  # official epoch t=1
-    assert per_epoch[3] == pytest.approx(init + 4 * (base - init) / 5)  # t=4, last warmup epoch
-    t = 5
-    assert per_epoch[4] == pytest.approx(lr_min + 0.5 * (base - lr_min) * (1 + math.cos(math.pi * t / 120)))
-    assert per_epoch[-1] == pytest.approx(lr_min)  # t = T: cos(pi) = -1
-    assert per_epoch.max() < base
-
-
-def test_warmup_multistep_schedule_matches_bot():
-    base, steps = 3.5e-4, 3
-    values = warmup_multistep_schedule(base, epochs=120, steps_per_epoch=steps)  # BoT defaults
-    assert len(values) == 120 * steps
-    per_epoch = values[::steps]
-    np.testing.assert_allclose(values[1::steps], per_epoch)  # constant within an epoch
-    np.testing.assert_allclose(values[2::steps], per_epoch)
-    # 0-based epoch e: warmup 0.1 * (1 - e/10) + e/10, then x0.1 from epoch 40 and again from 70
-    expected = {0: 3.5e-5, 1: 0.19 * base, 5: 0.55 * base, 9: 0.91 * base, 10: base, 39: base}
-    expected |= {40: 3.5e-5, 69: 3.5e-5, 70: 3.5e-6, 119: 3.5e-6}
-    for epoch, lr in expected.items():
-        assert per_epoch[epoch] == pytest.approx(lr), epoch
-    assert values[10 * steps - 1] == pytest.approx(0.91 * base)  # last step of warmup
-    assert values[40 * steps] == pytest.approx(3.5e-5)  # first step after the first milestone
-
-
-def test_warmup_multistep_schedule_arguments():
-    no_warmup = warmup_multistep_schedule(1.0, epochs=4, steps_per_epoch=1, warmup_epochs=0, milestones=[2])
-    np.testing.assert_allclose(no_warmup, [1.0, 1.0, 0.1, 0.1])
-    with pytest.raises(ValueError, match="milestones"):
-        warmup_multistep_schedule(1.0, epochs=4, steps_per_epoch=1, warmup_epochs=1, milestones=[3, 2])
-    with pytest.raises(ValueError, match="warmup_epochs"):
-        warmup_multistep_schedule(1.0, epochs=4, steps_per_epoch=1, warmup_epochs=10)
+    np.testing.assert_allclose(values, [1.0 + math.cos(math.pi * i / 6) for i in range(6)])
 
 
 def test_bad_lengths_are_rejected():
     with pytest.raises(ValueError, match="max_epochs"):
         cosine_schedule(1.0, 0.0, epochs=0, steps_per_epoch=3)
     with pytest.raises(ValueError, match="warmup_epochs"):
-        transreid_schedule(1.0, epochs=3, steps_per_epoch=1, warmup_epochs=5)
-
-
-def test_array_lr_keeps_group_factors_and_clamps_past_end():
-    w, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
-    base = 0.5
-    optimizer = torch.optim.SGD([{"params": [w], "lr": base}, {"params": [b], "lr": 2 * base}], lr=base)
-    values = np.array([0.1, 0.2, 0.3])
-    scheduler = ArrayLR(optimizer, values, base_lr=base)
-    seen = []
-    for _ in range(5):
-        seen.append([g["lr"] for g in optimizer.param_groups])
-        optimizer.step()
-        scheduler.step()
-    np.testing.assert_allclose(seen, [[0.1, 0.2], [0.2, 0.4], [0.3, 0.6], [0.3, 0.6], [0.3, 0.6]])
+        cosine_schedule(1.0, 0.0, epochs=3, steps_per_epoch=1, warmup_epochs=5)
