@@ -79,6 +79,10 @@ class ResNet(tv.ResNet):
         camera_embed: only ``None``: side-information embeddings (TransReID SIE) are ViT token
             offsets; the argument exists so the task's backbone call fails with a clear message.
         grad_checkpointing: recompute each stage's activations in backward (module docstring).
+        stem_relu: the ReLU after the stem's ``bn1`` (torchvision). BoT's ResNet has none: its line is
+            commented out in reid-strong-baseline ``modeling/backbones/resnet.py`` ("add missed relu"),
+            and its published models trained without it; ``False`` makes ``relu`` the identity, so
+            BoT's weights give BoT's features (the state-dict keys are the same either way).
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class ResNet(tv.ResNet):
         norm_layer: Callable[[int], nn.Module] | None = None,
         camera_embed: Mapping[str, Any] | None = None,
         grad_checkpointing: bool = False,
+        stem_relu: bool = True,
     ) -> None:
         nn.Module.__init__(self)  # tv.ResNet.__init__ would build fixed widths and an unused fc
         if not isinstance(grad_checkpointing, bool):
@@ -113,7 +118,9 @@ class ResNet(tv.ResNet):
         self.last_stride = last_stride
         self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = self._norm_layer(self.inplanes)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = (
+            nn.ReLU(inplace=True) if stem_relu else nn.Identity()
+        )  # the stem's only: blocks have theirs
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.layer1 = self._make_layer(block, widths[0], layers[0])
         self.layer2 = self._make_layer(block, widths[1], layers[1], stride=2)

@@ -88,3 +88,40 @@ def test_shape_mismatch_names_the_tensor_both_shapes_and_cause(tmp_path):
     assert "resnet18.pth (layout torchvision) does not fit the model" in message
     assert "backbone.conv1.weight: checkpoint (64, 3, 7, 7) vs model (16, 3, 7, 7)" in message
     assert "ResNet depth, block type or widths differ" in message
+
+
+def _official_bot_features(net: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """reid-strong-baseline ``modeling/backbones/resnet.py`` ``ResNet.forward``: conv1 -> bn1 -> (the ReLU
+    line commented out) -> maxpool -> layer1..4, on the same modules."""
+    x = net.maxpool(net.bn1(net.conv1(images)))
+    for stage in (net.layer1, net.layer2, net.layer3, net.layer4):
+        x = stage(x)
+    return x
+
+
+def test_bot_weights_give_bots_features_without_the_stem_relu(tmp_path):
+    """An official BoT checkpoint (torchvision keys) into ``model=bot_r50``'s backbone: its features equal
+    the official forward's (no stem ReLU) to 1e-6 relative; with the ReLU they differ (the old form)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from reid.config import CONFIG_DIR
+
+    torch.manual_seed(0)
+    official = resnet50(last_stride=1).eval()
+    for module in official.modules():  # trained-looking BN statistics, so the stem's negatives matter
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.bias.data.uniform_(-0.5, 0.5)
+    backbone = OmegaConf.load(CONFIG_DIR / "model" / "bot_r50.yaml").backbone
+    ours = instantiate(backbone)().eval()
+    ours.load_state_dict(official.state_dict())
+    images = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        want = _official_bot_features(official, images)
+        got = ours.forward_features(images)
+        with_relu = official.forward_features(images)  # torchvision's stem
+    assert torch.allclose(got, want, rtol=1e-6, atol=1e-6 * float(want.abs().max()))
+    assert (with_relu - want).abs().max() > 1e-3 * float(want.abs().max())
+    assert isinstance(ours.relu, torch.nn.Identity) and not isinstance(official.relu, torch.nn.Identity)
