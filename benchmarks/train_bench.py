@@ -245,8 +245,8 @@ def datamodule_rate(workers: int, data_dir: Path, max_batches: int) -> float:
             "batch_size": 64,
             "num_instances": 4,
             "num_workers": workers,
-            "augment": OmegaConf.to_container(
-                OmegaConf.load(CONFIG_DIR / "data" / "_reid_base.yaml").augment
+            "transforms": OmegaConf.to_container(
+                OmegaConf.load(CONFIG_DIR / "data" / "transforms" / "transreid.yaml")
             ),
         }
     )

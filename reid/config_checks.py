@@ -75,7 +75,31 @@ def check_config(cfg: DictConfig) -> None:
             shown = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
             raise ConfigValueError(f"{key}={shown!r} ({type(value).__name__}): expected {expected}")
     _model_keys_are_task_parameters(cfg)
+    _selection_has_a_validation_split(cfg)
     _cpu_ddp_without_sync_batchnorm(cfg)
+
+
+def _selection_has_a_validation_split(cfg: DictConfig) -> None:
+    """``test_weights`` is ``last`` or ``best``; ``best`` chooses on ``val/mAP``, which must then come from
+    identities held out of training (``data.val_identities`` > 0), never from the test split."""
+    weights = cfg.get("test_weights", "last")
+    if weights not in ("last", "best"):
+        raise ConfigValueError(
+            f"test_weights={weights!r}: expected last or best (selection=last | selection=best)"
+        )
+    if weights != "best":
+        return
+    held_out = OmegaConf.select(cfg, "data.val_identities", default=0)
+    if not held_out:
+        raise ConfigValueError(
+            "test_weights=best chooses the checkpoint with the best val/mAP, and with data.val_identities="
+            f"{held_out} val/mAP is scored on the test split: set data.val_identities to the training "
+            "identities to hold out (selection=best sets 100), or report the last epoch (selection=last)"
+        )
+    if OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor", default=None) != "val/mAP":
+        raise ConfigValueError(
+            "test_weights=best needs callbacks.model_checkpoint.monitor=val/mAP (selection=best sets it)"
+        )
 
 
 _SPECIAL_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}

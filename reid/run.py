@@ -314,10 +314,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             warn_on_changed_settings(checkpoint, cfg, resume)
             _resume_loggers(trainer, checkpoint)
         _fit(trainer, model, datamodule, resume, output_dir)
-        summary["best_checkpoint"] = _best_checkpoint(trainer)
+        summary["tested_weights"] = tested_weights(trainer, cfg.get("test_weights", "last"))
     ckpt = None
     if cfg.test:
-        ckpt = summary.get("best_checkpoint") if cfg.train else resolve_ckpt_path(cfg.ckpt_path, output_dir)
+        if cfg.train:
+            ckpt = summary["tested_weights"]["checkpoint"]
+        else:
+            ckpt = resolve_ckpt_path(cfg.ckpt_path, output_dir)
+            summary["tested_weights"] = {"selection": "ckpt_path", "checkpoint": ckpt}
         test_ckpt = _load_for_test(model, ckpt) if ckpt is not None and not cfg.train else ckpt
         results = trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt)
         summary["test"] = _metrics(results, "test/", targets)
@@ -368,11 +372,26 @@ def _finish_loggers(trainer: L.Trainer) -> None:
             experiment.finish()
 
 
-def _best_checkpoint(trainer: L.Trainer) -> str | None:
+def tested_weights(trainer: L.Trainer, selection: str) -> dict[str, Any]:
+    """Which weights the final test scores, for ``results.json``: ``selection`` (``test_weights``) with the
+    checkpoint file, the epochs and steps trained, and for ``best`` the chosen ``val/mAP``.
+
+    ``last`` is the last epoch's state (``last.ckpt``; the weights in memory when no checkpoint is
+    configured), as the official code reports. ``best`` is the best checkpoint of ``val/mAP`` on the
+    held-out identities (``selection=best``; :func:`reid.config_checks.check_config` refuses it without
+    them); with no validation run, the last state is tested and ``selection`` says so.
+    """
     callback = trainer.checkpoint_callback
-    if callback is None:
-        return None
-    return getattr(callback, "best_model_path", None) or getattr(callback, "last_model_path", None) or None
+    record: dict[str, Any] = {"selection": selection, "epochs": int(trainer.current_epoch)}
+    record["global_step"] = int(trainer.global_step)
+    best = getattr(callback, "best_model_path", "") if selection == "best" else ""
+    if best:
+        score = getattr(callback, "best_model_score", None)
+        return record | {"checkpoint": best, "val/mAP": float(score) if score is not None else None}
+    if selection == "best":
+        log.warning("selection=best: no validation chose a checkpoint; the test scores the last state")
+        record["selection"] = "last (no best checkpoint)"
+    return record | {"checkpoint": getattr(callback, "last_model_path", "") or None}
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="run")

@@ -64,3 +64,22 @@ def compose_config(tmp_path: Path, tiny_data_dir: Path) -> Callable[..., DictCon
         return cfg
 
     return _compose
+
+
+def epoch_steps(cfg: DictConfig, epochs: int) -> list[int]:
+    """The training steps of each of the first ``epochs`` epochs of a supervised run composed as ``cfg``:
+    the P x K sampler ends an epoch as the official RandomIdentitySampler does, after a number of batches
+    its draws decide (``reid.data.samplers``), so tests count them instead of assuming a fixed length."""
+    from hydra.utils import instantiate
+
+    from reid.data.samplers import IdentitySampler
+
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    sampler = IdentitySampler(
+        [r.pid for r in datamodule.train_data.train],
+        batch_size=datamodule.batch_size,
+        num_instances=datamodule.num_instances,
+        seed=datamodule.seed,
+    )
+    return [sampler.batches_in_epoch(epoch) for epoch in range(epochs)]

@@ -56,7 +56,7 @@ def test_transreid_jpm_sie_learns(tmp_path: Path, data_dir: Path) -> None:
         *first_demo,
         "train=false",
         "evaluate_before_fit=false",
-        f"ckpt_path={summary['best_checkpoint']}",
+        f"ckpt_path={summary['tested_weights']['checkpoint']}",
         "model.sie_at_test=false",
     )
     assert free["test"]["mAP"] > 15.0

@@ -24,7 +24,7 @@ def test_tiny_run_fits_tests_and_writes_results(compose_config):
     assert 0.0 < summary["test"]["mAP"] <= 100.0
     assert set(summary["untrained"]) >= {"mAP", "R1"}
     assert (out / "checkpoints" / "last.ckpt").is_file()
-    assert Path(summary["best_checkpoint"]).is_file()
+    assert Path(summary["tested_weights"]["checkpoint"]).is_file()
     metrics = (out / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss_id", "train/loss_tri", "val/mAP", "val/R1", "val/mINP"} <= set(metrics)
 

@@ -134,7 +134,10 @@ def test_usl_experiment_matches_the_official_script(name, compose_config):
     assert (data.batch_size, data.num_instances, data.iterations) == (256, 8, 200)
     assert list(data.image_size) == [256, 128]
     assert list(data.pixel_mean) == list(data.pixel_std) == [0.5, 0.5, 0.5]  # --self-norm
-    assert (data.augment.flip_prob, data.augment.padding, data.augment.erasing_prob) == (0.5, 10, 0.5)
+    transforms = data.transforms  # get_train_loader / get_test_loader (tests/data/test_transforms.py)
+    assert (transforms.train_interpolation, transforms.test_interpolation) == ("bicubic", "bicubic")
+    assert (transforms.flip_prob, transforms.padding, transforms.erasing.probability) == (0.5, 10, 0.5)
+    assert list(transforms.erasing.fill) == [0.485, 0.456, 0.406]
     assert model._target_ == "reid.tasks.cluster_contrast.ClusterContrastTask"
     backbone = model.backbone
     assert backbone._target_ == "reid.models.vit.vit_small"
@@ -175,3 +178,15 @@ def test_schedule_is_the_official_step_lr_stepped_after_each_epoch(model):
         step_lr.step()
     got = [schedule(epoch, 3.5e-4, 3.5e-4, 50) for epoch in range(50)]
     assert np.allclose(got, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "name", ["uda_msmt2market", "uda_market2msmt", "uda_ics_msmt2market", "uda_ics_market2msmt"]
+)
+def test_uda_starts_from_the_source_models_last_epoch(name):
+    """market_uda.sh / msmt_uda.sh pass ``-pp .../transformer_120.pth``: the source run's last epoch (its
+    checkpoints/last.ckpt here; the source's results.json names it under tested_weights), not a best one."""
+    text = (CONFIG_DIR / "experiment" / f"{name}.yaml").read_text()
+    weights_comment = text[: text.index("  weights: ")].rsplit("model:", 1)[-1]
+    assert "last epoch" in weights_comment and "checkpoints/last.ckpt" in weights_comment
+    assert "best" not in text

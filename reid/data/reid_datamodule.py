@@ -17,6 +17,7 @@ consumed, which the sampler skips on resume, at any worker count (``reid.trainin
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,7 +31,8 @@ from reid.data.image_dataset import ImageDataset, check_image_headers
 from reid.data.loading import loader_options, world_of
 from reid.data.records import DatasetInfo, ReIDDataset, Trial
 from reid.data.samplers import IdentitySampler
-from reid.data.transforms import TrainAugment, build_test_transform, build_train_transform
+from reid.data.transforms import ReIDTransforms
+from reid.data.validation_split import hold_out_identities
 from reid.training.resumable import (
     ItemSeededDataset,
     ResumableDataLoader,
@@ -86,6 +88,12 @@ class ReIDDataModule(L.LightningDataModule):
     batch_size: images per step per rank (P x K).
     num_instances: K, images per identity in a batch.
     min_image_side: images with a side shorter than this (one ViT patch) are reported at setup.
+    transforms: the recipe family's train and test pipelines (``conf/data/transforms``); ``None``:
+        TransReID's.
+    val_identities: training identities held out as the validation query/gallery
+        (``reid.data.validation_split``), so that ``val/*`` never comes from the test split; 0: validation
+        scores the evaluation targets (a learning curve, as the official loops log it; the weights a run
+        reports are then never chosen on it: ``selection=last``).
 
     Setup parses the dataset(s) and reads the header of every image of every split of every target
     (size only, no pixels), so that a zero-byte, corrupt or non-image file fails before the first
@@ -104,9 +112,10 @@ class ReIDDataModule(L.LightningDataModule):
         num_workers: int = 8,
         pixel_mean: Sequence[float] = (0.5, 0.5, 0.5),
         pixel_std: Sequence[float] = (0.5, 0.5, 0.5),
-        augment: TrainAugment | dict | None = None,
+        transforms: ReIDTransforms | None = None,
         seed: int = 0,
         min_image_side: int = 16,
+        val_identities: int = 0,
     ) -> None:
         super().__init__()
         for key, value in (("batch_size", batch_size), ("test_batch_size", test_batch_size)):
@@ -125,8 +134,13 @@ class ReIDDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pixel_mean = tuple(pixel_mean)
         self.pixel_std = tuple(pixel_std)
-        self.augment = TrainAugment(**augment) if isinstance(augment, dict) else augment
+        self.transforms = transforms if transforms is not None else ReIDTransforms()
         self.seed = seed
+        if not isinstance(val_identities, int) or isinstance(val_identities, bool) or val_identities < 0:
+            raise ValueError(f"data.val_identities={val_identities!r}: expected an integer >= 0")
+        self.val_identities = val_identities
+        self.val_data: ReIDDataset | None = None
+        """The held-out validation identities' query and gallery (``val_identities > 0``)."""
         self.train_data: ReIDDataset | None = None
         self.test_sets: dict[str, ReIDDataset] = {}
         """The evaluation targets by name, in evaluation order (the training data without targets)."""
@@ -144,6 +158,14 @@ class ReIDDataModule(L.LightningDataModule):
         if extras:
             train_data = combine_train_splits(train_data, extras)
             log_sources(train_data)
+        if self.val_identities:
+            held = hold_out_identities(train_data.train, self.val_identities, self.seed)
+            self.val_data = ReIDDataset(f"{train_data.name} held-out", [], held.query, held.gallery)
+            train_data = dataclasses.replace(train_data, train=held.train)
+            log.info(
+                "validation: %d training identities held out (%d queries, %d gallery images); %d train on",
+                self.val_identities, len(held.query), len(held.gallery), train_data.num_train_pids,
+            )  # fmt: skip
         for name, data in test_sets.items():
             target = f"dataset '{data.name}'" + (f" (test target '{name}')" if name != data.name else "")
             if not data.query:
@@ -196,16 +218,24 @@ class ReIDDataModule(L.LightningDataModule):
 
     @property
     def evaluation_targets(self) -> list[EvaluationTarget]:
-        """One entry per validation/test dataloader, in dataloader order."""
+        """One entry per test dataloader, in dataloader order."""
         self.setup()
         sets = self.test_sets.items()
         return [EvaluationTarget(name, len(data.query), tuple(data.trials)) for name, data in sets]
+
+    @property
+    def validation_targets(self) -> list[EvaluationTarget]:
+        """One entry per validation dataloader: the held-out identities, else the evaluation targets."""
+        self.setup()
+        if self.val_data is None:
+            return self.evaluation_targets
+        return [EvaluationTarget("", len(self.val_data.query), ())]
 
     def train_dataloader(self) -> ResumableDataLoader:
         self.setup()
         world_size, rank = world_of(self)
         records = self.train_data.train
-        transform = build_train_transform(self.image_size, self.pixel_mean, self.pixel_std, self.augment)
+        transform = self.transforms.train(self.image_size, self.pixel_mean, self.pixel_std)
         identities = IdentitySampler(
             [r.pid for r in records],
             batch_size=self.batch_size,
@@ -214,6 +244,8 @@ class ReIDDataModule(L.LightningDataModule):
             num_replicas=world_size,
             rank=rank,
         )
+        position = self._train_position()  # the loader is rebuilt every epoch: its length is this epoch's
+        identities.set_epoch(position.epoch if position is not None else 0)
         return ResumableDataLoader(
             ItemSeededDataset(ImageDataset(records, transform), self.seed, rank),
             batch_size=self.batch_size,
@@ -228,17 +260,17 @@ class ReIDDataModule(L.LightningDataModule):
         return train_position(trainer) if trainer is not None else None
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
-        """Per target, query records followed by gallery records (``index < num_query`` marks a query);
-        one loader with one target, a list in :attr:`evaluation_targets` order with several."""
+        """The held-out identities' query then gallery, or without them :meth:`test_dataloader`'s."""
         self.setup()
-        loaders = [self._evaluation_loader(data) for data in self.test_sets.values()]
-        return loaders[0] if len(loaders) == 1 else loaders
+        if self.val_data is not None:
+            return self._evaluation_loader(self.val_data)
+        return self.test_dataloader()
 
     def _evaluation_loader(self, data: ReIDDataset) -> DataLoader:
         world_size, rank = world_of(self)
         records = [*data.query, *data.gallery]
         dataset = ImageDataset(
-            records, build_test_transform(self.image_size, self.pixel_mean, self.pixel_std)
+            records, self.transforms.test(self.image_size, self.pixel_mean, self.pixel_std)
         )
         sampler = None
         if world_size > 1:
@@ -249,4 +281,8 @@ class ReIDDataModule(L.LightningDataModule):
         )
 
     def test_dataloader(self) -> DataLoader | list[DataLoader]:
-        return self.val_dataloader()
+        """Per target, query records followed by gallery records (``index < num_query`` marks a query);
+        one loader with one target, a list in :attr:`evaluation_targets` order with several."""
+        self.setup()
+        loaders = [self._evaluation_loader(data) for data in self.test_sets.values()]
+        return loaders[0] if len(loaders) == 1 else loaders

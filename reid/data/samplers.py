@@ -1,14 +1,15 @@
 """P x K identity sampling (Hermans et al. 2017, "In Defense of the Triplet Loss"), correct under DDP.
 
 Every batch holds P identities with K images each, which is what batch-hard triplet mining needs.
-The epoch is planned once, globally, from ``(seed, epoch)``: each identity's images are shuffled
-and cut into chunks of K (identities with fewer than K images are sampled with replacement up to
-K; a final partial chunk is dropped, as in TransReID and fast-reid), then global batches of
-``P x world_size`` distinct identities are drawn, each taking one unused chunk of each identity.
-An epoch has a fixed number of batches, ``total chunks // (P x world_size)``, so that schedules
-sized at the start stay exact; when fewer than ``P x world_size`` identities still have unused
-chunks before that count is reached (the reference samplers end the epoch early there, making its
-length random), the chunk lists are refilled from a fresh shuffle.
+The epoch is planned once, globally, from ``(seed, epoch)`` as the official ``RandomIdentitySampler``
+(TransReID, TransReID-SSL, PASS and BoT ``datasets/sampler.py``) plans it: each identity's images are
+shuffled and cut into chunks of K (identities with fewer than K images are sampled with replacement up
+to K; a final partial chunk is dropped); then, while at least ``P x world_size`` identities have unused
+chunks, that many distinct identities are drawn uniformly and each gives its next chunk. The epoch ends
+there, so its number of batches depends on the draws (below the count of chunks / P the official
+``__len__`` estimates) and differs from epoch to epoch; :meth:`IdentitySampler.batches_in_epoch` gives
+it for any epoch, and the datamodule's loader is rebuilt every epoch
+(``trainer.reload_dataloaders_every_n_epochs: 1``) so that Lightning trains each epoch's own length.
 Rank ``r`` takes identities ``[r*P, (r+1)*P)`` of every global batch, so in every step the ranks
 see disjoint identities, all ranks run the same number of steps, and the union over ranks of one
 epoch is exactly the single-process epoch of a ``P x world_size`` batch.
@@ -81,9 +82,8 @@ class IdentitySampler(Sampler[int]):
                 "raise data.num_instances"
             )
         self._report_short_identities()
-        total_chunks = sum(max(1, len(v) // num_instances) for v in self._index_by_pid.values())
-        self.batches_per_epoch = total_chunks // needed
-        self._length = self.batches_per_epoch * self.ids_per_batch * num_instances
+        self._batches: dict[int, list[list[list[int]]]] = {}
+        """The global batches of the epoch planned last (a plan is a pure function of the epoch)."""
 
     def _report_short_identities(self) -> None:
         """Log once how many identities have fewer than K images (they are sampled with replacement)."""
@@ -100,6 +100,10 @@ class IdentitySampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def batches_in_epoch(self, epoch: int) -> int:
+        """Batches (steps) of ``epoch``: the official ``RandomIdentitySampler``'s count for its draws."""
+        return len(self._plan(epoch))
+
     def _chunks(self, rng: np.random.Generator) -> dict[int, list[list[int]]]:
         """Each identity's images, shuffled and cut into chunks of K."""
         chunks: dict[int, list[list[int]]] = {}
@@ -113,18 +117,22 @@ class IdentitySampler(Sampler[int]):
         return chunks
 
     def _plan(self, epoch: int) -> list[list[list[int]]]:
-        """Global batches for ``epoch``: a list of batches, each a list of K-index chunks."""
-        rng = np.random.default_rng([self.seed, epoch])
+        """Global batches of ``epoch``: a list of batches, each a list of K-index chunks (module
+        docstring); cached, since the loader asks for its length before it iterates."""
+        if epoch not in self._batches:
+            self._batches = {epoch: self._draw(np.random.default_rng([self.seed, epoch]))}
+        return self._batches[epoch]
+
+    def _draw(self, rng: np.random.Generator) -> list[list[list[int]]]:
         chunks = self._chunks(rng)
         batch_ids = self.ids_per_batch * self.num_replicas
+        available = [pid for pid in sorted(chunks) if chunks[pid]]
         batches: list[list[list[int]]] = []
-        while len(batches) < self.batches_per_epoch:
-            available = [pid for pid in sorted(chunks) if chunks[pid]]
-            if len(available) < batch_ids:
-                chunks = self._chunks(rng)
-                continue
-            chosen = rng.choice(len(available), size=batch_ids, replace=False)
-            batches.append([chunks[available[i]].pop() for i in chosen])
+        while len(available) >= batch_ids:
+            chosen = [available[i] for i in rng.choice(len(available), size=batch_ids, replace=False)]
+            batches.append([chunks[pid].pop(0) for pid in chosen])
+            if any(not chunks[pid] for pid in chosen):
+                available = [pid for pid in available if chunks[pid]]
         return batches
 
     def __iter__(self) -> Iterator[int]:
@@ -134,4 +142,5 @@ class IdentitySampler(Sampler[int]):
                 yield from chunk
 
     def __len__(self) -> int:
-        return self._length
+        """Indices this rank yields in the current epoch."""
+        return len(self._plan(self.epoch)) * self.ids_per_batch * self.num_instances

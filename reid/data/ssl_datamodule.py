@@ -235,10 +235,10 @@ class SSLDataModule(L.LightningDataModule):
         self.setup()
         if self.monitor_data is None:
             return None
-        from reid.data.transforms import build_test_transform
+        from reid.data.transforms import ReIDTransforms
 
         records = [*self.monitor_data.query, *self.monitor_data.gallery]
-        transform = build_test_transform(self.monitor_image_size, self.pixel_mean, self.pixel_std)
+        transform = ReIDTransforms().test(self.monitor_image_size, self.pixel_mean, self.pixel_std)
         return DataLoader(ImageDataset(records, transform), batch_size=self.monitor_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader | list:

@@ -22,7 +22,6 @@ from reid.data.loading import loader_options, world_of
 from reid.data.pseudo_label_sampler import PseudoLabelSampler
 from reid.data.records import UNLABELLED, DatasetInfo, Record
 from reid.data.reid_datamodule import ReIDDataModule
-from reid.data.transforms import build_test_transform, build_train_transform
 from reid.training.resumable import ItemSeededDataset, ResumableDataLoader, ResumableKeySampler
 
 
@@ -33,6 +32,11 @@ class UnlabelledDataModule(ReIDDataModule):
     """
 
     def __init__(self, *args: Any, iterations: int = 200, **kwargs: Any) -> None:
+        if kwargs.get("val_identities"):
+            raise ValueError(
+                f"data.val_identities={kwargs['val_identities']}: unsupervised training uses no identity "
+                "labels, so none are held out to choose weights on; report the last epoch (selection=last)"
+            )
         super().__init__(*args, **kwargs)
         if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
             raise ValueError(
@@ -69,7 +73,7 @@ class UnlabelledDataModule(ReIDDataModule):
         once, so persistent workers are reused from epoch to epoch."""
         if self._cluster_loader is not None:
             return self._cluster_loader
-        transform = build_test_transform(self.image_size, self.pixel_mean, self.pixel_std)
+        transform = self.transforms.test(self.image_size, self.pixel_mean, self.pixel_std)
         dataset = ImageDataset(self.train_records, transform)
         options = loader_options(self.num_workers)
         self._cluster_loader = DataLoader(dataset, batch_size=self.test_batch_size, **options)
@@ -88,7 +92,7 @@ class UnlabelledDataModule(ReIDDataModule):
             num_replicas=world_size,
             rank=rank,
         )
-        transform = build_train_transform(self.image_size, self.pixel_mean, self.pixel_std, self.augment)
+        transform = self.transforms.train(self.image_size, self.pixel_mean, self.pixel_std)
         return ResumableDataLoader(
             ItemSeededDataset(ImageDataset(records, transform), self.seed, rank),
             batch_size=self.batch_size,

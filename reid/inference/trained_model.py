@@ -37,7 +37,7 @@ from torch import Tensor
 
 from reid.config import register_resolvers
 from reid.data.records import DatasetInfo
-from reid.data.transforms import build_test_transform
+from reid.data.transforms import ReIDTransforms
 from reid.evaluation import EvalConfig
 from reid.models.sie import CameraEmbedConfig
 from reid.run import _state_differences
@@ -79,6 +79,7 @@ class TrainedModel:
     pixel_mean: tuple[float, float, float]
     pixel_std: tuple[float, float, float]
     model_target: str
+    test_interpolation: str = "bicubic"
 
     @property
     def camera_embed(self) -> CameraEmbedConfig | None:
@@ -93,8 +94,10 @@ class TrainedModel:
         return self.camera_embed is not None and self.camera_embed.uses_views
 
     def test_transform(self) -> Any:
-        """The run's test pipeline: bicubic resize -> tensor in [0, 1] -> ``(x - mean) / std``."""
-        return build_test_transform(self.image_size, self.pixel_mean, self.pixel_std)
+        """The run's test pipeline: resize (its ``data.transforms.test_interpolation``) -> tensor in [0, 1]
+        -> ``(x - mean) / std``."""
+        transforms = ReIDTransforms(test_interpolation=self.test_interpolation, erasing=None)
+        return transforms.test(self.image_size, self.pixel_mean, self.pixel_std)
 
     def description(self) -> dict[str, Any]:
         """What the features are, for the metadata of extracted features and exported models."""
@@ -105,6 +108,7 @@ class TrainedModel:
             "image_size": list(self.image_size),
             "pixel_mean": list(self.pixel_mean),
             "pixel_std": list(self.pixel_std),
+            "interpolation": self.test_interpolation,
             "normalized": self.evaluation.normalize,
             "flip": self.evaluation.flip,
             "metric": self.evaluation.metric,
@@ -115,14 +119,15 @@ class TrainedModel:
         }
 
 
-def _best_in_results(run_dir: Path) -> Path | None:
-    """The checkpoint ``results.json`` names as the run's best (looked up by file name in the run's
-    ``checkpoints/``: the run may have been moved)."""
+def _tested_in_results(run_dir: Path) -> Path | None:
+    """The checkpoint whose test ``results.json`` reports (``tested_weights``; ``best_checkpoint`` in runs
+    made before it), looked up by file name in the run's ``checkpoints/``: the run may have been moved."""
     results = run_dir / "results.json"
     if not results.is_file():
         return None
-    best = json.loads(results.read_text()).get("best_checkpoint")
-    found = run_dir / "checkpoints" / Path(best).name if best else None
+    summary = json.loads(results.read_text())
+    tested = (summary.get("tested_weights") or {}).get("checkpoint") or summary.get("best_checkpoint")
+    found = run_dir / "checkpoints" / Path(tested).name if tested else None
     return found if found is not None and found.is_file() else None
 
 
@@ -133,7 +138,7 @@ def find_run_files(
     with ``config`` (the run config file, instead of ``<run>/.hydra/config.yaml``).
 
     From a folder the checkpoint is ``checkpoint`` (a file name in ``<run>/checkpoints`` or a path), else
-    the best one ``results.json`` records, else ``last.ckpt``.
+    the one whose test ``results.json`` reports, else ``last.ckpt``.
     """
     path = Path(path)
     if path.is_file():
@@ -149,7 +154,7 @@ def find_run_files(
             named = Path(checkpoint)
             chosen = named if named.is_file() else run_dir / "checkpoints" / named
         else:
-            chosen = _best_in_results(run_dir) or run_dir / "checkpoints" / "last.ckpt"
+            chosen = _tested_in_results(run_dir) or run_dir / "checkpoints" / "last.ckpt"
     else:
         raise FileNotFoundError(f"{path}: no such run folder or checkpoint file")
     config = Path(config) if config is not None else run_dir / CONFIG_FILE
@@ -347,4 +352,8 @@ def load_trained_model(
         pixel_mean=tuple(float(v) for v in cfg.data.pixel_mean),
         pixel_std=tuple(float(v) for v in cfg.data.pixel_std),
         model_target=str(cfg.model.backbone.get("_target_", "")),
+        # runs made before data.transforms existed were evaluated with a bicubic resize
+        test_interpolation=str(
+            OmegaConf.select(cfg, "data.transforms.test_interpolation", default="bicubic")
+        ),
     )

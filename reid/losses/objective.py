@@ -201,7 +201,7 @@ class Objective(nn.Module):
     def param_groups(self, base_lr: float) -> list[dict[str, Any]]:
         """One optimiser group per term that has trainable parameters (``lr`` = ``base_lr`` unless the
         term's ``param_group_options`` say otherwise); ``[]`` when no term has any. ``lr_factor`` is
-        ``lr / base_lr``: under an epoch schedule (``reid.optim.set_epoch_lr``) the group peaks at base x factor.
+        ``lr / base_lr``: under an epoch schedule (``reid.optim.set_epoch_lr``) its peak is base x factor.
         Terms with their own optimiser (:attr:`LossTerm.has_own_optimizer`) are left out."""
         groups = []
         for name, term in self.terms.items():

@@ -29,14 +29,14 @@ class RetrievalEvaluation:
     # One evaluator per validation/test dataloader (one per target domain, ``dataloader_idx``). With several
     # targets every one logs ``<prefix>/<target>/<metric>`` and the plain ``<prefix>/<metric>`` names are the
     # first target's, so the checkpoint monitor and sweeps (``val/mAP``) follow the first target.
-    def _start_evaluation(self) -> None:
+    def _start_evaluation(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "num_query"):
             raise RuntimeError(
                 f"{type(self).__name__}: evaluation needs a datamodule with `num_query` (query records "
                 "first, then gallery); pass datamodule= to trainer.fit/validate/test"
             )
-        targets = getattr(datamodule, "evaluation_targets", None)
+        targets = getattr(datamodule, "validation_targets" if stage == "val" else "evaluation_targets", None)
         if targets is None:  # a datamodule of one target
             trials = getattr(getattr(datamodule, "test_data", None), "trials", ()) or ()
             targets = [EvaluationTarget("", datamodule.num_query, tuple(trials))]
@@ -84,7 +84,7 @@ class RetrievalEvaluation:
         return metrics
 
     def on_validation_epoch_start(self) -> None:
-        self._start_evaluation()
+        self._start_evaluation("val")
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluation_step(batch, dataloader_idx)
@@ -93,7 +93,7 @@ class RetrievalEvaluation:
         self._finish_evaluation("val")
 
     def on_test_epoch_start(self) -> None:
-        self._start_evaluation()
+        self._start_evaluation("test")
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluation_step(batch, dataloader_idx)

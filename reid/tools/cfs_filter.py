@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from reid.data.datasets.luperson import load_luperson, resolve_folder
 from reid.data.image_dataset import ImageDataset
-from reid.data.transforms import build_test_transform
+from reid.data.transforms import ReIDTransforms
 from reid.tools.export_backbone import build_backbone, extract_backbone, load_state
 
 
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> list[str]:
     img_size = tuple(args.img_size)
     source = load_proxy(args.source_ckpt, args.source_prefix, img_size, args.stride)
     target = load_proxy(args.target_ckpt, args.target_prefix, img_size, args.stride)
-    transform = build_test_transform(img_size, args.pixel_mean, args.pixel_std)
+    transform = ReIDTransforms().test(img_size, args.pixel_mean, args.pixel_std)
     loader = DataLoader(
         ImageDataset(records, transform), batch_size=args.batch_size, num_workers=args.num_workers
     )

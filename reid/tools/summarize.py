@@ -8,8 +8,11 @@ Prints a rich table; ``--csv`` also writes the rows to a file.
 
 Report: ``python -m reid.tools.summarize <runs and multirun folders...> --report out.md`` compares
 methods and datasets in one markdown table (:func:`report_rows`): a row per run and test target
-(experiment, training dataset, target, test mAP / R1 / mINP) with, where the run's config has a
-``published`` result (``conf/run.yaml``) for that target, the paper's numbers and source beside it.
+(experiment, training dataset, target, test mAP / R1 / mINP, which weights were tested) with, where the
+run's config has a ``published`` result (``conf/run.yaml``) for that target *and the run trained the
+experiment's recipe unchanged*, the paper's numbers and source beside it. A run with overrides that
+change the recipe (:func:`recipe_changes`: another model option, lr, batch, epochs, selection=best, ...)
+lists them in the ``recipe`` column instead, and gets no published number: it is not that recipe.
 """
 
 from __future__ import annotations
@@ -169,7 +172,8 @@ def published_of(node: object, where: Path) -> Published | None:
 
 @dataclass
 class ReportRow:
-    """One target of one run: its test metrics and, when published for that target, the paper's."""
+    """One target of one run: its test metrics, which weights they score, the overrides by which its recipe
+    differs from the experiment's, and the paper's numbers when published for that target and recipe."""
 
     run: str
     experiment: str
@@ -177,6 +181,50 @@ class ReportRow:
     target: str
     metrics: dict[str, float]
     published: Published | None = None
+    tested: str = ""
+    changes: tuple[str, ...] = ()
+
+
+OUTSIDE_THE_RECIPE = (
+    "experiment", "paths.", "hydra.", "data.dataset.root", "data.num_workers", "data.test_batch_size",
+    "data.test_datasets", "logger", "callbacks.", "trainer.enable_", "trainer.log_every_n_steps",
+    "trainer.check_val_every_n_epoch", "trainer.accelerator", "trainer.precision", "seed", "task_name",
+    "ckpt_path", "overwrite", "model.weights", "train", "test", "evaluate_before_fit", "optimized_metric",
+)  # fmt: skip
+"""Override keys (exact, or prefixes ending in '.') that leave an experiment's recipe as it is: where the
+data and weights live, logging, how often the learning curve is drawn, the seed, the numerics (mixed
+precision is a stated difference, docs/recipes.md), extra evaluation targets. Everything else changes
+what is trained or which weights are reported: another group option (``model=...``), a value
+(``model.optimizer.lr``), ``selection=best``; and, while ``data.batch_size`` is per rank,
+``trainer.devices`` / ``trainer.num_nodes`` (more processes train a larger batch)."""
+
+
+def recipe_changes(overrides: list[str]) -> tuple[str, ...]:
+    """The overrides of ``overrides`` (``key=value`` as ``.hydra/overrides.yaml`` lists them) that change
+    the experiment's recipe (:data:`OUTSIDE_THE_RECIPE`)."""
+    changed = []
+    for entry in overrides:
+        key = str(entry).partition("=")[0].lstrip("+~")
+        if not any(key == k or (k.endswith(".") and key.startswith(k)) for k in OUTSIDE_THE_RECIPE):
+            changed.append(str(entry))
+    return tuple(changed)
+
+
+def _run_overrides(run_dir: Path) -> tuple[str, ...]:
+    """The run's recipe changes; a run without ``.hydra/overrides.yaml`` cannot show it has none."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return ("(no .hydra/overrides.yaml: recipe unknown)",)
+    return recipe_changes([str(entry) for entry in yaml.safe_load(path.read_text()) or []])
+
+
+def _tested(summary: dict) -> str:
+    """Which weights ``results.json``'s test scored: ``last`` (epoch N), ``best`` (val/mAP), ``ckpt_path``."""
+    tested = summary.get("tested_weights") or {}
+    if not tested:
+        return "best checkpoint (older run)" if summary.get("best_checkpoint") else ""
+    selection, epochs = str(tested.get("selection", "")), tested.get("epochs")
+    return f"{selection} (epoch {epochs})" if epochs is not None else selection
 
 
 def _hydra_choices(run_dir: Path) -> dict[str, str]:
@@ -221,15 +269,18 @@ def report_rows(run_dir: Path, label: str) -> list[ReportRow]:
     experiment = choices.get("experiment") or str(cfg.get("task_name", "?"))
     train = dataset_name(cfg["data"].get("dataset") or {}, choices)
     published = published_of(cfg.get("published"), config_file)
+    changes = _run_overrides(run_dir)
     results = run_dir / "results.json"
-    tested = by_target(json.loads(results.read_text()).get("test")) if results.is_file() else {}
+    summary = json.loads(results.read_text()) if results.is_file() else {}
+    tested = by_target(summary.get("test"))
     if not tested:
-        return [ReportRow(label, experiment, train, "(no results.json test)", {})]
+        return [ReportRow(label, experiment, train, "(no results.json test)", {}, changes=changes)]
     rows = []
     for target, metrics in tested.items():
         name = target or next(iter(_test_datasets(cfg["data"])), train)
-        shown = published if published is not None and published.dataset == name else None
-        rows.append(ReportRow(label, experiment, train, name, metrics, shown))
+        recipe_published = published is not None and published.dataset == name and not changes
+        shown = published if recipe_published else None
+        rows.append(ReportRow(label, experiment, train, name, metrics, shown, _tested(summary), changes))
     return rows
 
 
@@ -259,9 +310,10 @@ def _number(value: float | None) -> str:
 
 def report_markdown(rows: list[ReportRow]) -> str:
     """The markdown table of :func:`collect_report`'s rows, with the published numbers beside."""
-    header = ["run", "experiment", "train", "target", *REPORT_METRICS, "published mAP", "published R1"]
-    header.append("source")
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * 5 + ["---"]) + "|"]
+    header = ["run", "experiment", "train", "target", *REPORT_METRICS, "tested", "recipe"]
+    header += ["published mAP", "published R1", "source"]
+    align = ["---"] * 4 + ["---:"] * 3 + ["---"] * 2 + ["---:"] * 2 + ["---"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     for row in rows:
         paper = row.published.metrics if row.published is not None else {}
         cells = [
@@ -270,14 +322,18 @@ def report_markdown(rows: list[ReportRow]) -> str:
             row.train,
             row.target,
             *(_number(row.metrics.get(m)) for m in REPORT_METRICS),
+            row.tested,
+            "changed: " + ", ".join(f"`{c}`" for c in row.changes) if row.changes else "as the experiment",
             _number(paper.get("mAP")),
             _number(paper.get("R1")),
             row.published.source if row.published is not None else "",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     note = (
-        "Test metrics in %; published: the paper's result for the run's recipe on that target "
-        "(the experiment config's `published`), – where it reports none."
+        "Test metrics in %; tested: the weights the test scored (`last`: the last epoch's, as the official "
+        "code reports; `best`: chosen on held-out training identities); published: the paper's result for "
+        "the experiment's recipe on that target (its config's `published`), shown only beside a run of that "
+        "recipe unchanged, – elsewhere."
     )
     return "\n".join([*lines, "", note]) + "\n"
 

@@ -121,6 +121,12 @@ class ResumableKeySampler(Sampler[SampleKey]):
     def __len__(self) -> int:
         return len(self.sampler)
 
+    def batches_in_epoch(self, epoch: int) -> int:
+        """Batches of ``epoch``: the wrapped sampler's count when its epochs differ in length
+        (``IdentitySampler.batches_in_epoch``), else its length over the batch size."""
+        count = getattr(self.sampler, "batches_in_epoch", None)
+        return int(count(epoch)) if callable(count) else len(self.sampler) // self.batch_size
+
     def __iter__(self) -> Iterator[SampleKey]:
         indices = list(self.sampler)
         start = 0
@@ -200,7 +206,9 @@ class ResumableDataLoader(DataLoader):
                 f"{sorted(missing)}: {state}"
             )
         epoch, done = int(state["epoch"]), int(state["batches_done"])
-        self._restored = TrainPosition(epoch + 1, 0) if done >= len(self) else TrainPosition(epoch, done)
+        count = getattr(self.sampler, "batches_in_epoch", None)
+        batches = int(count(epoch)) if callable(count) else len(self)
+        self._restored = TrainPosition(epoch + 1, 0) if done >= batches else TrainPosition(epoch, done)
 
 
 class _StartOnFirstBatch(Iterator[Any]):

@@ -9,7 +9,7 @@ from PIL import Image
 from reid.data.image_dataset import ImageDataset, ImageReadError, read_image
 from reid.data.records import Record, ReIDDataset
 from reid.data.reid_datamodule import EvaluationTarget, ReIDDataModule
-from reid.data.transforms import TrainAugment, build_test_transform, build_train_transform
+from reid.data.transforms import ReIDTransforms
 
 
 def _write(path: Path, value: int) -> str:
@@ -171,9 +171,9 @@ def test_unreadable_image_names_its_path(tmp_path):
 
 def test_train_transform_shapes_and_no_augment_equals_test(tmp_path):
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 20, 3), dtype=np.uint8))
-    plain = TrainAugment(flip_prob=0, padding=0, erasing_prob=0)
-    train = build_train_transform((32, 16), (0.5,) * 3, (0.5,) * 3, plain)(image)
-    test = build_test_transform((32, 16), (0.5,) * 3, (0.5,) * 3)(image)
+    plain = ReIDTransforms("bilinear", "bilinear", flip_prob=0, padding=0, erasing=None)
+    train = plain.train((32, 16), (0.5,) * 3, (0.5,) * 3)(image)
+    test = plain.test((32, 16), (0.5,) * 3, (0.5,) * 3)(image)
     assert train.shape == (3, 32, 16) and torch.equal(train, test)
     with pytest.raises(ValueError, match="image_size"):
-        build_test_transform((32,), (0.5,) * 3, (0.5,) * 3)
+        plain.test((32,), (0.5,) * 3, (0.5,) * 3)

@@ -1,9 +1,16 @@
+"""The P x K sampler: batch structure, DDP sharding, and the official epoch (tests/official/sampler.py)."""
+
+import json
+import random
 from collections import Counter
 
 import numpy as np
 import pytest
+from scipy.stats import ks_2samp
 
 from reid.data.samplers import IdentitySampler
+from tests.conftest import TINY_RUN
+from tests.official.sampler import RandomIdentitySampler
 
 
 def _pids(seed: int = 0, num_ids: int = 23) -> list[int]:
@@ -23,31 +30,93 @@ def test_every_batch_has_p_identities_with_k_images():
     pids = _pids()
     sampler = IdentitySampler(pids, batch_size=12, num_instances=3, seed=1)
     batches = _batches(sampler, 12)
-    assert len(batches) == sampler.batches_per_epoch > 0
+    assert len(batches) == sampler.batches_in_epoch(0) > 0
     for batch in batches:
         counts = Counter(pids[i] for i in batch)
         assert len(counts) == 4 and set(counts.values()) == {3}
 
 
-def test_epoch_length_is_fixed_and_plan_depends_on_seed_and_epoch():
+def test_the_plan_depends_on_seed_and_epoch_only():
     pids = _pids()
     sampler = IdentitySampler(pids, batch_size=8, num_instances=2, seed=3)
     sampler.set_epoch(0)
     first = list(sampler)
+    assert len(first) == len(sampler) == 8 * sampler.batches_in_epoch(0)
     sampler.set_epoch(1)
     second = list(sampler)
-    assert len(first) == len(second) == len(sampler)
+    assert len(second) == len(sampler) == 8 * sampler.batches_in_epoch(1)
     assert first != second
     sampler.set_epoch(0)
     assert list(sampler) == first
     assert list(IdentitySampler(pids, batch_size=8, num_instances=2, seed=4)) != first
 
 
-def test_length_counts_chunks_of_k():
-    pids = [0] * 5 + [1] * 2 + [2] * 1 + [3] * 8  # chunks of 2: 2 + 1 + 1 (resampled) + 4 = 8
+def test_an_epoch_ends_when_fewer_than_p_identities_have_chunks_left():
+    """Chunks of 2: identity 0 has 2, 1 and 2 one each (2 resampled), 3 four; P = 2. Every batch uses two
+    chunks; identity 3's four chunks need three partners, so at most 4 batches, and the epoch ends as soon
+    as only identity 3 has chunks left (fewer than P): after 4 batches if its chunks were spread out."""
+    pids = [0] * 5 + [1] * 2 + [2] * 1 + [3] * 8
     sampler = IdentitySampler(pids, batch_size=4, num_instances=2)
-    assert sampler.batches_per_epoch == 4
-    assert len(sampler) == 16
+    counts = {sampler.batches_in_epoch(epoch) for epoch in range(50)}
+    assert counts <= {2, 3, 4} and len(counts) > 1  # the draws decide; never above chunks / P
+    assert len(RandomIdentitySampler(pids, 4, 2)) == 16  # the official estimate: 8 chunks of 2
+
+
+def _market_like_pids(seed: int = 0) -> list[int]:
+    """751 identities, 12,936 images (Market-1501's training split), 2 to 72 images each, skewed as its."""
+    rng = np.random.default_rng(seed)
+    counts = np.clip(np.round(rng.lognormal(np.log(15), 0.6, 751)), 2, 72).astype(int)
+    while counts.sum() != 12936:  # nudge to the exact total
+        i = rng.integers(751)
+        counts[i] = np.clip(counts[i] + np.sign(12936 - counts.sum()), 2, 72)
+    return [pid for pid, count in enumerate(counts) for _ in range(count)]
+
+
+def test_the_epoch_length_and_structure_are_the_official_samplers():
+    """On Market-like identity counts at 16 x 4, the number of batches per epoch has the official sampler's
+    distribution over 150 epochs each (KS p > 0.001; both seeded), batches are P distinct identities x K
+    of their images, and no chunk repeats within an epoch. The old fixed-length epoch (every epoch at
+    the chunk count / P, refilled from a fresh shuffle) is the longest an official epoch can be."""
+    pids = _market_like_pids()
+    ours = IdentitySampler(pids, batch_size=64, num_instances=4, seed=0)
+    random.seed(0)
+    np.random.seed(0)
+    official = RandomIdentitySampler(pids, 64, 4)
+    ours_counts = [ours.batches_in_epoch(epoch) for epoch in range(150)]
+    official_counts = [len(list(official)) // 64 for _ in range(150)]
+    assert ks_2samp(ours_counts, official_counts).pvalue > 1e-3
+    assert abs(np.mean(ours_counts) - np.mean(official_counts)) < 1.0
+    old_fixed = sum(max(1, np.sum(np.asarray(pids) == p) // 4) for p in set(pids)) // 16
+    assert old_fixed >= max(official_counts) and np.mean(official_counts) < old_fixed - 0.5
+    assert len(official) // 64 >= max(ours_counts)  # never above the official estimate
+    ours.set_epoch(3)
+    batches = _batches(ours, 64)
+    assert len(batches) == ours_counts[3]
+    seen = set()
+    for batch in batches:
+        counts = Counter(pids[i] for i in batch)
+        assert len(counts) == 16 and set(counts.values()) == {4}
+        chunks = [tuple(batch[i : i + 4]) for i in range(0, 64, 4)]
+        assert all(len({pids[i] for i in chunk}) == 1 for chunk in chunks)
+        assert not seen & set(chunks)
+        seen |= set(chunks)
+
+
+def test_the_datamodule_trains_each_epoch_at_its_own_length(compose_config, tmp_path):
+    """A tiny run: Lightning rebuilds the loader each epoch (reload_dataloaders_every_n_epochs 1), so every
+    epoch trains the sampler's plan for it, Lightning knows that length, and validates at its end. Without
+    the reload the first epoch's length would stand for all: later epochs cut short or their end unseen."""
+    from reid.run import run
+
+    record = tmp_path / "epochs.json"
+    cfg = compose_config(
+        *TINY_RUN, "trainer.max_epochs=5", "test=false", "data.num_workers=0",
+        "+callbacks.steps._target_=tests.training.callbacks.EpochSteps", f"+callbacks.steps.path={record}",
+    )  # fmt: skip
+    run(cfg)
+    seen = json.loads(record.read_text())
+    assert seen["trained"] == seen["lightning"] == seen["sampler"] and len(set(seen["trained"])) > 1
+    assert seen["validated"] == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("world_size", [2, 3])

@@ -443,7 +443,7 @@ def test_a_tiny_run_with_a_margin_classifier_trains_and_evaluates(compose_config
     summary = run(cfg)
     out = Path(cfg.paths.output_dir)
     assert 0.0 < json.loads((out / "results.json").read_text())["test"]["mAP"] <= 100.0
-    checkpoint = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=True)
+    checkpoint = torch.load(summary["tested_weights"]["checkpoint"], map_location="cpu", weights_only=True)
     target = checkpoint["hyper_parameters"]["classifier"]["_target_"]
     assert target == f"reid.models.classifiers.{classifier.__name__}"
     assert "net.global_head.classifier.weight" in checkpoint["state_dict"]

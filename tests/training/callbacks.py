@@ -96,3 +96,32 @@ class ClusterStateRecorder(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.batches))
+
+
+class EpochSteps(L.Callback):
+    """Writes ``epochs.json``: per epoch the batches trained, Lightning's ``num_training_batches`` and the
+    sampler's plan for it, and the epochs validated."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.record: dict[str, list[int]] = {"trained": [], "lightning": [], "sampler": [], "validated": []}
+        self._batches = 0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._batches = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._batches += 1
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.record["trained"].append(self._batches)
+        self.record["lightning"].append(int(trainer.num_training_batches))
+        sampler = trainer.train_dataloader.sampler
+        self.record["sampler"].append(int(sampler.batches_in_epoch(trainer.current_epoch)))
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.record["validated"].append(trainer.current_epoch)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.path.write_text(json.dumps(self.record))

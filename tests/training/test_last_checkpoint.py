@@ -9,10 +9,11 @@ import pytest
 
 from reid.run import run
 from reid.training.checkpoint_io import AtomicCheckpointIO
-from tests.conftest import TINY_RUN
+from tests.conftest import TINY_RUN, epoch_steps
 from tests.training.callbacks import SimulatedKillError
 
-# synthetic_tiny: 6 steps an epoch; a validation after every epoch.
+# synthetic_tiny: up to 6 steps an epoch (tests.conftest.epoch_steps); a validation after every epoch; a
+# best checkpoint by the monitor each test sets (save_top_k 1: selection=last keeps none).
 THREE_EPOCHS = [
     *TINY_RUN,
     "+model.backbone.depth=1",
@@ -21,6 +22,7 @@ THREE_EPOCHS = [
     "trainer.max_epochs=3",
     "test=false",
     "callbacks.learning_rate_monitor=null",
+    "callbacks.model_checkpoint.save_top_k=1",
 ]
 IO = AtomicCheckpointIO()
 
@@ -36,11 +38,12 @@ def test_last_ckpt_follows_training_when_validation_does_not_improve(compose_con
         *THREE_EPOCHS, "callbacks.model_checkpoint.monitor=step", "callbacks.model_checkpoint.mode=min"
     )
     cfg.paths.output_dir = str(tmp_path / "run")
+    steps = epoch_steps(cfg, 3)
     run(cfg)
     folder = tmp_path / "run" / "checkpoints"
     last = folder / "last.ckpt"
     assert not last.is_symlink()
-    assert IO.load_checkpoint(last)["global_step"] == 18  # Lightning alone leaves it at step 6
+    assert IO.load_checkpoint(last)["global_step"] == sum(steps)  # Lightning alone leaves it at epoch 0's end
     state = _checkpoint_state(last)
     assert Path(state["best_model_path"]).name == "epoch000.ckpt" and Path(state["best_model_path"]).is_file()
     assert sorted(p.name for p in folder.iterdir()) == ["epoch000.ckpt", "last.ckpt"]
@@ -49,19 +52,20 @@ def test_last_ckpt_follows_training_when_validation_does_not_improve(compose_con
 def test_kill_while_writing_last_keeps_the_best_it_names(compose_config, tmp_path, monkeypatch):
     """Every validation improves (higher step is better); the run dies writing last.ckpt of epoch 1."""
     save = AtomicCheckpointIO.save_checkpoint
+    cfg = compose_config(*THREE_EPOCHS, "callbacks.model_checkpoint.monitor=step")
+    steps = epoch_steps(cfg, 2)
 
     def die_on_second_last(self, checkpoint, path, storage_options=None):
-        if Path(path).name == "last.ckpt" and checkpoint["global_step"] == 12:
+        if Path(path).name == "last.ckpt" and checkpoint["global_step"] == sum(steps):
             raise SimulatedKillError("killed while writing last.ckpt")
         save(self, checkpoint, path, storage_options)
 
     monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", die_on_second_last)
-    cfg = compose_config(*THREE_EPOCHS, "callbacks.model_checkpoint.monitor=step")
     cfg.paths.output_dir = str(tmp_path / "run")
     with pytest.raises(SimulatedKillError):
         run(cfg)
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    assert IO.load_checkpoint(last)["global_step"] == 6
+    assert IO.load_checkpoint(last)["global_step"] == steps[0]
     assert Path(_checkpoint_state(last)["best_model_path"]).is_file()  # epoch000.ckpt was not deleted yet
 
 
@@ -86,6 +90,8 @@ def test_resumed_run_runs_every_validation_and_picks_the_same_best(compose_confi
         return [*THREE_EPOCHS, recorder, f"+callbacks.recorder.path={tmp_path / name}.jsonl"]
 
     full = compose_config(*overrides("full"))
+    steps = epoch_steps(full, 3)
+    assert steps[0] + steps[1] < 15 < sum(steps)  # the kill below falls inside epoch 2
     full.paths.output_dir = str(tmp_path / "full")
     full_summary = run(full)
     kill = ["+callbacks.kill._target_=tests.training.callbacks.KillAfterSteps", "+callbacks.kill.steps=15"]
@@ -96,6 +102,10 @@ def test_resumed_run_runs_every_validation_and_picks_the_same_best(compose_confi
     resumed = compose_config(*overrides("resumed"), "ckpt_path=last")
     resumed.paths.output_dir = str(tmp_path / "resumed")
     summary = run(resumed)
-    assert [(r["epoch"], r["step"]) for r in records("full")] == [(0, 6), (1, 12), (2, 18)]
+    ends = [sum(steps[: i + 1]) for i in range(3)]
+    assert [(r["epoch"], r["step"]) for r in records("full")] == [(0, ends[0]), (1, ends[1]), (2, ends[2])]
     assert records("resumed") == records("full")
-    assert Path(summary["best_checkpoint"]).name == Path(full_summary["best_checkpoint"]).name
+    assert (
+        Path(summary["tested_weights"]["checkpoint"]).name
+        == Path(full_summary["tested_weights"]["checkpoint"]).name
+    )

@@ -22,10 +22,11 @@ from reid.training.resumable import (
     TrainPosition,
     item_seed,
 )
-from tests.conftest import TINY_RUN, TINY_SSL_DATA
+from tests.conftest import TINY_RUN, TINY_SSL_DATA, epoch_steps
 from tests.training.callbacks import SimulatedKillError
 
-# 8 identities x 6 images, P x K = 4 x 2: 24 chunks // 4 = 6 steps per epoch; 2 epochs = 12 steps.
+# 8 identities x 6 images, P x K = 4 x 2: 24 chunks, at most 6 steps an epoch (the draws decide:
+# tests.conftest.epoch_steps); 2 epochs.
 CHECKPOINT_EVERY_STEP = [
     "model.backbone.drop_path_rate=0.1",  # randomness in the model too
     "trainer.check_val_every_n_epoch=100",
@@ -78,13 +79,15 @@ def _kill_then_resume(compose_config, tmp_path: Path, overrides: list[str], kill
 
 
 def test_killed_run_resumed_from_last_equals_uninterrupted(compose_config, tmp_path):
+    steps = epoch_steps(compose_config(*RESUMABLE), 2)
+    assert steps[0] < KILL_AFTER - 1 < sum(steps)  # the kill falls inside epoch 1
     mid = _kill_then_resume(compose_config, tmp_path, RESUMABLE, KILL_AFTER)
     assert mid["global_step"] == KILL_AFTER - 1  # the killed step's checkpoint was never written
     assert mid["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
-        {"epoch": 1, "batches_done": KILL_AFTER - 1 - 6}
+        {"epoch": 1, "batches_done": KILL_AFTER - 1 - steps[0]}
     ]
     final = _weights(str(tmp_path / "resumed"))
-    assert int(final["global_step"]) == 12
+    assert int(final["global_step"]) == sum(steps)
     _assert_equal(final, _weights(str(tmp_path / "full")))
 
 
@@ -136,7 +139,7 @@ def test_same_seed_gives_identical_weights(compose_config, tmp_path):
         run(cfg)
         weights.append(_weights(cfg.paths.output_dir))
     _assert_equal(*weights)
-    assert int(weights[0]["global_step"]) == 6
+    assert int(weights[0]["global_step"]) == epoch_steps(cfg, 1)[0]
 
 
 def test_key_sampler_skips_consumed_batches_of_that_epoch_only():
