@@ -148,6 +148,11 @@ class OfficialSSL(NamedTuple):
 
 
 OFFICIAL_SSL = {
+    # TransReID-SSL dino/script/vit-s_cfs_lup.sh: --arch vit_small, --epochs 100, 256x128 / 128x64
+    "dino_lup": OfficialSSL(VIT_S, "patch", 0, 64, 8, (0.05, 0.4)),
+    # PASS-reID PASS/script/vit-s_full_lup-pass.sh: --local_crops_number 9, --local_crops_scale 0.1 0.8,
+    # --batch_size_per_gpu 128
+    "pass_lup": OfficialSSL(VIT_S, "patch", 3, 128, 9, (0.1, 0.8)),
     # TransReID-SSL dino/script/vit-b_ics_cfs_lup.sh: --arch ours_vit_base (ours_vit.py: PatchEmbed_VOLO with
     # stem_conv=True, stem_stride 2), --epochs 100, 256x128 / 128x64; the rest main_dino.py defaults
     "dino_lup_vit_base_ics": OfficialSSL(VIT_B, "ics", 0, 64, 8, (0.05, 0.4)),

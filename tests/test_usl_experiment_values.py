@@ -151,6 +151,9 @@ def test_usl_experiment_matches_the_official_script(name, compose_config):
     optimizer = model.optimizer
     assert optimizer._target_ == "torch.optim.SGD"
     assert (optimizer.lr, optimizer.momentum, optimizer.weight_decay) == (3.5e-4, 0.9, 5e-4)
+    schedule = model.schedule  # StepLR(step_size=20, gamma=0.1), stepped after each epoch
+    assert schedule._target_ == "reid.optim.StepDecayLR"
+    assert (schedule.step_size, schedule.gamma, schedule.steps_at) == (20, 0.1, "epoch_end")
     assert trainer.max_epochs == 50 and trainer.check_val_every_n_epoch == official.eval_every
     assert trainer.precision == "32-true"
     assert Path(model.weights).name == official.weights_file
