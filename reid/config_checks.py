@@ -5,9 +5,9 @@ sampler, ``trainer.max_epochs=abc`` inside Lightning, after the dataset was pars
 :class:`RecordRunSettings` writes the settings a resume must keep (seed, batch size, epochs, ...)
 into every checkpoint, and :func:`warn_on_changed_settings` lists the ones a resume changed.
 
-The one adjustment: DDP on CPU cannot synchronise batch norm (torch's ``SyncBatchNorm`` runs on GPUs
-only and fails at the first forward), so ``trainer.sync_batchnorm`` is switched off there, with a
-logged line.
+The one adjustment: under DDP on CPU torch's ``SyncBatchNorm`` (GPUs only) would fail at the first
+forward, so ``trainer.sync_batchnorm`` there puts ``reid.training.sync_batchnorm.GlobalBatchNormSync`` in
+its place, with a logged line: N CPU processes normalise with the global batch's statistics too.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ _RULES: dict[str, _Rule] = {
 
 def check_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigValueError` for the first bad value of :data:`_RULES` or a ``model`` key its
-    task does not take; switch off ``trainer.sync_batchnorm`` under DDP on CPU (logged)."""
+    task does not take; under DDP on CPU ``trainer.sync_batchnorm`` uses ``GlobalBatchNormSync`` (logged)."""
     for key, (valid, expected) in _RULES.items():
         value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
         if value is _ABSENT:
@@ -76,7 +76,8 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigValueError(f"{key}={shown!r} ({type(value).__name__}): expected {expected}")
     _model_keys_are_task_parameters(cfg)
     _selection_has_a_validation_split(cfg)
-    _cpu_ddp_without_sync_batchnorm(cfg)
+    _cpu_ddp_global_batchnorm(cfg)
+    _fp16_with_a_scaler_on_cpu(cfg)
 
 
 def _selection_has_a_validation_split(cfg: DictConfig) -> None:
@@ -138,17 +139,41 @@ def _is_ddp(strategy: object) -> bool:
     return isinstance(strategy, str) and strategy.startswith("ddp")
 
 
-def _cpu_ddp_without_sync_batchnorm(cfg: DictConfig) -> None:
+def _cpu_ddp_global_batchnorm(cfg: DictConfig) -> None:
+    """``trainer.sync_batchnorm`` under DDP on CPU: torch's SyncBatchNorm runs on CUDA/XPU only, so the
+    batch statistics are synchronised by ``reid.training.sync_batchnorm`` instead (logged)."""
     trainer = cfg.get("trainer")
     if trainer is None or not trainer.get("sync_batchnorm", False):
         return
     if _is_ddp(trainer.get("strategy")) and _runs_on_cpu(trainer.get("accelerator")):
-        log.warning(
-            "trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm runs on CUDA/XPU only); DDP on "
-            "CPU runs with trainer.sync_batchnorm=false: each process normalises its own batch"
+        log.info(
+            "trainer.sync_batchnorm=true on CPU: torch's SyncBatchNorm runs on CUDA/XPU only, so batch "
+            "normalisation is synchronised by reid.training.sync_batchnorm.GlobalBatchNormSync (gloo)"
         )
         with open_dict(cfg):
             cfg.trainer.sync_batchnorm = False
+            plugins = list(cfg.trainer.get("plugins") or [])
+            cfg.trainer.plugins = [*plugins, {"_target_": "reid.training.sync_batchnorm.GlobalBatchNormSync"}]
+
+
+def _fp16_with_a_scaler_on_cpu(cfg: DictConfig) -> None:
+    """``trainer.precision=16-mixed`` on CPU: Lightning would switch to bf16 without a scaler; the run
+    gets what it asked for, fp16 autocast with a GradScaler (the official loops' AMP), through an explicit
+    ``MixedPrecision`` plugin (logged)."""
+    trainer = cfg.get("trainer")
+    if (
+        trainer is None
+        or str(trainer.get("precision")) != "16-mixed"
+        or not _runs_on_cpu(trainer.get("accelerator"))
+    ):
+        return
+    log.info(
+        "trainer.precision=16-mixed on CPU: fp16 autocast with a GradScaler (Lightning alone would use bf16)"
+    )
+    with open_dict(cfg):
+        cfg.trainer.precision = None
+        plugin = {"_target_": "lightning.pytorch.plugins.precision.MixedPrecision", "precision": "16-mixed"}
+        cfg.trainer.plugins = [*list(cfg.trainer.get("plugins") or []), plugin | {"device": "cpu"}]
 
 
 RESUME_KEYS = (

@@ -389,15 +389,16 @@ def _disk_full(tmp: Path):
     return save, checkpoint_io.CheckpointWriteError, expected
 
 
-def test_cpu_ddp_switches_sync_batchnorm_off_with_a_logged_line(tmp_path, caplog):
+def test_cpu_ddp_synchronises_batchnorm_with_the_gloo_layer_and_says_so(tmp_path, caplog):
     from reid.config_checks import check_config
 
     cfg = _composed(tmp_path, "trainer=ddp", "trainer.accelerator=cpu", "trainer.precision=32-true")
     assert cfg.trainer.sync_batchnorm is True
-    with caplog.at_level("WARNING", logger="reid"):
+    with caplog.at_level("INFO", logger="reid"):
         check_config(cfg)
-    assert cfg.trainer.sync_batchnorm is False
-    assert "trainer.sync_batchnorm=false" in caplog.text and "CPU" in caplog.text
+    assert cfg.trainer.sync_batchnorm is False  # torch's SyncBatchNorm would fail at the first forward
+    assert cfg.trainer.plugins[-1]._target_ == "reid.training.sync_batchnorm.GlobalBatchNormSync"
+    assert "GlobalBatchNormSync" in caplog.text and "CPU" in caplog.text
     gpu = _composed(tmp_path, "trainer=ddp")  # accelerator=gpu: left as configured
     check_config(gpu)
     assert gpu.trainer.sync_batchnorm is True

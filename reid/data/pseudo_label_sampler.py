@@ -37,7 +37,8 @@ class PseudoLabelSampler(Sampler[int]):
         pseudo_labels: returns the current labels, one per training image (-1 = outlier), or ``None``
             when no clustering ran yet (an error when the epoch starts).
         camids: camera of every training image.
-        batch_size: P x K on one rank; num_instances: K; iterations: batches per epoch (``--iters``).
+        batch_size: the global P x K batch (``-b``), split over the ranks; num_instances: K; iterations:
+            batches per epoch (``--iters``).
     """
 
     def __init__(
@@ -65,7 +66,7 @@ class PseudoLabelSampler(Sampler[int]):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.iterations * self.batch_size
+        return self.iterations * (self.batch_size // self.num_replicas)
 
     def _labels(self) -> np.ndarray:
         labels = self.pseudo_labels()
@@ -113,7 +114,7 @@ class PseudoLabelSampler(Sampler[int]):
         order = np.argsort(labels[clustered], kind="stable")
         members = np.split(clustered[order], np.flatnonzero(np.diff(labels[clustered][order])) + 1)
         members = [m for m in members if m.size]
-        step = self.batch_size * self.num_replicas
+        step, share = self.batch_size, self.batch_size // self.num_replicas  # global batch, this rank's
         rng = np.random.default_rng([self.seed, self.epoch])
         stream: list[int] = []
         pending: list[int] = []
@@ -125,6 +126,6 @@ class PseudoLabelSampler(Sampler[int]):
             stream += pending[: len(pending) - len(pending) % step]
             pending = []
         stream = stream[: self.iterations * step]
-        start = self.rank * self.batch_size
+        start = self.rank * share
         for first in range(0, len(stream), step):
-            yield from stream[first + start : first + start + self.batch_size]
+            yield from stream[first + start : first + start + share]

@@ -85,7 +85,8 @@ class ReIDDataModule(L.LightningDataModule):
     extra_train_datasets: ``{name: loader}`` whose train splits are added to ``dataset``'s (in this
         order, labels offset: :func:`~reid.data.combined.combine_train_splits`); ``None``: ``dataset``'s.
     image_size: ``[height, width]`` fed to the network.
-    batch_size: images per step per rank (P x K).
+    batch_size: the recipe's global batch (P x K images a step); ``W`` processes take ``batch_size / W``
+        each, whole identities (``reid.data.samplers``).
     num_instances: K, images per identity in a batch.
     min_image_side: images with a side shorter than this (one ViT patch) are reported at setup.
     transforms: the recipe family's train and test pipelines (``conf/data/transforms``); ``None``:
@@ -247,9 +248,9 @@ class ReIDDataModule(L.LightningDataModule):
         position = self._train_position()  # the loader is rebuilt every epoch: its length is this epoch's
         identities.set_epoch(position.epoch if position is not None else 0)
         return ResumableDataLoader(
-            ItemSeededDataset(ImageDataset(records, transform), self.seed, rank),
-            batch_size=self.batch_size,
-            sampler=ResumableKeySampler(identities, self.batch_size),
+            ItemSeededDataset(ImageDataset(records, transform), self.seed),
+            batch_size=self.batch_size // world_size,
+            sampler=ResumableKeySampler(identities, self.batch_size // world_size, world_size, rank),
             position=self._train_position,
             drop_last=True,
             **loader_options(self.num_workers),

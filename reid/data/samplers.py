@@ -10,9 +10,10 @@ there, so its number of batches depends on the draws (below the count of chunks 
 ``__len__`` estimates) and differs from epoch to epoch; :meth:`IdentitySampler.batches_in_epoch` gives
 it for any epoch, and the datamodule's loader is rebuilt every epoch
 (``trainer.reload_dataloaders_every_n_epochs: 1``) so that Lightning trains each epoch's own length.
-Rank ``r`` takes identities ``[r*P, (r+1)*P)`` of every global batch, so in every step the ranks
-see disjoint identities, all ranks run the same number of steps, and the union over ranks of one
-epoch is exactly the single-process epoch of a ``P x world_size`` batch.
+``batch_size`` is the recipe's global batch, whatever the number of processes: with ``W`` processes
+rank ``r`` takes identities ``[r*P/W, (r+1)*P/W)`` of every global batch of ``P`` identities (``P`` must
+divide by ``W``), so in every step the ranks see disjoint identities, all ranks run the same number of
+steps, and the union over ranks of a step is exactly the one-process batch of the same seed.
 """
 
 from __future__ import annotations
@@ -32,12 +33,21 @@ _REPORTED: set[tuple[int, int, int]] = set()
 def check_pk_batch(
     batch_size: int, num_instances: int, num_replicas: int, rank: int, key_prefix: str = ""
 ) -> None:
-    """A P x K batch needs ``batch_size`` a positive multiple of K (``num_instances``) and a rank inside
-    the world; the error names the keys with ``key_prefix`` (``"data."`` for the config's)."""
-    if num_instances < 1 or batch_size % num_instances != 0:
+    """A global P x K batch needs ``batch_size`` a positive multiple of K (``num_instances``) whose P
+    identities split evenly over the ``num_replicas`` processes, and a rank inside the world; the error
+    names the keys with ``key_prefix`` (``"data."`` for the config's)."""
+    if num_instances < 1 or batch_size < num_instances or batch_size % num_instances != 0:
         raise ValueError(
             f"{key_prefix}batch_size ({batch_size}) must be a positive multiple of {key_prefix}num_instances "
             f"({num_instances})"
+        )
+    identities = batch_size // num_instances
+    if identities % num_replicas != 0:
+        fitting = num_instances * num_replicas * max(1, identities // num_replicas)
+        raise ValueError(
+            f"{key_prefix}batch_size={batch_size} is the global batch of {identities} identities x "
+            f"K={num_instances}, and {num_replicas} processes cannot each take whole identities of it: use a "
+            f"number of identities that divides by {num_replicas} (e.g. {key_prefix}batch_size={fitting})"
         )
     if not 0 <= rank < num_replicas:
         raise ValueError(f"rank {rank} is outside [0, num_replicas={num_replicas})")
@@ -48,7 +58,7 @@ class IdentitySampler(Sampler[int]):
 
     Args:
         pids: identity of every item of the dataset, in dataset order.
-        batch_size: images per batch on one rank (P x K).
+        batch_size: images of a global batch (P x K), split over the ranks.
         num_instances: K, images per identity in a batch.
         seed: the epoch plan depends only on ``seed`` and the epoch.
         num_replicas: world size (1 without DDP).
@@ -66,7 +76,8 @@ class IdentitySampler(Sampler[int]):
     ) -> None:
         check_pk_batch(batch_size, num_instances, num_replicas, rank)
         self.num_instances = num_instances
-        self.ids_per_batch = batch_size // num_instances
+        self.ids_per_batch = batch_size // num_instances  # P of the global batch
+        self.ids_per_rank = self.ids_per_batch // num_replicas
         self.seed = seed
         self.num_replicas = num_replicas
         self.rank = rank
@@ -74,12 +85,10 @@ class IdentitySampler(Sampler[int]):
         self._index_by_pid: dict[int, list[int]] = defaultdict(list)
         for index, pid in enumerate(pids):
             self._index_by_pid[int(pid)].append(index)
-        needed = self.ids_per_batch * num_replicas
-        if len(self._index_by_pid) < needed:
+        if len(self._index_by_pid) < self.ids_per_batch:
             raise ValueError(
-                f"a batch needs {needed} distinct identities ({self.ids_per_batch} per rank x {num_replicas} "
-                f"ranks) but the training set has only {len(self._index_by_pid)}; lower data.batch_size or "
-                "raise data.num_instances"
+                f"a batch needs {self.ids_per_batch} distinct identities but the training set has only "
+                f"{len(self._index_by_pid)}; lower data.batch_size or raise data.num_instances"
             )
         self._report_short_identities()
         self._batches: dict[int, list[list[list[int]]]] = {}
@@ -125,7 +134,7 @@ class IdentitySampler(Sampler[int]):
 
     def _draw(self, rng: np.random.Generator) -> list[list[list[int]]]:
         chunks = self._chunks(rng)
-        batch_ids = self.ids_per_batch * self.num_replicas
+        batch_ids = self.ids_per_batch
         available = [pid for pid in sorted(chunks) if chunks[pid]]
         batches: list[list[list[int]]] = []
         while len(available) >= batch_ids:
@@ -136,11 +145,11 @@ class IdentitySampler(Sampler[int]):
         return batches
 
     def __iter__(self) -> Iterator[int]:
-        start = self.rank * self.ids_per_batch
+        start = self.rank * self.ids_per_rank
         for batch in self._plan(self.epoch):
-            for chunk in batch[start : start + self.ids_per_batch]:
+            for chunk in batch[start : start + self.ids_per_rank]:
                 yield from chunk
 
     def __len__(self) -> int:
         """Indices this rank yields in the current epoch."""
-        return len(self._plan(self.epoch)) * self.ids_per_batch * self.num_instances
+        return len(self._plan(self.epoch)) * self.ids_per_rank * self.num_instances

@@ -94,9 +94,9 @@ class UnlabelledDataModule(ReIDDataModule):
         )
         transform = self.transforms.train(self.image_size, self.pixel_mean, self.pixel_std)
         return ResumableDataLoader(
-            ItemSeededDataset(ImageDataset(records, transform), self.seed, rank),
-            batch_size=self.batch_size,
-            sampler=ResumableKeySampler(sampler, self.batch_size),
+            ItemSeededDataset(ImageDataset(records, transform), self.seed),
+            batch_size=self.batch_size // world_size,
+            sampler=ResumableKeySampler(sampler, self.batch_size // world_size, world_size, rank),
             position=self._train_position,
             drop_last=True,
             **loader_options(self.num_workers),

@@ -42,8 +42,9 @@ from collections.abc import Mapping
 import torch.nn.functional as F
 from torch import Tensor
 
+from reid.distributed import gather_with_grad
 from reid.losses.objective import LossTerm, ObjectiveInput
-from reid.losses.triplet import hard_example_indices, pairwise_euclidean
+from reid.losses.triplet import global_batch, hard_example_indices, pairwise_euclidean
 
 CONFIG_KEY = "model.loss.causality"
 _STAGE_FEATURE = re.compile(r"snr\.(\w+)\.normalized")
@@ -128,15 +129,15 @@ class CausalityTerm(LossTerm):
         return self.stage_weights
 
     def _features(self, inputs: ObjectiveInput, stage: str) -> tuple[Tensor, Tensor, Tensor]:
-        feats = [inputs.require(f"snr.{stage}.{kind}", CONFIG_KEY) for kind in _KINDS]
+        feats = [gather_with_grad(inputs.require(f"snr.{stage}.{kind}", CONFIG_KEY)) for kind in _KINDS]
         if self.normalize:
             feats = [F.normalize(f, dim=1, eps=1e-12) for f in feats]
         return feats[0], feats[1], feats[2]
 
     def forward(self, inputs: ObjectiveInput) -> Tensor:
         weights = self._weights(inputs)
-        mined = inputs.feats[0].detach()
-        hard = hard_example_indices(pairwise_euclidean(mined, mined), inputs.labels)
+        mined, labels = global_batch(inputs.feats[0].detach(), inputs.labels)  # every rank's batch (DDP)
+        hard = hard_example_indices(pairwise_euclidean(mined, mined), labels)
         total = mined.new_zeros(())
         self.stats = {}
         for stage, stage_weight in weights.items():

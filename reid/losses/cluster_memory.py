@@ -29,20 +29,12 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reid.distributed import gather
+
 MemoryUpdate = Literal["hard", "all"]
-
-
-def _gather(tensor: Tensor) -> Tensor:
-    """Every rank's ``tensor`` concatenated in rank order (the tensor itself without DDP)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tensor
-    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts)
 
 
 class ClusterMemory(nn.Module):
@@ -87,7 +79,7 @@ class ClusterMemory(nn.Module):
         logits = queries @ self.features.t() / self.temperature
         loss = F.cross_entropy(logits, labels)
         if self.training:
-            self.features = self.updated(_gather(queries.detach()), _gather(labels))
+            self.features = self.updated(gather(queries.detach()), gather(labels))
         return loss
 
     @torch.no_grad()

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from reid.losses.objective import LossTerm, ObjectiveInput
-from reid.losses.triplet import hard_example_mining, pairwise_euclidean
+from reid.losses.triplet import global_batch, hard_example_mining, pairwise_euclidean
 
 KEY = "model.loss.rpe_triplet"
 FORM_DEFAULT = "form"  # a key set to this takes its form's default
@@ -262,8 +262,8 @@ class RPETripletTerm(LossTerm):
         return F.normalize(raw, dim=1, eps=1e-12) if self.normalize else raw
 
     def forward(self, inputs: ObjectiveInput) -> Tensor:
-        features = self.bound(self.relations(inputs))
-        pairs = hard_example_mining(pairwise_euclidean(features, features), inputs.labels)
+        features, labels = global_batch(self.bound(self.relations(inputs)), inputs.labels)
+        pairs = hard_example_mining(pairwise_euclidean(features, features), labels)
         gap = pairs.dist_ap - pairs.dist_an
         loss = F.softplus(gap).mean() if self.margin is None else F.relu(gap + self.margin).mean()
         self.stats |= {

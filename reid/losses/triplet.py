@@ -10,6 +10,10 @@ distance, same identity) and hardest negative (smallest distance, other identity
 
 The anchor itself counts as a positive (distance ~0), exactly as in the official mining, so an
 identity with a single image in the batch contributes ``d_ap ~ 0``.
+
+Under DDP the mining runs over the global batch: :func:`global_batch` gathers every rank's features
+(with gradient) and labels first (``reid.distributed``), so N processes compute the one-process loss and
+gradient. (The official TransReID DDP code mines within each process's share; fast-reid gathers too.)
 """
 
 from __future__ import annotations
@@ -18,6 +22,14 @@ from typing import NamedTuple
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from reid.distributed import gather, gather_with_grad
+
+
+def global_batch(features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Every rank's ``features`` (differentiable) and ``labels``, in rank order; the inputs themselves
+    with one process."""
+    return gather_with_grad(features), gather(labels)
 
 
 class HardPairs(NamedTuple):
@@ -86,7 +98,7 @@ class TripletLoss(nn.Module):
         margin: hard margin m (0.3 in TransReID when ``NO_MARGIN`` is off) or ``None`` for soft.
         normalize_feature: L2-normalise the features before computing distances.
 
-    Shapes: ``features`` [N,D], ``labels`` [N] -> scalar.
+    Shapes: ``features`` [N,D], ``labels`` [N] -> scalar (over the global batch under DDP).
     """
 
     def __init__(self, margin: float | None = None, normalize_feature: bool = False) -> None:
@@ -101,6 +113,7 @@ class TripletLoss(nn.Module):
             raise ValueError(f"TripletLoss: expected features [N,D], got shape {tuple(features.shape)}")
         if self.normalize_feature:
             features = F.normalize(features, dim=1, eps=1e-12)
+        features, labels = global_batch(features, labels)
         pairs = hard_example_mining(pairwise_euclidean(features, features), labels)
         gap = pairs.dist_ap - pairs.dist_an
         if self.margin is None:

@@ -18,6 +18,10 @@ trains it at ``t = e - 1``. ``steps_at`` says which; with 0-based ``epoch``::
 
     t = epoch + 1   (steps_at="epoch_start": TransReID processor.py, BoT engine/trainer.py)
     t = epoch       (steps_at="epoch_end": TransReID-SSL and PASS processor.py, Cluster Contrast)
+
+A schedule with ``per_step=True`` (not an official recipe's: the CPU demo's) is evaluated at every step at
+the fractional epoch ``epoch + batch / batches_in_epoch``, so its warm-up and decay are smooth within
+epochs, as timm's ``t_in_epochs=False`` schedulers are.
 """
 
 from __future__ import annotations
@@ -34,10 +38,10 @@ StepsAt = Literal["epoch_start", "epoch_end"]
 
 
 class EpochSchedule(Protocol):
-    def __call__(self, epoch: int, peak: float, base: float, epochs: int) -> float: ...
+    def __call__(self, epoch: float, peak: float, base: float, epochs: int) -> float: ...
 
 
-def _scheduler_time(epoch: int, steps_at: str) -> int:
+def _scheduler_time(epoch: float, steps_at: str) -> float:
     """The official scheduler's ``t`` while 0-based ``epoch`` trains (module docstring)."""
     if steps_at not in ("epoch_start", "epoch_end"):
         raise ValueError(f"schedule: steps_at={steps_at!r}; expected 'epoch_start' or 'epoch_end'")
@@ -61,15 +65,16 @@ class TimmCosineLR:
     so a bias group (p = 2 x base) starts and ends where every other group does; only its peak is
     twice as high. TransReID steps at the start of each epoch (``steps_at="epoch_start"``, its epoch 1
     already at t = 1); TransReID-SSL and PASS step at the end (``"epoch_end"``: epoch 1 at t = 0, i.e.
-    ``init`` for every group).
+    ``init`` for every group). ``per_step``: evaluated at every step (module docstring).
     """
 
     warmup_epochs: int = 5
     warmup_start_factor: float = 0.01
     final_factor: float = 0.002
     steps_at: StepsAt = "epoch_start"
+    per_step: bool = False
 
-    def __call__(self, epoch: int, peak: float, base: float, epochs: int) -> float:
+    def __call__(self, epoch: float, peak: float, base: float, epochs: int) -> float:
         t = _scheduler_time(epoch, self.steps_at)
         if epochs <= 0 or not 0 <= self.warmup_epochs <= epochs:
             raise ValueError(
@@ -110,7 +115,7 @@ class WarmupMultiStepLR:
             raise ValueError(f"WarmupMultiStepLR: warmup_epochs must be >= 0, got {self.warmup_epochs}")
         object.__setattr__(self, "milestones", tuple(steps))
 
-    def __call__(self, epoch: int, peak: float, base: float, epochs: int) -> float:
+    def __call__(self, epoch: float, peak: float, base: float, epochs: int) -> float:
         t = _scheduler_time(epoch, self.steps_at)
         warm = 1.0
         if t < self.warmup_epochs:
@@ -135,15 +140,16 @@ class StepDecayLR:
         if self.step_size < 1:
             raise ValueError(f"StepDecayLR: step_size must be >= 1, got {self.step_size}")
 
-    def __call__(self, epoch: int, peak: float, base: float, epochs: int) -> float:
+    def __call__(self, epoch: float, peak: float, base: float, epochs: int) -> float:
         return peak * self.gamma ** (_scheduler_time(epoch, self.steps_at) // self.step_size)
 
 
 def set_epoch_lr(
-    optimizer: Optimizer, schedule: EpochSchedule, epoch: int, base_lr: float, epochs: int | None
+    optimizer: Optimizer, schedule: EpochSchedule, epoch: float, base_lr: float, epochs: int | None
 ) -> list[float]:
-    """Set every group's lr for 0-based ``epoch``: ``schedule(epoch, base_lr * lr_factor, base_lr,
-    epochs)``, where ``lr_factor`` is the group's (1 when it has none). Returns the lrs set."""
+    """Set every group's lr for 0-based ``epoch`` (fractional for a ``per_step`` schedule):
+    ``schedule(epoch, base_lr * lr_factor, base_lr, epochs)``, where ``lr_factor`` is the group's (1 when it
+    has none). Returns the lrs set."""
     if epochs is None or epochs <= 0:
         raise ValueError(
             f"the lr schedule is sized by trainer.max_epochs, got {epochs}; set trainer.max_epochs "

@@ -254,11 +254,15 @@ class TransReIDTask(RetrievalEvaluation, L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._set_epoch_lr()
 
-    def _set_epoch_lr(self) -> None:
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if getattr(self.schedule, "per_step", False):  # fractional epochs (reid.optim.epoch_schedules)
+            self._set_epoch_lr(batch_idx / max(1, self.trainer.num_training_batches))
+
+    def _set_epoch_lr(self, progress: float = 0.0) -> None:
         if self.schedule is not None:
             base_lr = float(self.optimizer_factory.keywords["lr"])
-            optimizer = self.trainer.optimizers[0]
-            set_epoch_lr(optimizer, self.schedule, self.current_epoch, base_lr, self.trainer.max_epochs)
+            optimizer, epoch = self.trainer.optimizers[0], self.current_epoch + progress
+            set_epoch_lr(optimizer, self.schedule, epoch, base_lr, self.trainer.max_epochs)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # fp16: grads still scaled here

@@ -188,15 +188,16 @@ class ReportRow:
 OUTSIDE_THE_RECIPE = (
     "experiment", "paths.", "hydra.", "data.dataset.root", "data.num_workers", "data.test_batch_size",
     "data.test_datasets", "logger", "callbacks.", "trainer.enable_", "trainer.log_every_n_steps",
-    "trainer.check_val_every_n_epoch", "trainer.accelerator", "trainer.precision", "seed", "task_name",
+    "trainer.check_val_every_n_epoch", "trainer.accelerator", "trainer.precision", "trainer.devices",
+    "trainer.num_nodes", "trainer.strategy", "trainer.sync_batchnorm", "trainer", "seed", "task_name",
     "ckpt_path", "overwrite", "model.weights", "train", "test", "evaluate_before_fit", "optimized_metric",
 )  # fmt: skip
 """Override keys (exact, or prefixes ending in '.') that leave an experiment's recipe as it is: where the
 data and weights live, logging, how often the learning curve is drawn, the seed, the numerics (mixed
-precision is a stated difference, docs/recipes.md), extra evaluation targets. Everything else changes
+precision is a stated difference, docs/recipes.md), extra evaluation targets, and the number of
+processes (``trainer=ddp``, ``trainer.devices``: N processes train as one). Everything else changes
 what is trained or which weights are reported: another group option (``model=...``), a value
-(``model.optimizer.lr``), ``selection=best``; and, while ``data.batch_size`` is per rank,
-``trainer.devices`` / ``trainer.num_nodes`` (more processes train a larger batch)."""
+(``model.optimizer.lr``), ``selection=best``."""
 
 
 def recipe_changes(overrides: list[str]) -> tuple[str, ...]:

@@ -6,9 +6,11 @@ the kill. Here the training stream is made a pure function of ``(seed, epoch, sl
 
 * :class:`ResumableKeySampler` wraps the epoch plan of a sampler (the P x K
   :class:`~reid.data.samplers.IdentitySampler`) and yields :class:`SampleKey` ``(epoch, slot, index)``,
-  skipping the batches a checkpoint records as consumed (:func:`train_position`);
+  skipping the batches a checkpoint records as consumed (:func:`train_position`); ``slot`` is the item's
+  place in the *global* batch stream, the same under any number of processes;
 * :class:`ItemSeededDataset` runs the wrapped dataset's transform under a torch RNG seeded by
-  :func:`item_seed` of that key, independent of workers and of what ran before;
+  :func:`item_seed` of that key, independent of workers, of the process and of what ran before (so N
+  processes augment every image of a step as one process does);
 * :class:`ResumableDataLoader` starts each pass over the sampler at the first batch request, at
   the position the trainer then stands at (restored loop counters on resume), and exposes that
   position as its ``state_dict`` (the ``_Stateful`` protocol: Lightning saves it in every
@@ -60,7 +62,8 @@ class TrainPosition:
 
 
 class SampleKey(NamedTuple):
-    """One training item: the epoch, its slot in this rank's stream of that epoch, the dataset index."""
+    """One training item: the epoch, its slot in the global stream of that epoch (``step x global batch
+    + position in the global batch``), the dataset index."""
 
     epoch: int
     slot: int
@@ -96,15 +99,18 @@ class ResumableKeySampler(Sampler[SampleKey]):
     """Yields :class:`SampleKey` for the items of ``sampler``'s epoch, from a resume position on.
 
     Args:
-        sampler: yields dataset indices for the epoch set by ``set_epoch`` (deterministically).
+        sampler: yields this rank's dataset indices for the epoch set by ``set_epoch`` (deterministically).
         batch_size: items per batch on this rank (the unit of ``TrainPosition.batches_done``).
+        num_replicas, rank: the process group; rank ``r``'s batch is the ``r``-th share of each global batch
+            of ``batch_size x num_replicas`` items, which gives the global slots.
     """
 
-    def __init__(self, sampler: EpochSampler, batch_size: int) -> None:
+    def __init__(self, sampler: EpochSampler, batch_size: int, num_replicas: int = 1, rank: int = 0) -> None:
         if batch_size < 1:
             raise ValueError(f"ResumableKeySampler: batch_size must be >= 1, got {batch_size}")
         self.sampler = sampler
         self.batch_size = batch_size
+        self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
         self._resume: TrainPosition | None = None
 
@@ -133,8 +139,12 @@ class ResumableKeySampler(Sampler[SampleKey]):
         if self._resume is not None and self._resume.epoch == self.epoch:
             start = min(self._resume.batches_done * self.batch_size, len(indices))
         self._resume = None
-        epoch = self.epoch
-        return (SampleKey(epoch, slot, indices[slot]) for slot in range(start, len(indices)))
+        epoch, size, offset = self.epoch, self.batch_size, self.rank * self.batch_size
+        step = size * self.num_replicas
+        return (
+            SampleKey(epoch, (slot // size) * step + offset + slot % size, indices[slot])
+            for slot in range(start, len(indices))
+        )
 
 
 class ResumableDataLoader(DataLoader):
@@ -226,16 +236,16 @@ class _StartOnFirstBatch(Iterator[Any]):
 
 
 class ItemSeededDataset(Dataset):
-    """``dataset[key.index]`` computed under a torch RNG seeded by ``item_seed(seed, *key, rank)``.
+    """``dataset[key.index]`` computed under a torch RNG seeded by ``item_seed(seed, epoch, slot)``, the
+    slot a global one (:class:`ResumableKeySampler`): the same augmentation on any rank.
 
     The global RNG is restored afterwards (``torch.random.fork_rng``), so nothing else sees the
     reseeding. Random transforms must draw from torch's global generator (torchvision's do).
     """
 
-    def __init__(self, dataset: Dataset, seed: int, rank: int = 0) -> None:
+    def __init__(self, dataset: Dataset, seed: int) -> None:
         self.dataset = dataset
         self.seed = seed
-        self.rank = rank
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -245,7 +255,7 @@ class ItemSeededDataset(Dataset):
             raise TypeError(f"ItemSeededDataset: expected a SampleKey (epoch, slot, index), got {key!r}")
         epoch, slot, index = key
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(item_seed(self.seed, epoch, slot, self.rank))
+            torch.manual_seed(item_seed(self.seed, epoch, slot))
             return self.dataset[index]
 
 

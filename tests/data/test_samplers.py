@@ -122,8 +122,8 @@ def test_the_datamodule_trains_each_epoch_at_its_own_length(compose_config, tmp_
 @pytest.mark.parametrize("world_size", [2, 3])
 def test_ranks_get_disjoint_identities_and_union_equals_single_process(world_size):
     pids = _pids(seed=5, num_ids=40)
-    per_rank = [
-        _batches(IdentitySampler(pids, 8, 2, seed=7, num_replicas=world_size, rank=r), 8)
+    per_rank = [  # the global batch of 4 x world identities, 4 identities x K=2 for each rank
+        _batches(IdentitySampler(pids, 8 * world_size, 2, seed=7, num_replicas=world_size, rank=r), 8)
         for r in range(world_size)
     ]
     single = _batches(IdentitySampler(pids, 8 * world_size, 2, seed=7), 8 * world_size)
@@ -140,3 +140,32 @@ def test_too_few_identities_is_a_clear_error():
         IdentitySampler([0, 0, 1, 1], batch_size=8, num_instances=2)
     with pytest.raises(ValueError, match="multiple of num_instances"):
         IdentitySampler([0, 1], batch_size=7, num_instances=2)
+    with pytest.raises(
+        ValueError, match=r"global batch of 16 identities x K=4, and 3 processes.*batch_size=60"
+    ):
+        IdentitySampler(list(range(40)) * 4, batch_size=64, num_instances=4, num_replicas=3, rank=0)
+
+
+def test_the_global_batch_is_the_recipes_whatever_the_number_of_processes():
+    """data.batch_size=64 under 4 processes: 16 images (4 identities x 4) each, and the four shares of a step
+    together are the one-process batch of the same seed, in rank order."""
+    pids = _pids(seed=2, num_ids=40)
+    single = _batches(IdentitySampler(pids, 16, 2, seed=3), 16)
+    shares = [_batches(IdentitySampler(pids, 16, 2, seed=3, num_replicas=4, rank=r), 4) for r in range(4)]
+    assert [len(s) for s in shares] == [len(single)] * 4
+    for step, batch in enumerate(single):
+        assert [i for r in range(4) for i in shares[r][step]] == batch
+
+
+def test_per_item_seeds_follow_the_global_slot_on_every_rank():
+    """The augmentation of the image at a global batch position is the same under 1 or 2 processes."""
+    from reid.training.resumable import ResumableKeySampler
+
+    pids = _pids(seed=4, num_ids=30)
+    one = list(ResumableKeySampler(IdentitySampler(pids, 8, 2, seed=1), 8))
+    two = [
+        list(ResumableKeySampler(IdentitySampler(pids, 8, 2, seed=1, num_replicas=2, rank=r), 4, 2, r))
+        for r in (0, 1)
+    ]
+    merged = sorted(two[0] + two[1], key=lambda key: key.slot)
+    assert merged == one  # same (epoch, global slot, image) triples

@@ -8,6 +8,7 @@ it stepped TransReID-SSL's scheduler at the epoch's start, training epoch 1 at 6
 lr (``test_transreid_ssl_epoch_one_trains_at_the_warmup_start``).
 """
 
+import itertools
 import math
 
 import numpy as np
@@ -120,3 +121,28 @@ def test_bad_lengths_are_rejected():
         cosine_schedule(1.0, 0.0, epochs=0, steps_per_epoch=3)
     with pytest.raises(ValueError, match="warmup_epochs"):
         cosine_schedule(1.0, 0.0, epochs=3, steps_per_epoch=1, warmup_epochs=5)
+
+
+def test_a_per_step_schedule_warms_up_and_decays_within_epochs():
+    """``per_step`` (the CPU demo's): evaluated at fractional epochs, the warm-up is linear over the first
+    epoch's steps from 0.01 x lr and the cosine continuous; at whole epochs it is the epoch schedule."""
+    schedule = TimmCosineLR(1, 0.01, 0.002, "epoch_end", per_step=True)
+    steps = [schedule(i / 10, 1.0, 1.0, 11) for i in range(110)]
+    np.testing.assert_allclose(steps[:10], [0.01 + 0.99 * i / 10 for i in range(10)])
+    assert steps[10] == pytest.approx(0.002 + 0.998 * 0.5 * (1 + math.cos(math.pi / 11)))
+    assert all(b < a for a, b in itertools.pairwise(steps[10:]))  # decays at every step
+
+
+def test_the_task_sets_a_per_step_lr_at_every_step(compose_config, tmp_path):
+    from reid.run import run
+    from tests.conftest import TINY_RUN
+
+    cfg = compose_config(*TINY_RUN, "trainer.max_epochs=2", "test=false", "data.num_workers=0")
+    assert cfg.model.schedule.per_step  # vit_tiny, the demo's model
+    run(cfg)
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open()))
+    lrs = [float(r["train/lr"]) for r in rows if r.get("train/lr")]
+    assert len(set(lrs)) == len(lrs) > 4  # a new lr every step
+    assert lrs[0] == pytest.approx(0.01 * cfg.model.optimizer.lr)

@@ -188,8 +188,8 @@ def test_sampler_stream_is_seeded_fixed_length_and_split_over_ranks():
     assert len(stream) == len(sampler) == 20 and list(sampler) == stream
     sampler.set_epoch(1)
     assert list(sampler) != stream
-    joint = list(_sampler(batch_size=8, iterations=5))
-    ranks = [list(_sampler(batch_size=4, iterations=5, num_replicas=2, rank=r)) for r in (0, 1)]
+    joint = list(_sampler(batch_size=8, iterations=5))  # the global batch: each of 2 ranks takes 4 of 8
+    ranks = [list(_sampler(batch_size=8, iterations=5, num_replicas=2, rank=r)) for r in (0, 1)]
     for b in range(5):
         assert ranks[0][4 * b : 4 * b + 4] + ranks[1][4 * b : 4 * b + 4] == joint[8 * b : 8 * b + 8]
     with pytest.raises(RuntimeError, match="no pseudo labels"):

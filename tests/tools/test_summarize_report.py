@@ -147,7 +147,8 @@ def test_only_overrides_that_change_the_recipe_count() -> None:
     same += ["logger=wandb", "+callbacks.recorder.path=/p", "trainer.precision=16-mixed", "model.weights=/w"]
     assert recipe_changes(same) == ()
     changed = ["model=transreid_tiny", "model.optimizer.lr=0.01", "trainer.max_epochs=60", "selection=best"]
-    changed += ["trainer.devices=4", "data.batch_size=128", "data/transforms=bot"]
+    changed += ["data.batch_size=128", "data/transforms=bot"]
+    same += ["trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"]  # N processes train as one
     assert recipe_changes(same + changed) == tuple(changed)
 
 

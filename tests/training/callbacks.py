@@ -125,3 +125,32 @@ class EpochSteps(L.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.path.write_text(json.dumps(self.record))
+
+
+class StepLosses(L.Callback):
+    """Writes ``losses_rank<r>.json``: this rank's training loss at every step (its own share of the batch;
+    the mean over ranks is the global batch's loss)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"losses_rank{trainer.global_rank}.json").write_text(json.dumps(self.losses))
+
+
+class FinalWeights(L.Callback):
+    """Writes ``weights_rank<r>.pt``: this process's model state when training ends (every node's)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        import torch
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        torch.save(pl_module.state_dict(), self.folder / f"weights_rank{trainer.global_rank}.pt")

@@ -1,9 +1,9 @@
 """DDP with 2 CPU processes on gloo through `python -m reid.run`: P x K sharding and evaluation.
 
-Rank r of a 2-process run takes identities [r*P, (r+1)*P) of every global batch of 2P identities:
-disjoint identities per step, equal step counts, and the union of an epoch equals the
-single-process epoch of a 2 x batch. Evaluation gathers features across ranks: the untrained
-model's metrics equal those of one process.
+``data.batch_size`` is the global batch: rank r of a 2-process run takes identities [r*P/2, (r+1)*P/2) of
+every global batch of P identities: disjoint identities per step, equal step counts, and the union of
+a step equals the one-process batch of the same seed. Evaluation gathers features across ranks: the
+untrained model's metrics equal those of one process.
 """
 
 from __future__ import annotations
@@ -70,11 +70,13 @@ def test_two_process_gloo_run_shards_identities_and_matches_single_process_metri
     for a, b in zip(*ranks):
         assert not set(a["pids"]) & set(b["pids"]), "ranks saw the same identity in one step"
         union += a["index"] + b["index"]
-    # the single-process epoch of a 2 x batch (synthetic_tiny: batch 8, K 2, seed 0)
+    # the single-process epoch of the same global batch (synthetic_tiny: batch 8, K 2, seed 0)
     pids = json.loads((tmp_path / "single" / "batches" / "rank0.json").read_text())
     assert pids  # the recorder ran in the single-process run too
     datamodule = instantiate(compose_config("data=synthetic_tiny").data)
     datamodule.setup()
     dataset_pids = [r.pid for r in datamodule.train_data.train]
-    expected = list(IdentitySampler(dataset_pids, batch_size=16, num_instances=2, seed=0))
+    expected = list(IdentitySampler(dataset_pids, batch_size=8, num_instances=2, seed=0))
     assert union == expected
+    single_batches = json.loads((tmp_path / "single" / "batches" / "rank0.json").read_text())
+    assert len(single_batches) == len(ranks[0])  # as many steps as one process

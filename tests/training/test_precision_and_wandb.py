@@ -129,3 +129,29 @@ def test_bf16_mixed_dino_pretraining_on_cpu(compose_config):
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
     state = AtomicCheckpointIO().load_checkpoint(out / "checkpoints" / "last.ckpt")["state_dict"]
     assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
+
+
+def test_fp16_mixed_trains_with_a_logged_scaler_that_checkpoints_save_and_restore(compose_config, tmp_path):
+    """``trainer.precision=16-mixed`` on CPU: fp16 autocast with a GradScaler (the official loops' AMP;
+    Lightning alone would switch to bf16), its scale logged as ``train/grad_scale`` at every step, saved
+    in ``last.ckpt``, and a resumed run continues from the saved scale, not from a fresh 65536."""
+    overrides = [*SMALL, "model=transreid_tiny", "trainer.precision=16-mixed", "test=false"]
+    cfg = compose_config(*overrides)
+    cfg.paths.output_dir = str(tmp_path / "run")
+    run(cfg)
+    out = tmp_path / "run"
+    rows = list(csv.DictReader((out / "csv" / "metrics.csv").open()))
+    scales = [float(r["train/grad_scale"]) for r in rows if r.get("train/grad_scale")]
+    assert len(scales) == epoch_steps(cfg, 1)[0] and scales[0] == 65536.0
+    checkpoint = AtomicCheckpointIO().load_checkpoint(out / "checkpoints" / "last.ckpt")
+    saved = checkpoint["MixedPrecision"]["scale"]
+    assert saved in (scales[-1], scales[-1] / 2, scales[-1] * 2)  # the scale after the last step's update
+    weights = checkpoint["state_dict"]
+    assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
+    assert weights["net.backbone.cls_token"].dtype == torch.float32  # fp32 master weights
+    resumed = compose_config(*overrides, "trainer.max_epochs=2", "ckpt_path=last")
+    resumed.paths.output_dir = str(out)
+    run(resumed)
+    rows = list(csv.DictReader((out / "csv" / "metrics.csv").open()))
+    scales_after = [float(r["train/grad_scale"]) for r in rows if r.get("train/grad_scale")]
+    assert scales_after[len(scales)] == saved  # the second epoch starts at the checkpoint's scale
