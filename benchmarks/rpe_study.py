@@ -1,27 +1,28 @@
-"""The relative-position study on CPU: baseline, +bias, +bias+RPE-triplet naive and stable, same budget.
+"""The relative-position study on CPU: a fair comparison of the RPE-triplet forms, and what they learn.
 
-Trains each variant with the demo's recipe (tiny ViT + ICS stem stride 8 on the synthetic people,
-AdamW 1e-3) for every seed, as subprocesses of ``python -m reid.run``, ``--jobs`` at a time with the
-CPU threads split between them; every run logs every step (CSV logger) and ends with a test
-evaluation. Then it reads each run's ``csv/metrics.csv`` and ``results.json`` and writes
+Five variants with the demo's model (tiny ViT + ICS stem stride 8 on the synthetic people): the baseline
+(``experiment=demo``), the relative position bias alone (``rpe_demo``), and the bias with the RPE-triplet
+term in its three forms: ``naive`` (the users' reported form), ``stable`` (the first fix) and ``soft``
+(the default). Every triplet variant has the same weight (``--weight``) and no ramp (the naive form has
+none), and every variant the same optimiser and schedule: the users' shape by default, SGD (momentum 0.9,
+weight decay 1e-4 on every parameter, bias lr x2, as ``rpe_triplet_market``) with a linear warm-up then a
+cosine over the run, at a base lr scaled to the CPU model (``--lr``). Each (variant, seed) is a
+``python -m reid.run`` subprocess, ``--jobs`` at a time; every run logs every step and ends with a test on
+the held-out test identities. Then it reads each run's ``csv/metrics.csv`` and ``results.json`` and writes
 
-* ``docs/rpe_study.png``: the RPE loss, d_ap, d_an, the relation / position-embedding / bias-table
-  norms and the total train loss over steps, every variant where the quantity exists, every seed;
-* the ``rpe_study`` section of ``docs/rpe.md``: the final test mAP / R1 / mINP per variant and seed
-  (and their mean), the step where each naive run diverges (:func:`divergence_step`) and how far the
-  stable runs went past it, and the command.
+* ``docs/<name>.png``: the RPE loss, d_ap, d_an, the relation / table norms, the train AUC and the
+  collapse over steps, every variant where the quantity exists, every seed;
+* the ``<name>`` section of ``docs/rpe.md``: per variant and seed the test mAP / R1 / mINP, the identity
+  AUC and the collapse of the relation vectors of the test queries (``reid.callbacks.rpe_monitor``), the
+  step where a run diverges (:func:`divergence_step`), and each variant's mean; and the command.
 
-    python benchmarks/rpe_study.py [--epochs E] [--seeds 0 1] [--jobs 2] [--reuse-data data]
-    python benchmarks/rpe_study.py --optimizer sgd --lr 0.05 ...   # the TransReID optimiser instead
+    python benchmarks/rpe_study.py [--epochs E] [--seeds 0 1 2] [--weight 0.5] [--jobs 2] [--reuse-data data]
+    python benchmarks/rpe_study.py --weight 50 --variants naive soft      # at the users' divergence weight
+    python benchmarks/rpe_study.py --optimizer adamw ...                  # the demo's AdamW instead
 
-``--optimizer sgd`` trains every variant with the TransReID-SSL recipe's optimiser (SGD, momentum 0.9,
-weight decay 1e-4 on every parameter including the position tables, bias lr x2: ``vit_baseline.yaml``)
-at ``--lr`` instead of the demo's AdamW, and writes ``docs/rpe_study_sgd.png`` and the
-``rpe_study_sgd`` section instead, so the AdamW study's figure and section stay.
-
-Runs live in ``--out`` (``outputs/rpe_study/<variant>/seed<k>``). Finished runs (a ``results.json`` in
-their folder) are read, not retrained, unless ``--rerun``; an unfinished one is restarted from scratch;
-``--report-only`` only reads and writes the figure and the section.
+``<name>`` is ``rpe_study_<optimizer>_w<weight>``. Runs live in ``--out/<name>/<variant>/seed<k>``;
+finished runs (a ``results.json``) are read, not retrained, unless ``--rerun``; ``--report-only`` only
+reads and writes.
 """
 
 from __future__ import annotations
@@ -61,26 +62,42 @@ class Variant:
     overrides: tuple[str, ...]
 
 
-def variants(naive_weight: float | None = None) -> tuple[Variant, ...]:
-    """The four variants; ``naive_weight`` sets the naive form's weight (default: the stable one's)."""
-    naive = ["experiment=rpe_triplet_demo", "model.loss.rpe_triplet.form=naive"]
-    naive += ["model.loss.rpe_triplet.warmup_steps=0"]  # the form's default (0) over the demo's 90
-    if naive_weight is not None:
-        naive.append(f"model.loss.rpe_triplet.weight={naive_weight}")
+FORMS = ("naive", "stable", "soft")
+
+
+def variants(weight: float = 0.5) -> tuple[Variant, ...]:
+    """The five variants; every triplet form at ``weight`` with no ramp (the fair comparison)."""
+    key = "model.loss.rpe_triplet"
+
+    def form(name: str, label: str) -> Variant:
+        return Variant(
+            name,
+            f"+bias+triplet {label}",
+            (
+                "experiment=rpe_triplet_demo",
+                f"{key}.form={name}",
+                f"{key}.weight={weight:g}",
+                f"{key}.warmup_steps=0",
+            ),
+        )
+
     return (
         Variant("baseline", "baseline (demo)", ("experiment=demo",)),
         Variant("bias", "+bias (rpe_demo)", ("experiment=rpe_demo",)),
-        Variant(
-            "naive",
-            "+bias+triplet naive" + (f" (weight {naive_weight:g})" if naive_weight else ""),
-            tuple(naive),
-        ),
-        Variant("stable", "+bias+triplet stable (rpe_triplet_demo)", ("experiment=rpe_triplet_demo",)),
+        form("naive", "naive (reported)"),
+        form("stable", "stable (the first fix)"),
+        form("soft", "soft (default)"),
     )
 
 
-TRAIN_ORDER = ("naive", "stable", "bias", "baseline")
-COLOURS = {"baseline": "tab:gray", "bias": "tab:blue", "naive": "tab:red", "stable": "tab:green"}
+TRAIN_ORDER = ("naive", "soft", "stable", "bias", "baseline")
+COLOURS = {
+    "baseline": "tab:gray",
+    "bias": "tab:blue",
+    "naive": "tab:red",
+    "stable": "tab:orange",
+    "soft": "tab:green",
+}
 STYLES = ("-", "--", ":", "-.")
 PANELS = (  # (metrics.csv column, title, log scale)
     ("train/loss_rpe_triplet", "RPE-triplet loss (unweighted)", False),
@@ -88,10 +105,10 @@ PANELS = (  # (metrics.csv column, title, log scale)
     (f"{RPE}/d_an", "d_an (hardest negative)", True),
     (f"{RPE}/relation_norm", "relation norm ||r_i|| (raw)", True),
     (f"{RPE}/pos_embed_norm", "position embedding row norm", True),
-    (f"{RPE}/rel_bias_norm", "bias table RMS (gathered entries)", True),
-    ("train/loss", "total train loss", False),
-    (f"{RPE}/gap", "gap d_an - d_ap (< 0: growing the tables raises the loss)", False),
-    (f"{RPE}/weight", "RPE-triplet weight in the total", False),
+    (f"{RPE}/rel_bias_norm", "bias table RMS (entries used)", True),
+    (f"{RPE}/auc", "same-identity AUC of the batch's relations (0.5: none)", False),
+    (f"{RPE}/collapse", "mean cross-image cosine of the compared relations", False),
+    (f"{RPE}/raw_collapse", "mean cross-image cosine of the raw relations", False),
 )
 
 
@@ -133,11 +150,13 @@ def optimizer_overrides(optimizer: str, lr: float | None = None) -> list[str]:
     ]
 
 
-def outputs_for(optimizer: str) -> tuple[str, Path]:
-    """The doc section and figure a study with ``optimizer`` writes."""
-    if optimizer == "adamw":
-        return SECTION, FIGURE
-    return f"{SECTION}_{optimizer}", FIGURE.with_name(f"{FIGURE.stem}_{optimizer}{FIGURE.suffix}")
+def study_name(optimizer: str, weight: float) -> str:
+    """``rpe_study_<optimizer>_w<weight>``: the doc section, the figure's and the runs' folder name."""
+    return f"{SECTION}_{optimizer}_w{weight:g}"
+
+
+def figure_for(name: str) -> Path:
+    return FIGURE.with_name(f"{name}.png")
 
 
 def jobs(
@@ -265,30 +284,39 @@ def _moving_average(values: Sequence[float], width: int) -> list[float]:
     return out
 
 
-METRICS = ("mAP", "R1", "mINP")
+METRICS = ("mAP", "R1", "mINP", "rpe/auc", "rpe/collapse", "rpe/raw_collapse")
+HEADERS = ("mAP", "R1", "mINP", "AUC", "collapse", "raw collapse")
 
 
-def table(runs: Sequence[Run], labels: Mapping[str, str]) -> str:
-    """Markdown: one row per run (variant, seed, final test metrics, last step), then each variant's mean."""
+def table(
+    runs: Sequence[Run], labels: Mapping[str, str], diverged: Mapping[tuple[str, int], int | None]
+) -> str:
+    """Markdown: one row per run (variant, seed, final test metrics, the identity AUC and collapse of the
+    test queries' relation vectors, the divergence step, steps run), then each variant's mean."""
     lines = [
-        "| variant | seed | " + " | ".join(METRICS) + " | steps |",
-        "|---|---|" + "---|" * (len(METRICS) + 1),
+        "| variant | seed | " + " | ".join(HEADERS) + " | diverges at | steps |",
+        "|---|---|" + "---|" * (len(METRICS) + 2),
     ]
     by_variant: dict[str, list[Run]] = {}
     for run in runs:
         by_variant.setdefault(run.variant, []).append(run)
         cells = [_cell(run.test.get(k)) for k in METRICS]
+        step = diverged.get((run.variant, run.seed))
         lines.append(
-            f"| {labels.get(run.variant, run.variant)} | {run.seed} | "
-            + " | ".join(cells)
-            + f" | {run.last_step + 1} |"
-        )
+            f"| {labels.get(run.variant, run.variant)} | {run.seed} | " + " | ".join(cells)
+            + f" | {'-' if step is None else step} | {run.last_step + 1} |"
+        )  # fmt: skip
     for name, group in by_variant.items():
         cells = []
         for key in METRICS:
             found = [run.test[key] for run in group if key in run.test]
             cells.append(_cell(sum(found) / len(found) if found else None))
-        lines.append(f"| **{labels.get(name, name)}** | mean | " + " | ".join(cells) + " | |")
+        count = sum(diverged.get((name, run.seed)) is not None for run in group)
+        lines.append(
+            f"| **{labels.get(name, name)}** | mean | "
+            + " | ".join(cells)
+            + f" | {count} of {len(group)} | |"
+        )
     return "\n".join(lines)
 
 
@@ -296,37 +324,23 @@ def _cell(value: float | None) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.2f}"
 
 
-def divergence_report(runs: Sequence[Run], key: str, factor: float, reference_step: int) -> str:
-    """Where each naive run diverges (:func:`divergence_step`) and how far each stable run went
-    without diverging, as a multiple of the naive runs' earliest divergence step."""
-    naive = {
-        run.seed: divergence_step(run.series, key, factor, reference_step)
+def divergence_steps(
+    runs: Sequence[Run], key: str, factor: float, reference_step: int
+) -> dict[tuple[str, int], int | None]:
+    """(variant, seed) -> the step a triplet run diverges at (:func:`divergence_step`), or None."""
+    return {
+        (run.variant, run.seed): divergence_step(run.series, key, factor, reference_step)
         for run in runs
-        if run.variant == "naive"
+        if run.variant in FORMS
     }
-    stable = {
-        run.seed: (divergence_step(run.series, key, factor, reference_step), run.last_step)
-        for run in runs
-        if run.variant == "stable"
-    }
-    rule = (
-        f"first step > {reference_step} where `{key}` exceeds {factor:g} x its value at step "
-        f"{reference_step}, or the train loss is not finite"
+
+
+def divergence_rule(key: str, factor: float, reference_step: int) -> str:
+    return (
+        f"Divergence: the first step > {reference_step} where `{key}` exceeds {factor:g} x its value at step "
+        f"{reference_step}, or the train loss is not finite (the run's `callbacks.rpe_divergence` flags the "
+        "same, over every RPE norm and d_an)."
     )
-    lines = [f"Divergence rule: {rule}.", ""]
-    for seed, step in sorted(naive.items()):
-        lines.append(
-            f"- naive, seed {seed}: "
-            + (f"diverges at step {step}" if step is not None else "does not diverge")
-        )
-    found = [step for step in naive.values() if step is not None]
-    first = min(found) if found else None
-    for seed, (step, last) in sorted(stable.items()):
-        ran = f"ran {last + 1} steps"
-        ratio = f" = {(last + 1) / first:.1f} x the naive divergence step {first}" if first else ""
-        state = f"diverges at step {step}" if step is not None else "does not diverge"
-        lines.append(f"- stable, seed {seed}: {state}; {ran}{ratio}")
-    return "\n".join(lines)
 
 
 def report(
@@ -336,20 +350,20 @@ def report(
     key: str,
     factor: float,
     reference_step: int,
+    name: str,
+    weight: float,
     doc: Path = DOC,
-    figure: Path = FIGURE,
-    naive_weight: float | None = None,
     smooth: int = 1,
     shared: Sequence[str] = (),
-    section: str = SECTION,
 ) -> list[Run]:
-    """Read the runs under ``out``, write the figure and the doc ``section`` (``shared``: the overrides
+    """Read the runs under ``out``, write the figure and the doc section ``name`` (``shared``: the overrides
     every run had besides its variant's and :func:`common_overrides`); returns the runs read."""
-    found = variants(naive_weight)
+    found = variants(weight)
     labels = {v.name: v.label for v in found}
     runs = read_runs(out, [v.name for v in found], seeds)
     if not runs:
         raise SystemExit(f"no runs under {out} (expected {out}/<variant>/seed<k>/csv/metrics.csv)")
+    figure = figure_for(name)
     plot(runs, labels, figure, smooth)
     every = " ".join([*shared, *common_overrides(0, 0), "hydra.run.dir=<out>/<variant>/seed<k>"])
     every = every.replace("seed=0", "seed=<k>").replace("max_epochs=0", "max_epochs=<epochs>")
@@ -358,12 +372,12 @@ def report(
         [
             f"Command: `python benchmarks/{Path(__file__).name} {' '.join(argv)}`".rstrip(),
             f"Per-run overrides (besides `{every}`):\n{overrides}",
-            table(runs, labels),
-            divergence_report(runs, key, factor, reference_step),
+            table(runs, labels, divergence_steps(runs, key, factor, reference_step)),
+            divergence_rule(key, factor, reference_step),
             f"Figure: `{figure.relative_to(ROOT) if figure.is_relative_to(ROOT) else figure}`.",
         ]
     )
-    write_section(section, body, doc)
+    write_section(name, body, doc)
     return runs
 
 
@@ -375,33 +389,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--epochs",
         type=int,
         default=DEMO_EPOCHS,
-        help=f"epochs of 45 steps per run, the same for every variant (default {DEMO_EPOCHS}: the demo's)",
+        help=f"epochs of about 45 steps per run, the same for every variant (default {DEMO_EPOCHS})",
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
         "--jobs", type=int, default=2, help="runs at a time; the CPU threads are split between them"
     )
     parser.add_argument(
-        "--reuse-data",
-        type=Path,
-        default=None,
-        help="data root holding synthetic/ (REID_DATA), shared by every run",
+        "--reuse-data", type=Path, default=None, help="data root holding synthetic/ (REID_DATA)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "rpe_study")
+    parser.add_argument("--weight", type=float, default=0.5, help="every triplet form's weight (no ramp)")
     parser.add_argument(
-        "--naive-weight",
-        type=float,
-        default=None,
-        help="the naive form's weight (default: rpe_triplet_demo's)",
-    )
-    parser.add_argument(
-        "--optimizer",
-        choices=OPTIMIZERS,
-        default="adamw",
-        help="adamw: the demo's; sgd: TransReID's SGD for every variant (writes the rpe_study_sgd outputs)",
-    )
+        "--optimizer", choices=OPTIMIZERS, default="sgd",
+        help="sgd: the users' shape (SGD, warm-up then cosine; default); adamw: the demo's",
+    )  # fmt: skip
     parser.add_argument("--lr", type=float, default=None, help=f"SGD's base lr (default {SGD_LR:g})")
-    parser.add_argument("--variants", nargs="+", default=None, help="train only these (default: all four)")
+    parser.add_argument("--variants", nargs="+", default=None, help="train only these (default: all five)")
     parser.add_argument("--rerun", action="store_true", help="retrain runs that already have results.json")
     parser.add_argument(
         "--report-only", action="store_true", help="read the runs, write figure and doc, train nothing"
@@ -417,31 +421,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         shared = optimizer_overrides(args.optimizer, args.lr)
     except ValueError as err:
         parser.error(str(err))
-    section, figure = outputs_for(args.optimizer)
+    name = study_name(args.optimizer, args.weight)
+    out = args.out / name
     argv = [
         a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"
     ]  # the training command
     if not args.report_only:
-        chosen = [v for v in variants(args.naive_weight) if args.variants is None or v.name in args.variants]
-        chosen.sort(key=lambda v: TRAIN_ORDER.index(v.name))  # the runs the divergence needs first
-        planned = jobs(chosen, args.seeds, args.epochs, args.out, shared)
+        chosen = [v for v in variants(args.weight) if args.variants is None or v.name in args.variants]
+        chosen.sort(key=lambda v: TRAIN_ORDER.index(v.name))
+        planned = jobs(chosen, args.seeds, args.epochs, out, shared)
         todo = [job for job in planned if args.rerun or not (job.folder / "results.json").exists()]
         threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
         train_all(todo, args.jobs, threads, args.reuse_data)
-    runs = report(
-        args.out,
-        args.seeds,
-        argv,
-        args.diverge_key,
-        args.diverge_factor,
-        args.diverge_reference_step,
-        figure=figure,
-        naive_weight=args.naive_weight,
-        smooth=args.smooth,
-        shared=shared,
-        section=section,
-    )
-    print(f"{len(runs)} runs read; wrote {figure} and the {section} section of {DOC}")
+    runs = report(out, args.seeds, argv, args.diverge_key, args.diverge_factor, args.diverge_reference_step,
+                  name, args.weight, smooth=args.smooth, shared=shared)  # fmt: skip
+    print(f"{len(runs)} runs read; wrote {figure_for(name)} and the {name} section of {DOC}")
 
 
 if __name__ == "__main__":

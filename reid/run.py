@@ -315,6 +315,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             _resume_loggers(trainer, checkpoint)
         _fit(trainer, model, datamodule, resume, output_dir)
         summary["tested_weights"] = tested_weights(trainer, cfg.get("test_weights", "last"))
+        summary["last_logged"] = last_logged(trainer)
     ckpt = None
     if cfg.test:
         if cfg.train:
@@ -326,6 +327,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results = trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt)
         summary["test"] = _metrics(results, "test/", targets)
         summary["test_label"] = _final_label(cfg, trainer, ckpt)
+        summary["last_logged"] = summary.get("last_logged", {}) | last_logged(trainer)
     if trainer.is_global_zero:
         _print_comparison(
             summary.get("untrained", {}), summary.get("test", {}), summary.get("test_label", "")
@@ -370,6 +372,16 @@ def _finish_loggers(trainer: L.Trainer) -> None:
         experiment = getattr(logger, "_experiment", None)
         if experiment is not None and hasattr(experiment, "finish"):
             experiment.finish()
+
+
+def last_logged(trainer: L.Trainer) -> dict[str, float]:
+    """The last value of every scalar the run logged (train/*, val/*, test/*): diagnostics such as
+    ``train/rpe_triplet/diverged_step`` or ``val/rpe/auc`` that ``reid.tools.summarize`` reads."""
+    return {
+        name: float(value)
+        for name, value in sorted(trainer.callback_metrics.items())
+        if isinstance(value, torch.Tensor) and value.numel() == 1
+    }
 
 
 def tested_weights(trainer: L.Trainer, selection: str) -> dict[str, Any]:

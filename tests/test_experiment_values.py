@@ -12,6 +12,7 @@ pretraining from TransReID-SSL dino/script/vit-b_ics_cfs_lup.sh + dino/main_dino
 PASS-reID PASS/script/vit-b_full_lup-pass.sh + PASS/main_pass.py defaults; not from our YAML files.
 """
 
+import shlex
 from pathlib import Path
 from types import SimpleNamespace
 from typing import NamedTuple
@@ -170,14 +171,17 @@ RPE_EXPERIMENTS = {
     "rpe_msmt": ("vit_base_ics_lup_msmt_384", False),
     "rpe_triplet_msmt": ("vit_base_ics_lup_msmt_384", True),
 }
-# the loss defaults of the real recipe: N = 8, weight 0.5, ramp over 1000 steps (about 5 Market epochs
-# at batch 64), the stable form's normalised relations and hinge margin
+# the loss defaults of the real recipe: the soft form (its centring, normalisation, margin and ramp left
+# to the form: every key present, so a sweep needs no "+"), weight 0.5, N = 8 for the top-N forms
 RPE_TRIPLET = {
     "_target_": "reid.losses.RPETripletTerm",
     "weight": 0.5,
     "num_patches": 8,
-    "form": "stable",
-    "warmup_steps": 1000,
+    "form": "soft",
+    "normalize": "form",
+    "margin": "form",
+    "warmup_steps": "form",
+    "temperature": 0.05,
     "layers": "last",
     "heads": "mean",
     "use_bias": True,
@@ -561,7 +565,7 @@ def test_rpe_experiment_is_its_headline_recipe_plus_the_rpe_keys(name, composed)
 
 
 @pytest.mark.parametrize("name", ["rpe_triplet_market", "rpe_triplet_msmt"])
-def test_rpe_triplet_experiment_builds_the_stable_term_and_the_bias(name, composed):
+def test_rpe_triplet_experiment_builds_the_soft_term_and_the_bias(name, composed):
     model = composed[name].model.copy()
     OmegaConf.set_struct(model, False)
     model.backbone._target_ = "reid.models.vit.vit_tiny"
@@ -570,35 +574,60 @@ def test_rpe_triplet_experiment_builds_the_stable_term_and_the_bias(name, compos
     info = DatasetInfo(num_classes=6, num_cameras=3, num_views=1)
     task = instantiate(model, data_info=info, evaluation=EvalConfig(), _recursive_=False)
     term = task.objective.terms["rpe_triplet"]
-    assert (term.normalize, term.margin, term.warmup_steps) == (True, 0.1, 1000)
-    assert (
-        term.weight_at(0) == 0.0
-        and term.weight_at(500) == pytest.approx(0.25)
-        and term.weight_at(1000) == 0.5
+    assert (term.selection, term.center, term.normalize, term.margin, term.warmup_steps) == (
+        "soft",
+        True,
+        True,
+        0.1,
+        0,
     )
+    assert term.weight_at(0) == 0.5
     biases = [
         block for block in task.net.backbone.modules() if type(block).__name__ == "RelativePositionBias"
     ]
     assert len(biases) == 2 and biases[0].grid == (24, 8)  # one table per layer, 384 x 128 at stride 16
 
 
-def test_rpe_triplet_sweep_composes():
-    """``python -m reid.run -m experiment=rpe_triplet_market num_patches=4,8,16 weight=0.1,0.5``: the
-    basic sweeper's six jobs, each composed as the multirun would."""
+README = CONFIG_DIR.parent / "README.md"
+
+
+def _readme_rpe_grid() -> list[str]:
+    """The overrides of the README's RPE ablation (the multirun over form x num_patches x ...)."""
+    from tests.test_readme_commands import readme_commands
+
+    (command,) = [c for c in readme_commands(README.read_text()) if "rpe_triplet.form=" in c and " -m " in c]
+    arguments = shlex.split(command)
+    return [a for a in arguments[arguments.index("reid.run") + 1 :] if a not in ("-m", "--multirun")]
+
+
+def test_the_readme_rpe_ablation_composes_every_job_and_builds_every_term():
+    """The README's one-command ablation (num_patches x weight x margin x form x shared tables, SLURM
+    launcher): the basic sweeper's jobs, each composed as the multirun would and its term built; every
+    key is set without "+", and the naive jobs are the reported form whatever margin they are given."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    key = "model.loss.rpe_triplet"
-    sweep = ["experiment=rpe_triplet_market", f"{key}.num_patches=4,8,16", f"{key}.weight=0.1,0.5"]
+    sweep = [a for a in _readme_rpe_grid() if not a.startswith(("hydra/launcher", "hydra.launcher"))]
+    assert not any(a.startswith("+") for a in sweep)
     (jobs,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(sweep), None)
+    assert len(jobs) == 2 * 2 * 2 * 3 * 2
     register_resolvers()
     seen = set()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         for job in jobs:
-            term = compose(config_name="run", overrides=job).model.loss.rpe_triplet
-            seen.add((term.num_patches, term.weight))
-            assert term.form == "stable" and term.warmup_steps == 1000
-    assert seen == {(n, w) for n in (4, 8, 16) for w in (0.1, 0.5)}
+            cfg = compose(config_name="run", overrides=job)
+            term = instantiate(cfg.model.loss.rpe_triplet)
+            seen.add((term.form, term.num_patches, term.weight, cfg.model.loss.rpe_triplet.margin,
+                      cfg.model.backbone.rel_pos_bias.shared))  # fmt: skip
+            if term.form == "naive":
+                assert (term.normalize, term.margin, term.warmup_steps) == (False, None, 0)
+            else:
+                assert term.margin == cfg.model.loss.rpe_triplet.margin
+    assert len(seen) == len(jobs)
+    launcher = [a for a in _readme_rpe_grid() if a.startswith(("hydra/launcher", "hydra.launcher"))]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="run", overrides=[*jobs[0], *launcher], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 1
 
 
 # conf/experiment/*2duke, *2market: a supervised recipe on the source plus evaluation targets; the test

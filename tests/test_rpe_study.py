@@ -1,5 +1,6 @@
 """benchmarks/rpe_study.py without training: its reading, divergence rule, figure and table on fabricated
-run folders, and its four variants' overrides composed as ``python -m reid.run`` would."""
+run folders, and its five variants' overrides composed as ``python -m reid.run`` would: every triplet form at
+one weight and no ramp, one optimiser and schedule for all (the fair comparison)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ def _write_run(
 ):
     """A Lightning-style metrics.csv (an lr-monitor row before each train row) and a results.json."""
     columns = ["epoch", "lr-AdamW/lr", "step", "train/loss", "train/loss_id"]
-    if variant in ("naive", "stable"):
-        stats = ("d_ap", "d_an", "gap", "relation_norm", "pos_embed_norm", "rel_bias_norm", "weight")
+    if variant in rpe_study.FORMS:
+        stats = ("d_ap", "d_an", "gap", "relation_norm", "pos_embed_norm", "rel_bias_norm", "weight", "auc")
         columns += ["train/loss_rpe_triplet", *(f"{RPE}/{k}" for k in stats)]
     (folder / "csv").mkdir(parents=True)
     with (folder / "csv" / "metrics.csv").open("w", newline="") as handle:
@@ -42,20 +43,22 @@ def _write_run(
             writer.writerow({"step": step, "lr-AdamW/lr": 1e-3})
             loss = math.nan if nan_at is not None and step >= nan_at else 5.0 - step / STEPS + seed * 0.1
             row = {"epoch": step // 10, "step": step, "train/loss": loss, "train/loss_id": loss - 1}
-            if variant in ("naive", "stable"):
+            if variant in rpe_study.FORMS:
                 norm = 0.03 * (100.0 if blow_up_at is not None and step >= blow_up_at else 1.0)
                 row |= {"train/loss_rpe_triplet": 0.69, f"{RPE}/relation_norm": norm}
                 row |= {f"{RPE}/{k}": 0.05 for k in ("d_ap", "d_an", "rel_bias_norm", "weight")}
-                row |= {f"{RPE}/gap": -0.01, f"{RPE}/pos_embed_norm": 0.28}
+                row |= {f"{RPE}/gap": -0.01, f"{RPE}/pos_embed_norm": 0.28, f"{RPE}/auc": 0.6}
             writer.writerow(row)
     test = {"mAP": 40.0 + seed, "R1": 50.0 + seed, "mINP": 10.0 + seed, "R5": 70.0}
+    if variant in rpe_study.FORMS:
+        test |= {"rpe/auc": 0.7 + seed / 10, "rpe/collapse": 0.0, "rpe/raw_collapse": 0.5}
     (folder / "results.json").write_text(json.dumps({"test": test}))
 
 
 @pytest.fixture
 def study(tmp_path: Path) -> Path:
     out = tmp_path / "runs"
-    for variant in ("baseline", "bias", "naive", "stable"):
+    for variant in ("baseline", "bias", *rpe_study.FORMS):
         for seed in (0, 1):
             blow_up = {0: 7, 1: None}[seed] if variant == "naive" else None
             nan_at = 12 if variant == "naive" and seed == 1 else None
@@ -63,16 +66,19 @@ def study(tmp_path: Path) -> Path:
     return out
 
 
-def test_report_writes_the_figure_the_table_and_the_divergence_steps(study, tmp_path):
-    doc, figure = tmp_path / "rpe.md", tmp_path / "rpe_study.png"
+def test_report_writes_the_figure_the_table_and_the_divergence_steps(study, tmp_path, monkeypatch):
+    doc = tmp_path / "rpe.md"
+    monkeypatch.setattr(rpe_study, "FIGURE", tmp_path / "rpe_study.png")
     doc.write_text("# RPE\n\nhand-written text\n")
-    runs = rpe_study.report(study, [0, 1], ["--epochs", "3"], f"{RPE}/relation_norm", 10.0, 0, doc, figure)
-    assert len(runs) == 8 and all(run.last_step == STEPS - 1 for run in runs)
-    with Image.open(figure) as image:
+    name = rpe_study.study_name("sgd", 0.5)
+    runs = rpe_study.report(study, [0, 1], ["--epochs", "3"], f"{RPE}/relation_norm", 10.0, 0, name, 0.5, doc)
+    assert len(runs) == 10 and all(run.last_step == STEPS - 1 for run in runs)
+    with Image.open(tmp_path / f"{name}.png") as image:
         assert image.format == "PNG"
         assert image.size == (rpe_study.FIGSIZE[0] * rpe_study.DPI, rpe_study.FIGSIZE[1] * rpe_study.DPI)
     text = doc.read_text()
     assert text.startswith("# RPE\n\nhand-written text\n")  # the section is added, the rest kept
+    assert f"<!-- {name}:start -->" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "| variant |" not in line]
     for label in (v.label for v in rpe_study.variants()):
         for seed in (0, 1):
@@ -80,9 +86,14 @@ def test_report_writes_the_figure_the_table_and_the_divergence_steps(study, tmp_
             assert row.split("|")[3].strip() == f"{40.0 + seed:.2f}"  # mAP
         (mean,) = [r for r in rows if r.startswith(f"| **{label}** | mean |")]
         assert [c.strip() for c in mean.split("|")[3:6]] == ["40.50", "50.50", "10.50"]  # mAP R1 mINP
-    assert "naive, seed 0: diverges at step 7" in text  # relation_norm x100 from step 7
-    assert "naive, seed 1: diverges at step 12" in text  # train loss NaN from step 12
-    assert f"stable, seed 0: does not diverge; ran {STEPS} steps = {STEPS / 7:.1f} x" in text
+    naive = {
+        seed: next(r for r in rows if r.startswith(f"| +bias+triplet naive (reported) | {seed} |"))
+        for seed in (0, 1)
+    }
+    assert naive[0].split("|")[9].strip() == "7"  # relation_norm x100 from step 7
+    assert naive[1].split("|")[9].strip() == "12"  # train loss NaN from step 12
+    (soft_mean,) = [r for r in rows if r.startswith("| **+bias+triplet soft (default)** | mean |")]
+    assert soft_mean.split("|")[6].strip() == "0.75" and soft_mean.split("|")[9].strip() == "0 of 2"  # AUC
     assert "python benchmarks/rpe_study.py --epochs 3" in text
 
 
@@ -98,7 +109,7 @@ def test_divergence_rule_reference_and_no_divergence():
     assert rpe_study.divergence_step(series, "k", 10.0, 0) == 1
 
 
-@pytest.mark.parametrize("variant", rpe_study.variants(naive_weight=5.0), ids=lambda v: v.name)
+@pytest.mark.parametrize("variant", rpe_study.variants(weight=5.0), ids=lambda v: v.name)
 def test_variant_overrides_compose(variant, tmp_path):
     shared = rpe_study.common_overrides(seed=1, epochs=3)
     overrides = [*variant.overrides, *(o for o in shared if not o.startswith("hydra."))]
@@ -113,15 +124,14 @@ def test_variant_overrides_compose(variant, tmp_path):
     term = cfg.model.loss.get("rpe_triplet")
     if variant.name in ("baseline", "bias"):
         assert term is None
-    elif variant.name == "naive":  # the reported form: raw relations, soft margin, no warm-up
-        built = instantiate(term)
-        assert (built.form, built.warmup_steps, built.weight) == ("naive", 0, 5.0)
+        return
+    built = instantiate(term)
+    assert (built.form, built.warmup_steps, built.weight) == (variant.name, 0, 5.0)  # one weight, no ramp
+    if variant.name == "naive":  # the reported form: raw relations, soft margin
         assert built.normalize is False and built.margin is None
-    else:
-        assert (term.form, term.warmup_steps, term.weight) == ("stable", 90, 0.5)
 
 
-@pytest.mark.parametrize("variant", rpe_study.variants(naive_weight=50.0), ids=lambda v: v.name)
+@pytest.mark.parametrize("variant", rpe_study.variants(weight=50.0), ids=lambda v: v.name)
 def test_sgd_overrides_give_every_variant_the_transreid_optimiser(variant):
     """``--optimizer sgd``: the TransReID-SSL optimiser (conf/model/vit_baseline.yaml: SGD, momentum 0.9,
     weight decay 1e-4 on every parameter, the position tables included, bias lr x2) on top of each
@@ -140,11 +150,11 @@ def test_sgd_overrides_give_every_variant_the_transreid_optimiser(variant):
     assert isinstance(built, torch.optim.SGD) and built.defaults["momentum"] == 0.9
 
 
-def test_adamw_adds_nothing_and_sgd_writes_its_own_section_and_figure():
+def test_adamw_adds_nothing_and_each_study_has_its_own_name():
     assert rpe_study.optimizer_overrides("adamw") == []
-    assert rpe_study.outputs_for("adamw") == (rpe_study.SECTION, rpe_study.FIGURE)
-    section, figure = rpe_study.outputs_for("sgd")
-    assert section == "rpe_study_sgd" and figure == rpe_study.FIGURE.with_name("rpe_study_sgd.png")
+    assert rpe_study.study_name("sgd", 0.5) == "rpe_study_sgd_w0.5"
+    assert rpe_study.study_name("adamw", 50.0) == "rpe_study_adamw_w50"
+    assert rpe_study.figure_for("rpe_study_sgd_w50") == rpe_study.FIGURE.with_name("rpe_study_sgd_w50.png")
     assert "model.optimizer.lr=0.05" in rpe_study.optimizer_overrides("sgd")  # SGD_LR by default
     with pytest.raises(ValueError, match=r"--optimizer: expected one of \['adamw', 'sgd'\], got 'adam'"):
         rpe_study.optimizer_overrides("adam")
@@ -152,17 +162,3 @@ def test_adamw_adds_nothing_and_sgd_writes_its_own_section_and_figure():
         rpe_study.optimizer_overrides("adamw", 0.1)
     with pytest.raises(ValueError, match=r"--lr: expected a learning rate > 0, got -0.1"):
         rpe_study.optimizer_overrides("sgd", -0.1)
-
-
-def test_report_writes_the_named_section_and_lists_the_shared_overrides(study, tmp_path):
-    doc, figure = tmp_path / "rpe.md", tmp_path / "rpe_study_sgd.png"
-    doc.write_text("# RPE\n\n<!-- rpe_study:start -->\nthe AdamW study\n<!-- rpe_study:end -->\n")
-    shared = rpe_study.optimizer_overrides("sgd", 0.05)
-    rpe_study.report(
-        study, [0, 1], ["--optimizer", "sgd"], f"{RPE}/relation_norm", 10.0, 0, doc, figure,
-        shared=shared, section="rpe_study_sgd",
-    )  # fmt: skip
-    text = doc.read_text()
-    assert "<!-- rpe_study:start -->\nthe AdamW study\n<!-- rpe_study:end -->" in text  # kept
-    assert text.index("<!-- rpe_study_sgd:start -->") > text.index("<!-- rpe_study:end -->")
-    assert f"besides `{' '.join(shared)} seed=<k>" in text and figure.exists()

@@ -168,6 +168,14 @@ class ReIDNet(nn.Module):
             aux["rel_pos_bias"] = biases
         return aux
 
+    def positional_inputs(
+        self, images: Tensor, camids: Tensor | None = None, viewids: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """The training-time ``aux`` (module docstring) for ``images`` in any mode: what a positional loss
+        term reads, for monitoring it on evaluation images (``reid.callbacks.rpe_monitor``)."""
+        tokens, grid = self.backbone.forward_tokens_on_grid(images, camids, viewids, depth=-1)
+        return self._aux(self._global_branch(tokens, grid), grid)
+
     def _heads(
         self, branch: GlobalBranchOutput, local_feats: tuple[Tensor, ...], labels: Tensor | None
     ) -> list[NeckOutput]:

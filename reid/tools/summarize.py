@@ -3,7 +3,8 @@
 One row per run of a Hydra multirun folder (each job folder holds ``.hydra/overrides.yaml``):
 the overridden config values (by default only those that differ between runs), then the run's
 ``results.json`` test metrics (``test/<target>/<metric>`` for each target of a run that evaluated
-several, ``reid.results``) and the last logged ``val/*`` metrics of its ``csv/metrics.csv``.
+several, ``reid.results``), its RPE-triplet diagnostics (:data:`SHOWN_LOGGED`) and the last logged
+``val/*`` metrics of its ``csv/metrics.csv``.
 Prints a rich table; ``--csv`` also writes the rows to a file.
 
 Report: ``python -m reid.tools.summarize <runs and multirun folders...> --report out.md`` compares
@@ -30,6 +31,12 @@ from reid.config import CONFIG_DIR
 from reid.results import by_target
 
 METRIC_ORDER = ("mAP", "R1", "R5", "R10", "mINP")
+SHOWN_LOGGED = (
+    "train/rpe_triplet/auc", "train/rpe_triplet/collapse", "train/rpe_triplet/diverged_step",
+    "val/rpe/auc", "val/rpe/collapse", "test/rpe/auc", "test/rpe/collapse",
+)  # fmt: skip
+"""Diagnostics of ``results.json``'s ``last_logged`` shown as columns when a run has them: the RPE-triplet
+loss's identity information (AUC), collapse and divergence step (docs/rpe.md)."""
 
 
 @dataclass
@@ -75,6 +82,8 @@ def summarize_run(job_dir: Path) -> RunSummary:
         for target, metrics in by_target(data.get("test")).items():
             prefix = f"test/{target}/" if target else "test/"
             summary.metrics.update({f"{prefix}{key}": value for key, value in metrics.items()})
+        logged = data.get("last_logged") or {}
+        summary.metrics.update({key: float(logged[key]) for key in SHOWN_LOGGED if key in logged})
     for metrics_csv in sorted(job_dir.glob("**/metrics.csv")):
         summary.metrics.update(_last_logged(metrics_csv, "val/"))
     if not summary.metrics:

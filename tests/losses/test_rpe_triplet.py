@@ -64,13 +64,13 @@ def test_selection_is_top_n_by_similarity_in_order_and_pairs_follow_that_order()
     ],
 )
 def test_relation_values_match_a_hand_computation(layers, heads, expected):
-    term = RPETripletTerm(num_patches=3, layers=layers, heads=heads)
+    term = RPETripletTerm(num_patches=3, form="stable", layers=layers, heads=heads)
     relations = term.relations(_inputs(SIM, POS, BIAS))
     assert relations[0].tolist() == [float(v) for v in expected]
 
 
 def test_without_the_bias_the_relation_is_the_absolute_term_only():
-    term = RPETripletTerm(num_patches=3, use_bias=False, heads="concat")
+    term = RPETripletTerm(num_patches=3, form="stable", use_bias=False, heads="concat")
     # image 1's pairs (0,3), (0,2), (3,2): P0.P3 = 2, P0.P2 = 1, P3.P2 = 1
     assert term.relations(_inputs(SIM, POS)).tolist() == [[-1.0, 1.0, 1.0], [2.0, 1.0, 1.0]]
     assert "rel_bias_norm" not in term.stats
@@ -95,7 +95,7 @@ def test_loss_and_stats_equal_a_hand_computed_batch_hard_triplet():
     assert stats["pos_embed_norm"] == pytest.approx((1 + 1 + math.sqrt(2) + math.sqrt(13)) / 4)
     assert stats["weight"] == 1.0 and all(not v.requires_grad for v in soft.stats.values())
     # hinge m = 0.5: max(0, [-2, -1, 0, -2] + 0.5) = [0, 0, 0.5, 0]
-    hinge = RPETripletTerm(num_patches=2, form="naive", margin=0.5, use_bias=False)
+    hinge = RPETripletTerm(num_patches=2, form="stable", normalize=False, margin=0.5, use_bias=False)
     torch.testing.assert_close(hinge(inputs), torch.tensor(0.125))
 
 
@@ -115,7 +115,9 @@ def test_loss_equals_a_reference_loop_on_the_relation_vectors(normalize, margin)
     g = torch.Generator().manual_seed(0)
     pos, bias = torch.randn(6, 3, generator=g), torch.randn(2, 2, 6, 6, generator=g)
     sim, labels = torch.randn(6, 6, generator=g), torch.tensor([0, 0, 1, 1, 2, 2])
-    term = RPETripletTerm(num_patches=4, normalize=normalize, margin=margin, heads="concat", layers="mean")
+    term = RPETripletTerm(
+        num_patches=4, form="stable", normalize=normalize, margin=margin, heads="concat", layers="mean"
+    )
     inputs = _inputs(sim, pos, bias, labels)
     raw = term.relations(inputs)
     vectors = raw / raw.norm(dim=1, keepdim=True) if normalize else raw
@@ -138,14 +140,33 @@ def test_gradients_reach_the_position_tables_but_not_the_similarity():
 
 
 def test_form_sets_the_defaults_and_each_key_can_be_switched_on_its_own():
-    naive, stable = RPETripletTerm(form="naive"), RPETripletTerm(form="stable")
-    assert (naive.normalize, naive.margin, naive.warmup_steps) == (False, None, 0)
-    assert (stable.normalize, stable.margin, stable.warmup_steps) == (True, 0.1, 1000)
+    naive, stable, soft = RPETripletTerm(form="naive"), RPETripletTerm(form="stable"), RPETripletTerm()
+    assert (naive.selection, naive.normalize, naive.margin, naive.warmup_steps) == ("top", False, None, 0)
+    assert (stable.selection, stable.normalize, stable.margin, stable.warmup_steps) == (
+        "top",
+        True,
+        0.1,
+        1000,
+    )
+    assert (soft.form, soft.selection, soft.normalize, soft.margin, soft.warmup_steps) == (
+        "soft",
+        "soft",
+        True,
+        0.1,
+        0,
+    )
     soft_stable = RPETripletTerm(form="stable", margin=None)
     assert (soft_stable.normalize, soft_stable.margin, soft_stable.warmup_steps) == (True, None, 1000)
-    bounded_naive = RPETripletTerm(form="naive", normalize=True)
-    assert (bounded_naive.normalize, bounded_naive.margin, bounded_naive.warmup_steps) == (True, None, 0)
-    assert RPETripletTerm(form="naive", warmup_steps="form").warmup_steps == 0
+    assert RPETripletTerm(form="soft", warmup_steps=500).warmup_steps == 500
+
+
+def test_naive_is_the_reported_form_whatever_the_other_keys_say(caplog):
+    """A sweep over form=naive,stable,soft with a margin and a warm-up set for the others runs the naive
+    jobs as reported: soft margin, raw relations, no warm-up (one logged line says so)."""
+    with caplog.at_level("INFO", logger="reid"):
+        naive = RPETripletTerm(form="naive", normalize=True, margin=0.3, warmup_steps=1000)
+    assert (naive.selection, naive.normalize, naive.margin, naive.warmup_steps) == ("top", False, None, 0)
+    assert "form=naive keeps its own" in caplog.text
 
 
 # ids 0, 0, 1, 1: each identity picks the same patches, the two identities different ones
@@ -231,7 +252,11 @@ def test_naive_tables_grow_without_bound_while_stable_ones_stop():
     ("kwargs", "match"),
     [
         ({"num_patches": 1}, r"rpe_triplet\.num_patches: expected an integer >= 2"),
-        ({"form": "robust"}, r"rpe_triplet\.form: expected one of \['naive', 'stable'\], got 'robust'"),
+        (
+            {"form": "robust"},
+            r"rpe_triplet\.form: expected one of \['naive', 'soft', 'stable'\], got 'robust'",
+        ),
+        ({"temperature": 0}, r"rpe_triplet\.temperature: expected a number > 0"),
         ({"heads": "sum"}, r"rpe_triplet\.heads: expected one of \['mean', 'concat'\], got 'sum'"),
         ({"layers": "first"}, r"rpe_triplet\.layers: expected 'last', 'mean' or a list"),
         ({"layers": []}, r"rpe_triplet\.layers: expected .* non-empty list of integer layer indices"),
@@ -249,7 +274,7 @@ def test_bad_config_values_are_refused_naming_the_key(kwargs, match):
 
 def test_bad_model_outputs_are_refused_naming_the_key_and_the_fix():
     with pytest.raises(ValueError, match=r"rpe_triplet\.num_patches: expected at most the 4 patches.*got 5"):
-        RPETripletTerm(num_patches=5)(_inputs(SIM, POS, BIAS))
+        RPETripletTerm(num_patches=5, form="stable")(_inputs(SIM, POS, BIAS))
     with pytest.raises(ValueError, match=r"rpe_triplet\.layers: indices \[2, -3\] out of range .* 2 bias"):
         RPETripletTerm(num_patches=3, layers=[0, 2, -3])(_inputs(SIM, POS, BIAS))
     with pytest.raises(
@@ -263,3 +288,72 @@ def test_bad_model_outputs_are_refused_naming_the_key_and_the_fix():
     with pytest.raises(ValueError, match=r"aux\['pos_embed'\] has 3 rows but .* scores 4 patches"):
         RPETripletTerm(num_patches=3, use_bias=False)(_inputs(SIM, POS[:3]))
     assert RPETripletTerm(num_patches=3, use_bias=False)(_inputs(SIM, POS, labels=torch.tensor([0, 1]))) >= 0
+
+
+# ---- the soft form and the diagnostics ----------------------------------------------------------------
+def test_soft_relations_match_a_hand_computation():
+    """r_i[b] = sum_a softmax(s_i / t)_a G[a, b], G = P~ P~^T + (P_rel - mean P_rel), both tables centred."""
+    term = RPETripletTerm(temperature=0.5, layers="last", heads="mean")
+    raw = term.relations(_inputs(SIM, POS, BIAS))
+    w = torch.softmax(SIM / 0.5, dim=1)
+    centred = POS - POS.mean(0)
+    rel = BIAS[-1].mean(0) - BIAS[-1].mean()
+    expected = torch.stack(
+        [sum(w[i, a] * (centred[a] @ centred.t() + rel[a]) for a in range(4)) for i in range(2)]
+    )
+    torch.testing.assert_close(raw, expected)
+    concat = RPETripletTerm(temperature=0.5, heads="concat").relations(_inputs(SIM, POS, BIAS))
+    per_head = BIAS[-1] - BIAS[-1].mean()
+    head1 = sum(w[0, a] * (centred[a] @ centred.t() + per_head[1, a]) for a in range(4))
+    torch.testing.assert_close(concat[0].reshape(4, 2)[:, 1], head1)  # position-major, head-minor
+
+
+def test_the_soft_form_reaches_the_features_through_the_similarity():
+    """Unlike the top-N forms, the loss has a gradient on the [CLS]-patch similarity, i.e. on the network."""
+    g = torch.Generator().manual_seed(3)
+    sim = torch.randn(6, 8, generator=g).requires_grad_()
+    pos, bias = torch.randn(8, 4, generator=g).requires_grad_(), torch.randn(1, 2, 8, 8, generator=g)
+    RPETripletTerm(temperature=0.2)(_inputs(sim, pos, bias, torch.tensor([0, 0, 1, 1, 2, 2]))).backward()
+    assert sim.grad.abs().sum() > 0 and pos.grad.abs().sum() > 0
+
+
+def test_the_soft_form_ignores_what_every_position_shares():
+    """Adding one vector to every row of P_abs (the common component of a collapsed table) or a constant to
+    the bias changes no soft relation: the tables are centred."""
+    g = torch.Generator().manual_seed(4)
+    sim, pos, bias = (
+        torch.randn(4, 6, generator=g),
+        torch.randn(6, 3, generator=g),
+        torch.randn(1, 2, 6, 6, generator=g),
+    )
+    term = RPETripletTerm()
+    base = term.relations(_inputs(sim, pos, bias))
+    shifted = term.relations(_inputs(sim, pos + torch.tensor([5.0, -2.0, 1.0]), bias + 3.0))
+    torch.testing.assert_close(shifted, base)
+
+
+def test_auc_and_collapse_against_hand_computed_cases():
+    from reid.losses.rpe_triplet import identity_auc, mean_cross_cosine, mean_share
+
+    labels = torch.tensor([0, 0, 1, 1])
+    separated = torch.tensor([[0.0], [0.1], [5.0], [5.1]])
+    assert identity_auc(separated, labels).item() == pytest.approx(1.0)
+    # across the clusters: positives at 5, 5; negatives 0.1, 5.1, 4.9, 0.1 -> one negative in four is farther
+    assert identity_auc(separated, torch.tensor([0, 1, 0, 1])).item() == pytest.approx(0.25)
+    alike = torch.zeros(4, 2)  # every distance ties: half
+    assert identity_auc(alike, labels).item() == pytest.approx(0.5)
+    # positives {1 (0-1), 1 (2-3)} vs negatives {2, 3, 1, 2}: P(pos < neg) = (2*3 + 2*0.5) / 8
+    line = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+    assert identity_auc(line, torch.tensor([0, 0, 1, 1])).item() == pytest.approx(7 / 8)
+    assert mean_cross_cosine(torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])).item() == pytest.approx(1.0)
+    assert mean_cross_cosine(torch.tensor([[1.0, 0.0], [0.0, 1.0]])).item() == pytest.approx(0.0)
+    table = torch.tensor([[1.0, 1.0], [1.0, -1.0]])  # mean row (1, 0): energy 2 of 4
+    assert mean_share(table, dim=0).item() == pytest.approx(0.5)
+    assert mean_share(torch.full((2, 3), 2.0), dim=None).item() == pytest.approx(1.0)
+
+
+def test_the_loss_reports_identity_information_and_collapse():
+    term = RPETripletTerm(num_patches=3, form="stable")
+    term(_inputs(SEPARATED_SIM, POS, BIAS / 64))
+    assert term.stats["auc"].item() == pytest.approx(1.0)  # each identity picks its own patches
+    assert {"collapse", "pos_embed_mean_share", "rel_bias_mean_share"} <= set(term.stats)
