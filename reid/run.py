@@ -25,7 +25,7 @@ import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 import lightning as L
@@ -39,10 +39,12 @@ from omegaconf.errors import InterpolationKeyError
 from reid.config import CONFIG_DIR, register_resolvers
 from reid.config_checks import RecordRunSettings, check_config, run_settings, warn_on_changed_settings
 from reid.dataset_options import resolve_dataset_lists
+from reid.models.weights_checks import check_finite
 from reid.results import by_target
 from reid.training.checkpoint_io import AtomicCheckpointIO
 from reid.training.csv_logger import ResumableCSVLogger
 from reid.training.preemption import Preempted
+from reid.training.run_lock import RunFolderLock, is_first_process
 
 log = logging.getLogger("reid")
 register_resolvers()
@@ -137,7 +139,8 @@ def check_run_checkpoint(path: str, model: L.LightningModule, resume: bool) -> M
     """Read ``ckpt_path``: a Lightning checkpoint of a run; when resuming, of a run of this very model.
 
     A plain state dict, exported weights or another experiment's checkpoint is refused with a pointer
-    to ``model.weights``, which initialises a new run from weights. Returns the checkpoint.
+    to ``model.weights``, which initialises a new run from weights; one holding NaN/Inf weights is
+    refused naming them. Returns the checkpoint.
     """
     checkpoint = AtomicCheckpointIO().load_checkpoint(path)
     use_weights = f"to start a new run from its weights, set model.weights={path} (and ckpt_path=null)"
@@ -148,6 +151,7 @@ def check_run_checkpoint(path: str, model: L.LightningModule, resume: bool) -> M
             f"ckpt_path={path} is not a checkpoint of a run (a plain state dict or exported weights, no "
             f"trainer state); ckpt_path resumes or evaluates a run of this project; {use_weights}"
         )
+    check_finite(checkpoint["state_dict"], f"ckpt_path={path}")
     differences = _state_differences(checkpoint["state_dict"], model.state_dict()) if resume else []
     if differences:
         raise ValueError(
@@ -285,9 +289,20 @@ def _final_label(cfg: DictConfig, trainer: L.Trainer, ckpt: str | None) -> str:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Fit and/or test as ``cfg`` says; returns the summary written to ``results.json``."""
+    """Fit and/or test as ``cfg`` says; returns the summary written to ``results.json``. The run folder is
+    locked for the run's duration (``reid.training.run_lock``): a second run into it fails at start."""
     check_config(cfg)
     resolve_dataset_lists(cfg)
+    lock = RunFolderLock(cfg.paths.output_dir)
+    if is_first_process():
+        lock.acquire()
+    try:
+        return _run_locked(cfg)
+    finally:
+        lock.release()
+
+
+def _run_locked(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
@@ -324,7 +339,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             ckpt = resolve_ckpt_path(cfg.ckpt_path, output_dir)
             summary["tested_weights"] = {"selection": "ckpt_path", "checkpoint": ckpt}
         test_ckpt = _load_for_test(model, ckpt) if ckpt is not None and not cfg.train else ckpt
-        results = trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt)
+        results = _test(trainer, model, datamodule, test_ckpt, output_dir)
         summary["test"] = _metrics(results, "test/", targets)
         summary["test_label"] = _final_label(cfg, trainer, ckpt)
         summary["last_logged"] = summary.get("last_logged", {}) | last_logged(trainer)
@@ -344,19 +359,40 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def _fit(
     trainer: L.Trainer, model: L.LightningModule, datamodule: Any, ckpt_path: str | None, output_dir: Path
 ) -> None:
-    """``trainer.fit``; SIGTERM (Lightning stops at the step boundary) raises :class:`Preempted`."""
+    """``trainer.fit``; SIGTERM (Lightning stops at the step boundary, or in a validation) raises
+    :class:`Preempted`, naming the checkpoint that holds the last completed step and the step it holds."""
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     except SIGTERMException as stop:
-        callback = trainer.checkpoint_callback
-        last = getattr(callback, "last_model_path", "") or "no checkpoint (none is configured)"
-        message = (
-            f"preempted (SIGTERM) at step {trainer.global_step}: last state in {last}; resume with "
-            f"`python -m reid.run <same overrides> hydra.run.dir={output_dir} ckpt_path=last`"
-        )
-        log.error(message)
-        _finish_loggers(trainer)
-        raise Preempted(message) from stop
+        _preempted(trainer, output_dir, "training", stop)
+
+
+def _test(
+    trainer: L.Trainer, model: L.LightningModule, datamodule: Any, ckpt_path: str | None, output_dir: Path
+) -> list[dict[str, float]]:
+    """``trainer.test``; SIGTERM there stops the run too (exit status 143, no results.json)."""
+    try:
+        return trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SIGTERMException as stop:
+        _preempted(trainer, output_dir, "the final test", stop)
+
+
+def _preempted(trainer: L.Trainer, output_dir: Path, during: str, stop: BaseException) -> NoReturn:
+    callback = trainer.checkpoint_callback
+    saved = getattr(callback, "last_saved_step", None)
+    last = getattr(callback, "last_model_path", "")
+    state = (
+        f"{last} holds step {saved}"
+        if last and saved is not None
+        else "no checkpoint holds it (none is configured)"
+    )
+    message = (
+        f"preempted (SIGTERM) during {during} at step {trainer.global_step}: {state}; resume with "
+        f"`python -m reid.run <same overrides> hydra.run.dir={output_dir} ckpt_path=last`"
+    )
+    log.error(message)
+    _finish_loggers(trainer)
+    raise Preempted(message) from stop
 
 
 def _resume_loggers(trainer: L.Trainer, checkpoint: Mapping[str, Any]) -> None:
@@ -408,10 +444,25 @@ def tested_weights(trainer: L.Trainer, selection: str) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="run")
 def main(cfg: DictConfig) -> float | None:
+    """The command line: bad input ends a single run with one line naming it (``--debug``: the
+    traceback); in a sweep (``-m``) Hydra reports each failed job."""
+    from hydra.types import RunMode
+
+    from reid.tools.cli import bad_input_exits
+
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
-    check_options_fit(cfg, HydraConfig.get().runtime.choices)
-    return run(cfg)["optimized_metric"]
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        check_options_fit(cfg, HydraConfig.get().runtime.choices)
+        return run(cfg)["optimized_metric"]
+    with bad_input_exits("python -m reid.run"):
+        check_options_fit(cfg, HydraConfig.get().runtime.choices)
+        return run(cfg)["optimized_metric"]
 
 
 if __name__ == "__main__":
+    import sys
+
+    from reid.tools.cli import take_debug_flag
+
+    sys.argv[1:] = take_debug_flag(sys.argv[1:])
     main()

@@ -473,6 +473,142 @@ def _eval_other_model(tmp: Path):
     return lambda: task.load_for_evaluation({"state_dict": state}, path), ValueError, expected
 
 
+# ---- issue 29: faults found late before, now refused at the start, by name ---------------------
+def _with_nonfinite(state: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    state = dict(state)
+    state[name] = state[name].clone()
+    state[name].view(-1)[:3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    return state
+
+
+@case("weights with NaN/Inf in one tensor")
+def _nonfinite_weights(tmp: Path):
+    torch.save(_with_nonfinite(_vit().state_dict(), "blocks.1.attn.qkv.weight"), tmp / "diverged.pth")
+    expected = ["diverged.pth", "NaN/Inf", "1 of", "backbone.blocks.1.attn.qkv.weight (3 of"]
+    return _load(tmp / "diverged.pth"), ValueError, expected
+
+
+@case("ckpt_path of a run whose weights hold NaN")
+def _nonfinite_ckpt(tmp: Path):
+    state = {f"net.{k}": v for k, v in _net().state_dict().items()}
+    state = _with_nonfinite(state, "net.backbone.cls_token")
+    torch.save({"state_dict": state, "pytorch-lightning_version": "2.6.6", "loops": {}}, tmp / "nan.ckpt")
+    path = str(tmp / "nan.ckpt")
+    expected = [f"ckpt_path={path}", "NaN/Inf", "net.backbone.cls_token (3 of"]
+    return lambda: check_run_checkpoint(path, _LightningNet(), True), ValueError, expected
+
+
+@case("truncated JPEG in the query split (its header reads)")
+def _truncated_query_jpeg(tmp: Path):
+    from reid.data.image_dataset import ImageReadError
+
+    root = _tree(tmp)
+    path = sorted((root / "query").glob("*.jpg"))[-1]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    expected = [str(path), "cannot be decoded", "1 of "]
+    return lambda: _datamodule(root).setup(), ImageReadError, expected
+
+
+@case("LUPerson tree with a symlink loop")
+def _luperson_loop(tmp: Path):
+    from reid.data.datasets import DatasetFormatError
+    from reid.data.datasets.luperson import load_luperson
+
+    root = generate_luperson_tree(tmp / "LUPerson", num_images=6, num_scenes=2, num_identities=3)
+    loop = root / "scene_00000" / "again"
+    loop.symlink_to(root, target_is_directory=True)
+    expected = [str(loop), "links to", "symlink loop"]
+    return lambda: load_luperson(root), DatasetFormatError, expected
+
+
+@case("binary metrics.csv found by a resumed run")
+def _binary_metrics(tmp: Path):
+    from reid.training.csv_logger import MetricsFileError, ResumableCSVLogger
+
+    (tmp / "csv").mkdir()
+    path = tmp / "csv" / "metrics.csv"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe" * 8)
+    logger = ResumableCSVLogger(tmp, name="csv", version="")
+    return lambda: logger.resume_at(3), MetricsFileError, [str(path), "not a CSV log"]
+
+
+@case("metrics.csv of another program found by a resumed run")
+def _foreign_metrics(tmp: Path):
+    from reid.training.csv_logger import MetricsFileError, ResumableCSVLogger
+
+    (tmp / "csv").mkdir()
+    path = tmp / "csv" / "metrics.csv"
+    path.write_text("epoch,loss\n0,1.0\n")
+    logger = ResumableCSVLogger(tmp, name="csv", version="")
+    return lambda: logger.resume_at(3), MetricsFileError, [str(path), "no 'step' column"]
+
+
+def test_a_metrics_csv_whose_last_row_was_cut_is_repaired_before_the_resumed_run_logs(tmp_path, caplog):
+    """A kill inside a row's write (before: the resumed run trained, then crashed at test with "dict
+    contains fields not in fieldnames: None" and wrote no results.json)."""
+    from reid.training.csv_logger import ResumableCSVLogger
+
+    (tmp_path / "csv").mkdir()
+    path = tmp_path / "csv" / "metrics.csv"
+    path.write_text("step,train/loss\n0,1.0\n1,0.5\n2,0.33,7,9")  # the last row cut mid-write
+    with caplog.at_level("WARNING", logger="reid"):
+        logger = ResumableCSVLogger(tmp_path, name="csv", version="")
+        logger.resume_at(1)
+    assert "last row was cut" in caplog.text and str(path) in caplog.text
+    logger.log_metrics({"train/loss": 0.3}, step=2)
+    logger.log_metrics({"test/mAP": 50.0}, step=2)  # a key the file has not seen: the header widens
+    logger.save()
+    assert path.read_text().splitlines() == [
+        "step,test/mAP,train/loss",
+        "0,,1.0",
+        "1,,0.5",
+        "2,,0.3",
+        "2,50.0,",
+    ]
+
+
+def test_export_backbone_reports_a_bad_file_in_one_line_and_a_traceback_only_with_debug(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "pass_last.ckpt"
+    torch.save({"state_dict": _vit().state_dict()}, bad)
+    bad.write_bytes(bad.read_bytes()[:200])  # an interrupted copy
+    command = [sys.executable, "-m", "reid.tools.export_backbone", str(bad), str(tmp_path / "out.pth")]
+    env = {**os.environ, "PYTHONPATH": str(CONFIG_DIR.parent)}
+    plain = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    lines = [line for line in plain.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(bad) in lines[0] and "truncated zip archive" in lines[0], plain.stderr
+    assert "weights_only=False" not in plain.stderr
+    debug = subprocess.run([*command, "--debug"], capture_output=True, text=True, env=env, timeout=120)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_exported_nonfinite_weights_are_refused_naming_the_tensor(tmp_path):
+    from reid.tools.export_backbone import export_backbone
+
+    state = {f"teacher.backbone.{k}": v for k, v in _vit().state_dict().items()}
+    torch.save({"state_dict": _with_nonfinite(state, "teacher.backbone.norm.weight")}, tmp_path / "nan.ckpt")
+    with pytest.raises(ValueError, match=r"nan\.ckpt holds NaN/Inf values in 1 of .*: norm\.weight \(3 of"):
+        export_backbone(tmp_path / "nan.ckpt", tmp_path / "out.safetensors")
+
+
+def test_evaluation_images_are_decoded_at_setup_up_to_the_configured_count(tmp_path, caplog):
+    root = _tree(tmp_path)
+    path = sorted((root / "bounding_box_test").glob("*.jpg"))[-1]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # the header survives, the pixels do not
+    with caplog.at_level("INFO", logger="reid"):
+        _datamodule(root, decode_check_max_images=10).setup()  # more than 10: left to the evaluation
+    assert "more than data.decode_check_max_images=10" in caplog.text
+    from reid.data.image_dataset import ImageReadError
+
+    with pytest.raises(ImageReadError, match="cannot be decoded"):
+        _datamodule(root).setup()
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input_gets_an_error_naming_it(tmp_path, name):
     action, kind, fragments = CASES[name](tmp_path)

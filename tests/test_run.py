@@ -49,6 +49,18 @@ def test_config_typo_fails_at_start_naming_the_key(tmp_path):
     assert "batch_sise" in result.stderr
 
 
+def test_a_bad_value_ends_the_run_in_one_line_and_with_debug_in_a_traceback(tmp_path):
+    """reid.tools.cli.bad_input_exits: exit status 2 and one line naming the key; --debug re-raises."""
+    command = [sys.executable, "-m", "reid.run", "data.batch_size=-1", f"hydra.run.dir={tmp_path}"]
+    plain = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    errors = [line for line in plain.stderr.splitlines() if "error:" in line]
+    assert errors == ["python -m reid.run: error: data.batch_size=-1 (int): expected a positive integer "
+                      "(traceback: add --debug)"], plain.stderr  # fmt: skip
+    debug = subprocess.run([*command, "--debug"], capture_output=True, text=True, timeout=120)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "ConfigValueError" in debug.stderr
+
+
 def test_unknown_group_option_lists_the_choices(compose_config):
     from hydra.errors import MissingConfigException
 

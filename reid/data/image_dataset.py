@@ -3,7 +3,9 @@
 Images are read upright (an EXIF orientation tag is applied, as phone and camera JPEGs need) and
 16-bit grayscale (``I;16``, ``I``) is scaled to 8 bits before the RGB conversion, which would
 otherwise clip every value above 255 to white. :func:`check_image_headers` reads only the headers
-of a split (size and mode, no pixel data) so that unreadable files fail at setup, by path.
+of a split (size and mode, no pixel data) so that unreadable files fail at setup, by path;
+:func:`decode_images` decodes a split's pixels in parallel (evaluation sets, whose images are otherwise
+first read after training).
 """
 
 from __future__ import annotations
@@ -92,6 +94,29 @@ def check_image_headers(paths: Sequence[str], split: str, min_side: int = 1) -> 
             "remove or replace them (or re-extract the dataset)"
         )
     return small
+
+
+def decode_images(paths: Sequence[str], split: str, workers: int | None = None) -> None:
+    """Decode every file's pixels (threads: Pillow's decoders release the GIL): raise
+    :class:`ImageReadError` naming each file whose header reads but whose data does not (a truncated
+    JPEG, a cut PNG), which :func:`check_image_headers` cannot see."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def problem(path: str) -> str | None:
+        try:
+            read_image(path)
+        except ImageReadError as error:
+            return f"{path} ({error.__cause__ or error})"
+        return None
+
+    workers = workers or min(16, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        broken = [found for found in pool.map(problem, paths, chunksize=64) if found is not None]
+    if broken:
+        raise ImageReadError(
+            f"{len(broken)} of {len(paths)} {split} images cannot be decoded: {_listed(broken)}; "
+            "remove or replace them (or re-extract the dataset)"
+        )
 
 
 class ImageDataset(Dataset):

@@ -26,7 +26,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from reid.data.image_dataset import ImageDataset, check_image_headers, read_image
+from reid.data.image_dataset import ImageDataset, check_image_headers, decode_images, read_image
 from reid.data.loading import loader_options, world_of
 from reid.data.multicrop import MultiCropAugmentation
 from reid.data.records import Record, ReIDDataset
@@ -141,6 +141,8 @@ class SSLDataModule(L.LightningDataModule):
     check_images: read every image's header at setup (training and monitor images; a missing, empty
         or non-image file raises, naming it). About 0.2 ms an image from a local disk: ~15 min for the
         4.18 M images of LUPerson, so a run that re-reads a checked copy may set it false.
+    decode_check_max_images: the monitor's query and gallery are decoded once at setup, in parallel,
+        when there are at most this many (0: never), so a truncated image fails before training.
     """
 
     def __init__(
@@ -156,9 +158,11 @@ class SSLDataModule(L.LightningDataModule):
         pixel_mean: Sequence[float] = (0.5, 0.5, 0.5),
         pixel_std: Sequence[float] = (0.5, 0.5, 0.5),
         check_images: bool = True,
+        decode_check_max_images: int = 100_000,
     ) -> None:
         super().__init__()
         self.check_images = check_images
+        self.decode_check_max_images = decode_check_max_images
         self.load_dataset = dataset
         self.load_monitor_dataset = monitor_dataset
         self.augment = augment
@@ -198,6 +202,11 @@ class SSLDataModule(L.LightningDataModule):
                 records = getattr(self.monitor_data, split)
                 check_image_headers([r.path for r in records], f"{self.monitor_data.name} {split}")
                 checked += len(records)
+            monitored = len(self.monitor_data.query) + len(self.monitor_data.gallery)
+            if monitored <= self.decode_check_max_images:
+                for split in ("query", "gallery"):
+                    records = getattr(self.monitor_data, split)
+                    decode_images([r.path for r in records], f"{self.monitor_data.name} {split}")
         log.info("checked the headers of %d images in %.1f s", checked, time.perf_counter() - start)
 
     @property

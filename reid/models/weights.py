@@ -63,6 +63,7 @@ from reid.models.weights_checks import (
     backbone_keys,
     backbone_of,
     check_filled,
+    check_finite,
     check_input_norm,
     check_shapes,
     drop_foreign_classifiers,
@@ -362,6 +363,7 @@ def load_pretrained(
         drop_foreign_classifiers(mapped, wanted, report)
     check_shapes(mapped, wanted, str(path), layout)
     usable = {k: v for k, v in mapped.items() if k in wanted}
+    check_finite(usable, str(path))
     report.loaded = sorted(usable)
     check_filled(report, list(state), model, strict)
     model.load_state_dict(usable, strict=False)

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, nn
 
 from reid.models.patch_embed import INPUT_NORM_FLAG
@@ -89,6 +90,23 @@ def check_shapes(state: StateDict, wanted: Mapping[str, Tensor], path: str, layo
     ]
     if problems:
         raise ValueError(f"weights: {path} (layout {layout}) does not fit the model:\n" + "\n".join(problems))
+
+
+def check_finite(state: Mapping[str, Tensor], path: str, listed: int = 5) -> None:
+    """Refuse tensors holding NaN or Inf, naming them: such a file loads and then fails later, where the
+    blame falls on the learning rate (a diverged run's checkpoint, or a corrupt conversion)."""
+    bad = []
+    for name, value in state.items():
+        if value.is_floating_point() or value.is_complex():
+            count = int((~torch.isfinite(value)).sum())
+            if count:
+                bad.append(f"{name} ({count} of {value.numel()} values)")
+    if bad:
+        shown = ", ".join(bad[:listed]) + (f" and {len(bad) - listed} more" if len(bad) > listed else "")
+        raise ValueError(
+            f"weights: {path} holds NaN/Inf values in {len(bad)} of {len(state)} tensors: {shown}; "
+            "the file comes from a diverged run or a broken conversion: take an earlier checkpoint"
+        )
 
 
 def check_input_norm(state: StateDict, wanted: Mapping[str, Tensor], path: str) -> None:

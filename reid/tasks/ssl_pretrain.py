@@ -149,6 +149,9 @@ class SSLPretrainTask(L.LightningModule):
         self.schedules: Schedules | None = None
         self._step = 0
         self._test_evaluator: ReIDEvaluator | None = None
+        # train/loss_epoch: (epoch, sum of loss x images, images) on this rank, saved in checkpoints so
+        # that a run resumed inside an epoch averages every step of it
+        self._epoch_loss = (-1, 0.0, 0)
 
     def _network(
         self, backbone: Callable[..., nn.Module], drop_path: float, *head_args: Any
@@ -268,15 +271,25 @@ class SSLPretrainTask(L.LightningModule):
         log["train/momentum"] = self._schedule_value(self.schedules.momentum)
         batch_size = batch["index"].shape[0]
         self.log_dict(log, on_step=True, on_epoch=False, prog_bar=False, batch_size=batch_size)
-        self.log(
-            "train/loss_epoch",
-            loss.detach(),
-            on_step=False,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=batch_size,
-        )
+        epoch, total, count = self._epoch_loss
+        if epoch != self.current_epoch:
+            total, count = 0.0, 0
+        self._epoch_loss = (self.current_epoch, total + float(loss.detach()) * batch_size, count + batch_size)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        epoch, total, count = self._epoch_loss
+        if epoch == self.current_epoch and count:
+            mean = torch.tensor(total / count, dtype=torch.float32, device=self.device)
+            self.log("train/loss_epoch", mean, prog_bar=True, sync_dist=True, batch_size=count)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["epoch_loss"] = list(self._epoch_loss)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "epoch_loss" in checkpoint:
+            epoch, total, count = checkpoint["epoch_loss"]
+            self._epoch_loss = (int(epoch), float(total), int(count))
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
         if self.clip_grad > 0:  # DINO clips every parameter's gradient separately

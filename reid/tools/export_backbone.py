@@ -20,24 +20,29 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from reid.models.patch_embed import INPUT_NORM_FLAG
 from reid.models.position import POS_GRID, grid_size
 from reid.models.vit import VisionTransformer
+from reid.models.weights_checks import check_finite
+from reid.models.weights_file import read_checkpoint
+from reid.training.checkpoint_io import AtomicCheckpointIO
 
 PREFIXES = {"teacher": "teacher.backbone.", "student": "student.backbone."}
 
 
 def load_state(path: str | Path) -> dict[str, Tensor]:
-    """The tensor dict of a ``.safetensors`` file, or of a ``.ckpt``/``.pth`` (its ``state_dict`` if any)."""
+    """The tensor dict of a ``.safetensors``/``.npz`` file, or of a ``.ckpt``/``.pth`` (its ``state_dict``
+    if any), read without running code; an unreadable file is diagnosed from its bytes (empty,
+    truncated, a Git LFS pointer, a pickle of other objects: :mod:`reid.models.weights_file`)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if path.suffix == ".safetensors":
-        return load_file(str(path))
-    obj = torch.load(path, map_location="cpu", weights_only=True)  # tensors only, no code
+        raise FileNotFoundError(f"export_backbone: no checkpoint file at {path}")
+    if path.suffix in (".safetensors", ".npz"):
+        return read_checkpoint(path)
+    obj = AtomicCheckpointIO().load_checkpoint(path)  # a run's checkpoint holds its config besides tensors
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
@@ -115,6 +120,7 @@ def export_backbone(ckpt: str | Path, out: str | Path, which: str = "teacher") -
     backbone = {
         k: v.detach().contiguous().clone() for k, v in extract_backbone(load_state(ckpt), which).items()
     }
+    check_finite(backbone, f"export_backbone: {ckpt}")
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".safetensors":
         meta = {k: str(v) for k, v in architecture(backbone).items()} | {"source": str(ckpt), "which": which}
@@ -141,4 +147,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from reid.tools.cli import run_tool
+
+    run_tool(main, "python -m reid.tools.export_backbone")

@@ -209,4 +209,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from reid.tools.cli import run_tool
+
+    run_tool(main, "python -m reid.tools.export_onnx")

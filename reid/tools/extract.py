@@ -148,4 +148,6 @@ def main(argv: Sequence[str] | None = None) -> Extraction:
 
 
 if __name__ == "__main__":
-    main()
+    from reid.tools.cli import run_tool
+
+    run_tool(main, "python -m reid.tools.extract")

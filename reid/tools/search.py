@@ -263,4 +263,6 @@ def main(argv: Sequence[str] | None = None) -> list[RankedQuery] | GalleryIndex:
 
 
 if __name__ == "__main__":
-    main()
+    from reid.tools.cli import run_tool
+
+    run_tool(main, "python -m reid.tools.search")

@@ -168,4 +168,6 @@ def main(argv: Sequence[str] | None = None) -> list[AttentionReport] | list[Path
 
 
 if __name__ == "__main__":
-    main()
+    from reid.tools.cli import run_tool
+
+    run_tool(main, "python -m reid.tools.visualize")

@@ -25,6 +25,8 @@ import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from reid.models.weights_file import diagnose
+
 _PATH = str | os.PathLike
 
 
@@ -150,12 +152,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             with torch.serialization.safe_globals(_safe_globals()), fs.open(path, "rb") as file:
                 return torch.load(file, map_location=map_location, weights_only=True)
-        except Exception as error:
-            raise CheckpointLoadError(
-                f"cannot load checkpoint {path} weights-only: {error}. A truncated file means an interrupted "
-                "copy; an unsupported global means the file holds objects beyond tensors and configs "
-                "(load it with weights_only=False only if you trust its source)"
-            ) from error
+        except Exception as error:  # diagnosed from the file's bytes below
+            local = "://" not in str(path) or str(path).startswith("file://")
+            why = diagnose(str(path).removeprefix("file://"), error) if local else _first_line(error)
+        # raised outside the except: torch's advice to retry with weights_only=False is not chained
+        raise CheckpointLoadError(f"cannot load checkpoint {path} (read weights-only, no code runs): {why}")
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def remove_stale_temporaries(folder: _PATH) -> list[str]:

@@ -154,3 +154,64 @@ class FinalWeights(L.Callback):
 
         self.folder.mkdir(parents=True, exist_ok=True)
         torch.save(pl_module.state_dict(), self.folder / f"weights_rank{trainer.global_rank}.pt")
+
+
+class SigtermAtValidation(L.Callback):
+    """Sends this process SIGTERM as the ``nth`` (1-based) validation inside fit starts."""
+
+    def __init__(self, nth: int = 1) -> None:
+        self.nth, self.seen = nth, 0
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        self.seen += 1
+        if self.seen == self.nth:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+class SigtermAtTest(L.Callback):
+    """Sends this process SIGTERM as the final test starts."""
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class KillAtEpochStart(L.Callback):
+    """Dies (a SIGKILL stand-in) as epoch ``epoch`` starts: just after the previous epoch's last.ckpt and
+    the rows logged at its end, before any step of the new epoch."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise SimulatedKillError(f"killed as epoch {self.epoch} starts")
+
+
+class KillInValidation(L.Callback):
+    """Dies (a SIGKILL stand-in) in the middle of the ``nth`` (1-based) validation inside fit."""
+
+    def __init__(self, nth: int = 1) -> None:
+        self.nth, self.seen = nth, 0
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self.seen += 1
+
+    def on_validation_batch_end(self, trainer, pl_module, *args) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit" and self.seen == self.nth:
+            raise SimulatedKillError(f"killed during validation {self.nth}")
+
+
+class SigtermOnSave(L.Callback):
+    """Sends this process SIGTERM while the ``nth`` (1-based) checkpoint of fit is being written (the
+    checkpoint dict is being assembled; the file is written after this hook)."""
+
+    def __init__(self, nth: int = 1) -> None:
+        self.nth, self.seen = nth, 0
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.seen += 1
+        if self.seen == self.nth:
+            os.kill(os.getpid(), signal.SIGTERM)

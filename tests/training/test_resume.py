@@ -6,6 +6,7 @@ creates them, which is what broke exactness before (``reid.training.resumable``)
 
 from __future__ import annotations
 
+import csv
 import warnings
 from pathlib import Path
 
@@ -57,6 +58,12 @@ def _assert_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> Non
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def _column(path: Path, name: str) -> list[tuple[str, str]]:
+    """(step, value) of every row of ``metrics.csv`` with a value in column ``name``."""
+    with path.open(newline="") as file:
+        return [(row["step"], row[name]) for row in csv.DictReader(file) if row.get(name)]
 
 
 def _kill_then_resume(compose_config, tmp_path: Path, overrides: list[str], kill_after: int) -> dict:
@@ -129,6 +136,13 @@ def test_killed_pass_pretraining_resumed_from_last_equals_uninterrupted(compose_
     final = _weights(str(tmp_path / "resumed"))
     assert int(final["global_step"]) == 10
     _assert_equal(final, _weights(str(tmp_path / "full")))
+    # the resumed epoch's mean loss covers its steps before the kill too (Lightning's on_epoch mean
+    # would restart at the resume and average only the steps after it)
+    epoch_losses = [
+        _column(tmp_path / run / "csv" / "metrics.csv", "train/loss_epoch") for run in ("full", "resumed")
+    ]
+    assert len(epoch_losses[0]) == 2
+    assert epoch_losses[0] == epoch_losses[1]
 
 
 def test_same_seed_gives_identical_weights(compose_config, tmp_path):

@@ -110,6 +110,10 @@ def require_file(path: Path, dataset: str, role: str) -> Path:
     return path
 
 
+def _folder_key(stat: os.stat_result) -> tuple[int, int]:
+    return stat.st_dev, stat.st_ino
+
+
 def list_images(folder: Path, dataset: str, recursive: bool = False) -> list[str]:
     """Sorted paths (strings) of the image files of ``folder``, by name only: nothing is decoded.
 
@@ -119,15 +123,25 @@ def list_images(folder: Path, dataset: str, recursive: bool = False) -> list[str
     Raises:
         DatasetLayoutError: if ``folder`` is missing or holds no image.
         DatasetFormatError: if a folder in a non-recursive split is named like an image (``x.jpg/``),
-            which would otherwise be skipped without a word.
+            which would otherwise be skipped without a word; if a recursive walk reaches a folder twice
+            through a symbolic link (a loop would recurse until the OS refuses the path).
     """
     require_folder(folder, dataset, "image")
     found: list[str] = []
     stack = [str(folder)]
+    listed = {_folder_key(os.stat(folder))}  # folders reached, by device and inode (links followed)
     while stack:
         for entry in os.scandir(stack.pop()):
             if entry.is_dir():
                 if recursive:
+                    key = _folder_key(entry.stat())
+                    if key in listed:
+                        raise DatasetFormatError(
+                            f"{dataset} tree {folder}: {entry.path} links to {os.path.realpath(entry.path)}, "
+                            "a folder already listed (a symlink loop, or a second link to the same folder "
+                            "that would list its images twice); remove the link"
+                        )
+                    listed.add(key)
                     stack.append(entry.path)
                 elif entry.name.lower().endswith(IMAGE_SUFFIXES):
                     raise DatasetFormatError(
