@@ -1,9 +1,11 @@
 """Which images to embed: a folder (all images under it), a glob pattern, one image, or a list file.
 
-A list file (any file that is not an image) holds one path per line; blank lines and lines starting
-with ``#`` are skipped, and a relative path is taken from the list file's folder. Images are the files
-ending in ``reid.data.datasets.errors.IMAGE_SUFFIXES`` (any case). Folders and globs are sorted; a list
-keeps its order.
+A list file (a text file that is not an image) holds one path per line; blank lines and lines starting
+with ``#`` are skipped, and a relative path is taken from the list file's folder. A file that is neither
+(a ``.npy`` array, a ``.zip``, any binary) is refused saying what it is and what was expected. Images
+are the files ending in ``reid.data.datasets.errors.IMAGE_SUFFIXES`` (any case). Folders and globs are
+sorted; a list keeps its order. Paths are returned absolute, so an index written from them works from
+any folder.
 """
 
 from __future__ import annotations
@@ -32,10 +34,37 @@ def images_under(folder: Path) -> list[str]:
     return sorted(found)
 
 
+EXPECTED = "expected a folder of images, an image, a glob pattern (quoted) or a text file listing image paths"
+
+_KNOWN_BINARIES = (
+    (b"\x93NUMPY", "a NumPy array (.npy)", "a features file of reid.tools.extract is a search --gallery"),
+    (b"PK\x03\x04", "a zip archive", "extract it and give the folder"),
+    (b"\x1f\x8b", "a gzip archive", "extract it and give the folder"),
+    (b"\x80", "a Python pickle (a checkpoint?)", ""),
+)
+
+
+def _list_text(list_file: Path) -> str:
+    """The text of a list file; a binary file is an error saying what it is."""
+    data = list_file.read_bytes()
+    what, advice = next(
+        ((name, hint) for magic, name, hint in _KNOWN_BINARIES if data.startswith(magic)), ("", "")
+    )
+    if not what:
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            what = "a binary file"
+    raise ValueError(
+        f"{list_file}: this is {what}, not an image or a list of image paths; {EXPECTED}"
+        + (f" ({advice})" if advice else "")
+    )
+
+
 def images_of_list(list_file: Path) -> list[str]:
     """The paths of a list file, relative ones from its folder; each must be a file."""
     paths: list[str] = []
-    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
+    for number, line in enumerate(_list_text(list_file).splitlines(), start=1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
@@ -59,7 +88,7 @@ def collect_images(source: str | Path) -> list[str]:
         paths = sorted(p for p in glob.glob(text, recursive=True) if os.path.isfile(p))
         what = "no file matches the pattern"
     else:
-        raise FileNotFoundError(f"{text}: no such folder, image, list file or glob pattern")
+        raise FileNotFoundError(f"{text}: no such folder, image, list file or glob pattern; {EXPECTED}")
     if not paths:
-        raise FileNotFoundError(f"{text}: {what}; expected a folder of images, a glob, or a list file")
-    return paths
+        raise FileNotFoundError(f"{text}: {what}; {EXPECTED}")
+    return [os.path.abspath(p) for p in paths]

@@ -24,6 +24,7 @@ initialisation of the run) is not read: the checkpoint holds every tensor.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -80,6 +81,11 @@ class TrainedModel:
     pixel_std: tuple[float, float, float]
     model_target: str
     test_interpolation: str = "bicubic"
+    weights_sha256: str = ""
+    """sha256 of the tensors loaded (:func:`weights_digest`): two runs' ``last.ckpt`` differ here."""
+    feature_settings: dict[str, Any] | None = None
+    """The model config that shapes the feature besides the weights (``neck_feat``, ``feature``,
+    ``sie_at_test``): part of :meth:`fingerprint`."""
 
     @property
     def camera_embed(self) -> CameraEmbedConfig | None:
@@ -99,9 +105,31 @@ class TrainedModel:
         transforms = ReIDTransforms(test_interpolation=self.test_interpolation, erasing=None)
         return transforms.test(self.image_size, self.pixel_mean, self.pixel_std)
 
+    def feature_definition(self, camera_mode: str) -> dict[str, Any]:
+        """Everything that decides the feature of an image: the weights and the settings around them."""
+        return {
+            "weights_sha256": self.weights_sha256,
+            "model": self.model_target,
+            **(self.feature_settings or {}),
+            "image_size": list(self.image_size),
+            "pixel_mean": list(self.pixel_mean),
+            "pixel_std": list(self.pixel_std),
+            "interpolation": self.test_interpolation,
+            "normalized": self.evaluation.normalize,
+            "flip": self.evaluation.flip,
+            "camera_mode": camera_mode,
+        }
+
+    def fingerprint(self, camera_mode: str) -> str:
+        """A short hash of :meth:`feature_definition`: equal fingerprints, comparable features."""
+        text = json.dumps(self.feature_definition(camera_mode), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def description(self) -> dict[str, Any]:
         """What the features are, for the metadata of extracted features and exported models."""
         return {
+            "weights_sha256": self.weights_sha256,
+            "feature_settings": dict(self.feature_settings or {}),
             "checkpoint": str(self.files.checkpoint),
             "config": str(self.files.config),
             "model": self.model_target,
@@ -117,6 +145,24 @@ class TrainedModel:
             "num_cameras": self.data_info.num_cameras if self.uses_cameras else 0,
             "num_views": self.data_info.num_views if self.uses_views else 0,
         }
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def weights_digest(state: Mapping[str, Tensor]) -> str:
+    """sha256 over the tensors of ``state`` (names, dtypes, shapes and bytes, in name order)."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        value = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()
+
+
+FEATURE_KEYS = ("neck_feat", "feature", "sie_at_test")
+"""``model.*`` keys that change the retrieval feature of the same weights."""
 
 
 def _tested_in_results(run_dir: Path) -> Path | None:
@@ -352,6 +398,8 @@ def load_trained_model(
         pixel_mean=tuple(float(v) for v in cfg.data.pixel_mean),
         pixel_std=tuple(float(v) for v in cfg.data.pixel_std),
         model_target=str(cfg.model.backbone.get("_target_", "")),
+        weights_sha256=weights_digest(saved["state_dict"]),
+        feature_settings={key: _plain(cfg.model.get(key)) for key in FEATURE_KEYS if key in cfg.model},
         # runs made before data.transforms existed were evaluated with a bicubic resize
         test_interpolation=str(
             OmegaConf.select(cfg, "data.transforms.test_interpolation", default="bicubic")

@@ -13,7 +13,10 @@ folder (any depth), a glob, one image, or a list file of paths. Writes
   ranked them: metadata ``normalized``, ``flip``, ``metric``);
 * ``feats.csv``: ``row,path,pid,camid,name_format``; ``pid``/``camid`` (0-based) from Market-1501 /
   DukeMTMC / MSMT17 / VeRi-776 file names, empty for other names;
-* ``feats.json``: the metadata (model, checkpoint, input size, mean/std, camera mode, skipped files).
+* ``feats.json``: the metadata (model, checkpoint, input size, mean/std, camera mode, skipped files), the
+  model's ``fingerprint`` (:meth:`reid.inference.TrainedModel.fingerprint`: the weights' hash and every
+  setting that shapes the feature, camera mode included) that ``reid.tools.search`` checks, and ``root``,
+  the folder relative inputs were given from (the index holds absolute paths).
 
 SIE models embed in the camera-free mode (the mean SIE embedding) unless ``--camids-from-names`` (then
 every file name must carry a camera of the model's range). A file that cannot be decoded is an error
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -80,7 +84,9 @@ def camids_from_names(
 def _metadata(model: TrainedModel, result: Extraction, mode: str, source: str) -> dict[str, Any]:
     return {
         **model.description(),
+        "fingerprint": model.fingerprint(mode),
         "source": source,
+        "root": os.getcwd(),
         "num_images": len(result.paths),
         "feature_dim": int(result.features.shape[1]),
         "camera_mode": mode,
@@ -131,9 +137,9 @@ def main(argv: Sequence[str] | None = None) -> Extraction:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    output_paths(args.output)  # a wrong suffix fails before the model is loaded
-    model = load_trained_model(args.run, args.checkpoint, args.config, args.num_cameras, args.device)
+    output_paths(args.output)  # the inputs are checked before the model is loaded
     paths = collect_images(args.images)
+    model = load_trained_model(args.run, args.checkpoint, args.config, args.num_cameras, args.device)
     labels = {path: label_from_name(path) for path in paths}
     camids = camids_from_names(model, paths, [labels[p] for p in paths]) if args.camids_from_names else None
     result = extract_features(

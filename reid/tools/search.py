@@ -5,15 +5,17 @@
     python -m reid.tools.search build-index gallery.npy --out gallery.faiss --kind ivf --nlist 4096
 
 Ranking: the queries (a folder, glob, image or list file) are embedded as ``reid.tools.extract`` does
-(the run's transform, flip and normalisation; SIE models camera-free). The gallery is a folder (glob,
-list) embedded the same way, or a features file of ``reid.tools.extract`` (``.npy``/``.safetensors`` with
-its ``.csv`` and ``.json``) of the same model. Exact search ranks every gallery row by the distance of
-the run's ``eval.metric`` (``reid.search.exact``); with ``--index`` a FAISS index built from that features
-file ranks instead (``reid.search.faiss_index``, extra ``reid[faiss]``). Printed per query: the top-k paths,
-distances and, for file names of the Market-1501 / DukeMTMC / MSMT17 / VeRi-776 formats, identity and
-camera, with the item's status under the scoring protocol (``match``; ``junk``: same identity and camera,
-or a negative identity; ``wrong``); ``--picture`` draws the ranked lists
-(``reid.visualization.ranked_list``).
+(the run's transform, flip and normalisation; SIE models camera-free, or with the cameras of the file
+names under ``--camids-from-names``). The gallery is a folder (glob, list) embedded the same way, or a
+features file of ``reid.tools.extract`` (``.npy``/``.safetensors`` with its ``.csv`` and ``.json``)
+whose recorded fingerprint must be this model's in the queries' camera mode: another run's gallery, or
+one extracted in the other SIE mode, is refused naming both. Exact search ranks every gallery row by
+the distance of the run's ``eval.metric`` (``reid.search.exact``); with ``--index`` a FAISS index
+built from that features file ranks instead (``reid.search.faiss_index``, extra ``reid[faiss]``).
+Printed per query: the top-k paths, distances and, for file names of the Market-1501 / DukeMTMC /
+MSMT17 / VeRi-776 formats, identity and camera, with the item's status under the scoring protocol
+(``match``; ``junk``: same identity and camera, or a negative identity; ``wrong``); ``--picture``
+draws the ranked lists (``reid.visualization.ranked_list``).
 
 ``build-index``: an index of a features file (kinds and parameters: ``reid.search.faiss_index``), saved
 with its ``<out>.json`` description.
@@ -29,11 +31,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reid.inference import TrainedModel, add_run_arguments, extract_features, load_trained_model
+from reid.inference.extraction import camera_mode
 from reid.inference.image_files import collect_images
 from reid.inference.name_labels import NameLabel, label_from_name
 from reid.search.exact import TopK, exact_top_k
 from reid.search.extracted import ExtractedFeatures, read_extracted
-from reid.tools.extract import FEATURE_SUFFIXES
+from reid.tools.extract import FEATURE_SUFFIXES, camids_from_names
 from reid.visualization.ranked_list import RankedRow, render_ranked_lists
 from reid.visualization.ranking import gallery_status
 
@@ -67,28 +70,70 @@ def _describe(label: NameLabel | None) -> str:
     return "" if label is None else f"id {label.pid} cam {label.camid}"
 
 
-def embed(model: TrainedModel, source: str, batch_size: int, progress: bool) -> ExtractedFeatures:
-    """Features of the images ``source`` names, camera-free, with their name labels."""
-    result = extract_features(model, collect_images(source), batch_size=batch_size, progress=progress)
-    labels = [label_from_name(path) for path in result.paths]
-    return ExtractedFeatures(result.features, result.paths, labels, model.description())
+def embed(
+    model: TrainedModel, paths: Sequence[str], batch_size: int, progress: bool, with_cameras: bool = False
+) -> ExtractedFeatures:
+    """Features of ``paths`` with their name labels; SIE fed the cameras of the names when
+    ``with_cameras`` (else camera-free)."""
+    labels = [label_from_name(path) for path in paths]
+    camids = camids_from_names(model, paths, labels) if with_cameras else None
+    result = extract_features(model, paths, camids, batch_size=batch_size, progress=progress)
+    mode = camera_mode(model, camids is not None)
+    kept = dict(zip(paths, labels, strict=True))
+    meta = model.description() | {"camera_mode": mode, "fingerprint": model.fingerprint(mode)}
+    return ExtractedFeatures(result.features, result.paths, [kept[p] for p in result.paths], meta)
 
 
-def load_gallery(model: TrainedModel, source: str, batch_size: int, progress: bool) -> ExtractedFeatures:
-    """A features file of ``reid.tools.extract`` of this model, or images embedded now."""
-    if Path(source).suffix not in FEATURE_SUFFIXES:
-        return embed(model, source, batch_size, progress)
-    gallery = read_extracted(source)
-    ours = model.description()
+def check_gallery_file(
+    model: TrainedModel, source: str, gallery: ExtractedFeatures, with_cameras: bool
+) -> None:
+    """The features file ``source`` must be this model's, in the camera mode the queries are embedded in:
+    else the distances between them mean nothing. The error names both sides and what to do."""
+    description = model.description()
     for key in ("normalized", "metric"):
-        if gallery.metadata.get(key) != ours[key]:
+        if gallery.metadata.get(key) != description[key]:
             raise ValueError(
                 f"--gallery {source}: features with {key}={gallery.metadata.get(key)!r}, the run ranks with "
-                f"{key}={ours[key]!r}; extract the gallery with this run (python -m reid.tools.extract)"
+                f"{key}={description[key]!r}; extract the gallery with this run (reid.tools.extract)"
             )
-    if Path(gallery.metadata.get("checkpoint", "")).name != Path(ours["checkpoint"]).name:
-        theirs = gallery.metadata.get("checkpoint")
-        print(f"note: {source} was extracted with {theirs}, not {ours['checkpoint']}")
+    ours = camera_mode(model, with_cameras and model.uses_cameras)
+    theirs = gallery.metadata.get("camera_mode", "")
+    if model.uses_cameras and theirs != ours:
+        flag = "without --camids-from-names" if with_cameras else "with --camids-from-names"
+        raise ValueError(
+            f"--gallery {source}: extracted in SIE mode {theirs!r}, the queries are embedded in {ours!r}; "
+            f"run search {flag} (it feeds the queries' cameras from their names), or re-extract the gallery"
+        )
+    fingerprint = gallery.metadata.get("fingerprint")
+    if fingerprint is None:
+        raise ValueError(
+            f"--gallery {source}: its metadata records no model fingerprint (extracted by an older version); "
+            "re-extract it with python -m reid.tools.extract <run> <images> <features>"
+        )
+    if fingerprint != model.fingerprint(ours):
+        what = model.feature_definition(ours)
+        differs = [
+            f"{key} {gallery.metadata.get(key)!r} vs {what[key]!r}"
+            for key in ("weights_sha256", "model", "image_size", "normalized", "flip", "interpolation")
+            if key in gallery.metadata and gallery.metadata.get(key) != what[key]
+        ]
+        raise ValueError(
+            f"--gallery {source}: made by another model (fingerprint {fingerprint}, extracted with "
+            f"{gallery.metadata.get('checkpoint')}) than {model.files.checkpoint} (fingerprint "
+            f"{model.fingerprint(ours)}){': ' + '; '.join(differs) if differs else ''}; distances across "
+            "models mean nothing: extract the gallery with this run, or search with the run that made it"
+        )
+
+
+def load_gallery(
+    model: TrainedModel, source: str, batch_size: int, progress: bool, with_cameras: bool = False
+) -> ExtractedFeatures:
+    """A features file of ``reid.tools.extract`` of this model (:func:`check_gallery_file`), or images
+    embedded now as the queries are."""
+    if Path(source).suffix not in FEATURE_SUFFIXES:
+        return embed(model, collect_images(source), batch_size, progress, with_cameras)
+    gallery = read_extracted(source)
+    check_gallery_file(model, source, gallery, with_cameras)
     return gallery
 
 
@@ -171,6 +216,12 @@ def _rank_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--gallery", required=True, help="gallery images (folder, glob, list) or a features file of extract"
     )
+    parser.add_argument(
+        "--camids-from-names",
+        action="store_true",
+        help="SIE models: feed the cameras of the file names (queries, and a gallery of images); a gallery "
+        "features file must have been extracted the same way",
+    )
     parser.add_argument("--index", type=Path, help="FAISS index built from the --gallery features file")
     parser.add_argument("--nprobe", type=int, help="IVF cells scanned per query (default: the index's)")
     parser.add_argument("--ef-search", type=int, help="HNSW search candidates (default: the index's)")
@@ -192,10 +243,18 @@ def rank_main(argv: Sequence[str]) -> list[RankedQuery]:
         )
     if args.top_k < 1:
         raise ValueError(f"--top-k: expected an integer >= 1, got {args.top_k}")
+    queries = collect_images(args.query)  # the inputs are checked before the model is loaded
+    gallery_file = Path(args.gallery).suffix in FEATURE_SUFFIXES
+    gallery_source = read_extracted(args.gallery) if gallery_file else collect_images(args.gallery)
     model = load_trained_model(args.run, args.checkpoint, device=args.device)
     progress = not args.no_progress
-    gallery = load_gallery(model, args.gallery, args.batch_size, progress)
-    query = embed(model, args.query, args.batch_size, progress)
+    cameras = args.camids_from_names
+    if gallery_file:
+        gallery = gallery_source
+        check_gallery_file(model, args.gallery, gallery, cameras)
+    else:
+        gallery = embed(model, gallery_source, args.batch_size, progress, cameras)
+    query = embed(model, queries, args.batch_size, progress, cameras)
     results = ranked_queries(query, gallery, rank(query, gallery, args))
     print_ranked(results, gallery)
     if args.picture is not None:

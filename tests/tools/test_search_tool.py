@@ -142,3 +142,100 @@ def test_bad_arguments_name_the_flag_or_file(run_dir, extracted, tmp_path) -> No
     (tmp_path / "g.csv").write_text("row,path,pid,camid,name_format\n0,a.jpg,,,\n")
     with pytest.raises(ValueError, match=r"g\.csv: 1 images for the \d+ feature rows"):
         search([*common, "--gallery", str(tmp_path / "g.npy")])
+
+
+def _copy_run_with_other_weights(run_dir: Path, out: Path) -> Path:
+    """A copy of ``run_dir`` whose checkpoint differs in one weight: same architecture, width, metric and
+    checkpoint name (``last.ckpt``), another model."""
+    from reid.training.checkpoint_io import AtomicCheckpointIO
+
+    copy = out / "other_run"
+    shutil.copytree(run_dir, copy)
+    io = AtomicCheckpointIO()
+    checkpoint = io.load_checkpoint(copy / "checkpoints" / "last.ckpt")
+    name = next(k for k in checkpoint["state_dict"] if k.endswith("norm.weight"))
+    checkpoint["state_dict"][name] = checkpoint["state_dict"][name] * 1.01
+    io.save_checkpoint(checkpoint, copy / "checkpoints" / "last.ckpt")
+    return copy
+
+
+def test_a_gallery_extracted_by_another_run_is_refused_naming_both_fingerprints(
+    run_dir, extracted, tmp_path
+) -> None:
+    """Before, only the checkpoint's file name was compared, and every run's is last.ckpt: the search
+    ranked cross-model distances and exited 0."""
+    other = _copy_run_with_other_weights(run_dir, tmp_path)
+    theirs = json.loads(extracted["gallery_features"].with_suffix(".json").read_text())
+    common = [
+        "--query",
+        str(extracted["query"]),
+        "--gallery",
+        str(extracted["gallery_features"]),
+        "--no-progress",
+    ]
+    with pytest.raises(ValueError, match="made by another model") as error:
+        search([str(other), *common])
+    message = str(error.value)
+    assert theirs["fingerprint"] in message and "weights_sha256" in message and str(other) in message
+    assert len(search([str(run_dir), *common])) > 0  # the run that made it searches it
+
+
+def test_search_embeds_queries_in_the_galleries_camera_mode(trained_run, tiny_data_dir, tmp_path) -> None:
+    """An SIE gallery extracted with --camids-from-names and queries embedded camera-free: before, no
+    warning (each query found its own image at rank 1 only 18.9% of the time on the demo). Now refused;
+    with --camids-from-names the queries take the gallery's mode, and the gallery's own images, searched
+    as queries, each find themselves at distance 0."""
+    sie_run = trained_run("transreid")
+    gallery_dir = next((tiny_data_dir / "synthetic_tiny").glob("**/bounding_box_test"))
+    features = tmp_path / "gallery.npy"
+    extract([str(sie_run), str(gallery_dir), str(features), "--camids-from-names", "--no-progress"])
+    common = [str(sie_run), "--query", str(gallery_dir), "--gallery", str(features), "--no-progress"]
+    with pytest.raises(
+        ValueError, match="SIE mode 'camera ids.*queries are embedded in 'camera-free.*with --camids"
+    ):
+        search(common)
+    results = search([*common, "--camids-from-names", "--top-k", "1"])
+    assert all(r.paths[0] == r.query for r in results)  # (float32 distance to itself: below 1e-3)
+    free = search([str(sie_run), "--query", str(gallery_dir), "--gallery", str(gallery_dir), "--top-k", "1",
+                   "--camids-from-names", "--no-progress"])  # fmt: skip
+    assert [r.paths for r in free] == [r.paths for r in results]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "said"),
+    [
+        ("query.npy", b"\x93NUMPY\x01\x00v\x00{'descr': '<f4'}", r"a NumPy array \(\.npy\)"),
+        ("query.zip", b"PK\x03\x04\x14\x00\x00\x00", "a zip archive"),
+        ("query.bin", bytes(range(256)), "a binary file"),
+    ],
+)
+def test_inputs_that_are_not_images_say_what_was_expected(
+    run_dir, extracted, tmp_path, name, data, said
+) -> None:
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(
+        ValueError, match=f"{name}: this is {said}, not an image or a list of image paths; expected a folder"
+    ):
+        search([str(run_dir), "--query", str(tmp_path / name), "--gallery", str(extracted["gallery"])])
+    with pytest.raises(ValueError, match=said):
+        extract([str(run_dir), str(tmp_path / name), str(tmp_path / "f.npy")])
+
+
+def test_the_index_holds_absolute_paths_and_search_works_from_another_folder(
+    run_dir, tiny_data_dir, tmp_path, monkeypatch
+) -> None:
+    """Relative inputs: the index stores absolute paths and the folder they were relative to, so a search
+    with --picture from another folder reads the images."""
+    root = tiny_data_dir / "synthetic_tiny"
+    monkeypatch.chdir(root)
+    gallery = next(Path(".").glob("**/bounding_box_test"))
+    query = next(Path(".").glob("**/query"))
+    extract([str(run_dir), str(gallery), str(tmp_path / "g.npy"), "--no-progress"])
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in _paths(tmp_path / "g.npy"))
+    assert json.loads((tmp_path / "g.json").read_text())["root"] == str(root)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    results = search([str(run_dir), "--query", str(root / query), "--gallery", str(tmp_path / "g.npy"),
+                      "--picture", "ranked.png", "--no-progress"])  # fmt: skip
+    assert results and (elsewhere / "ranked.png").is_file()
