@@ -10,9 +10,11 @@ says whether the part tokens look at their regions. Images: files, folders (any 
 files. SIE models are run camera-free (the mean camera embedding).
 
 ``ranked``: rebuilds the run's model (``reid.inference.load_trained_model``: its best checkpoint, else
-``last.ckpt``, or ``--checkpoint``) and datamodule (``<run>/.hydra/config.yaml``: its data must be on disk;
-``--data-dir`` replaces ``paths.data_dir``), tests it once with :class:`RankedListPictures`, and redraws
-the ranked lists, the CMC curve, ``map_per_epoch.png`` (from ``<run>/csv/metrics.csv``) and ``index.html``.
+``last.ckpt``, or ``--checkpoint``) and datamodule (``<run>/.hydra/config.yaml``: its data must be on
+disk, where the run read it: a relative ``paths.data_dir`` is of the folder the run started in;
+``--data-dir`` replaces it; a missing synthetic dataset is an error, never generated), tests it once
+with :class:`RankedListPictures`, and redraws the ranked lists, the CMC curve, ``map_per_epoch.png``
+(from ``<run>/csv/metrics.csv``) and ``index.html``.
 
 Both write into ``--out`` (default ``<run>/pictures``) and refresh its ``index.html``.
 """
@@ -28,11 +30,12 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from reid.callbacks.ranked_list import MAP_CURVE, RankedListPictures
 from reid.config import register_resolvers
 from reid.data.image_dataset import read_image
+from reid.data.synthetic import existing_trees_only
 from reid.dataset_options import resolve_dataset_lists
 from reid.inference import TrainedModel, add_run_arguments, load_trained_model
 from reid.inference.image_files import collect_images
@@ -100,17 +103,37 @@ def attention(model: TrainedModel, images: Sequence[str], out: Path) -> list[Att
     return reports
 
 
+def run_data_dir(cfg: DictConfig, config: Path) -> str:
+    """The run's ``paths.data_dir`` as an absolute path: a relative one (the default ``./data``) is of the
+    folder the run was started from (``hydra.runtime.cwd`` in ``<run>/.hydra/hydra.yaml``), not of the
+    folder the tool runs in."""
+    data_dir = Path(str(OmegaConf.select(cfg, "paths.data_dir", default="data")))
+    if data_dir.is_absolute():
+        return str(data_dir)
+    hydra_file = config.parent / "hydra.yaml"
+    started = (
+        OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd") if hydra_file.is_file() else None
+    )
+    if started is None:
+        raise ValueError(
+            f"{config}: paths.data_dir={data_dir} is relative and {hydra_file} does not say which folder the "
+            "run started in; pass --data-dir"
+        )
+    return str((Path(started) / data_dir).resolve())
+
+
 def ranked(
     model: TrainedModel, out: Path, worst: int, best: int, top_k: int, data_dir: str | None
 ) -> list[Path]:
     """Test the run's model on its test data with the ranked-list callback; the pictures written."""
     register_resolvers()
     cfg = OmegaConf.load(model.files.config)
-    if data_dir is not None:
-        with open_dict(cfg):
-            cfg.paths.data_dir = data_dir
+    with open_dict(cfg):
+        cfg.paths.data_dir = data_dir if data_dir is not None else run_data_dir(cfg, model.files.config)
     resolve_dataset_lists(cfg)
-    datamodule = instantiate(cfg.data)
+    with existing_trees_only():  # a tool reads the run's data; it never renders a synthetic set
+        datamodule = instantiate(cfg.data)
+        datamodule.setup("test")
     start = time.time()
     # a checkpoint is written at the end of (or inside) epoch `epoch`, 0-based: epoch + 1 are (being) done
     checkpoint_epoch = int(read_checkpoint(model.files.checkpoint).get("epoch", -1)) + 1

@@ -4,6 +4,7 @@ finished run drawn again from its checkpoint on its test data (the same rows as 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,6 +74,42 @@ def test_ranked_tool_redraws_the_run_s_ranked_lists(pictured_run, tmp_path):
     for a, b in zip(again, drawn, strict=True):
         assert a["distances"] == pytest.approx(b["distances"], abs=1e-5)
     assert sorted(parse_page(out / "index.html").images) == sorted(p.name for p in out.glob("*.png"))
+
+
+def _moved_run(pictured_run, tmp_path, started_in) -> Path:
+    """A copy of the run whose config names its data relatively (the default ``./data``), started in
+    ``started_in`` (``hydra.runtime.cwd`` of ``.hydra/hydra.yaml``, as Hydra records it)."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    run = tmp_path / "run"
+    shutil.copytree(pictured_run, run)
+    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    cfg.paths.data_dir = "data"
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    OmegaConf.save({"hydra": {"runtime": {"cwd": str(started_in)}}}, run / ".hydra" / "hydra.yaml")
+    return run
+
+
+def test_ranked_reads_the_runs_data_from_the_folder_it_started_in_and_never_generates(
+    pictured_run, tiny_data_dir, tmp_path, monkeypatch
+):
+    """Before, from another folder the relative ./data resolved there and a new synthetic dataset was
+    rendered under it: the pictures showed other images than the run's."""
+    started = tmp_path / "project"
+    started.mkdir()
+    (started / "data").symlink_to(tiny_data_dir, target_is_directory=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run = _moved_run(pictured_run, tmp_path, started)
+    written = visualize(["ranked", str(run), "--out", str(tmp_path / "pics"), "--worst", "1", "--best", "1"])
+    assert written and not any(elsewhere.iterdir())
+    (started / "data").unlink()
+    with pytest.raises(FileNotFoundError, match="this tool reads data, it does not generate it"):
+        visualize(["ranked", str(run), "--out", str(tmp_path / "pics")])
+    assert not any(elsewhere.iterdir()) and sorted(p.name for p in started.iterdir()) == []
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without CUDA")

@@ -24,13 +24,20 @@ disjoint from the Market tree's, read by the DukeMTMC parser
 from reid.data.synthetic.duke_tree import DukeSpec, generate_duke_tree, load_synthetic_duke
 from reid.data.synthetic.layout import SyntheticSpec
 from reid.data.synthetic.luperson_tree import LUPersonSpec, generate_luperson_tree, load_synthetic_luperson
-from reid.data.synthetic.tree import MARKER_NAME, generate_market_tree, is_complete_tree, load_synthetic
+from reid.data.synthetic.tree import (
+    MARKER_NAME,
+    existing_trees_only,
+    generate_market_tree,
+    is_complete_tree,
+    load_synthetic,
+)
 
 __all__ = [
     "MARKER_NAME",
     "DukeSpec",
     "LUPersonSpec",
     "SyntheticSpec",
+    "existing_trees_only",
     "generate_duke_tree",
     "generate_luperson_tree",
     "generate_market_tree",

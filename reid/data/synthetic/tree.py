@@ -12,7 +12,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -209,10 +211,31 @@ def generate_market_tree(
     )
 
 
+_GENERATION_ALLOWED: ContextVar[bool] = ContextVar("synthetic_generation_allowed", default=True)
+
+
+@contextmanager
+def existing_trees_only() -> Iterator[None]:
+    """Inside the block a synthetic loader reads a tree that is there and never writes one: the tools
+    that rebuild a run's data (``reid.tools.visualize ranked``) must not render a new dataset where the
+    run's is missing (a run started from another folder), they must say where they looked."""
+    token = _GENERATION_ALLOWED.set(False)
+    try:
+        yield
+    finally:
+        _GENERATION_ALLOWED.reset(token)
+
+
 def publish_tree(root: Path, write: Callable[[Path], None], is_complete: Callable[[Path], bool]) -> Path:
     """Atomically put a generated tree at ``root``: ``write`` fills a staging folder beside it,
     which then replaces an older synthetic tree there by one rename, so readers (other DDP ranks,
-    an interrupted run) never see a half-written tree. Returns ``root``."""
+    an interrupted run) never see a half-written tree. Returns ``root``. Refused inside
+    :func:`existing_trees_only`."""
+    if not _GENERATION_ALLOWED.get():
+        raise FileNotFoundError(
+            f"{root}: no complete synthetic dataset of the run's settings there, and this tool reads data, "
+            "it does not generate it; point it at the folder the run trained on (--data-dir)"
+        )
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
     try:
