@@ -5,7 +5,9 @@ the overridden config values (by default only those that differ between runs), t
 ``results.json`` test metrics (``test/<target>/<metric>`` for each target of a run that evaluated
 several, ``reid.results``), its RPE-triplet diagnostics (:data:`SHOWN_LOGGED`) and the last logged
 ``val/*`` metrics of its ``csv/metrics.csv``.
-Prints a rich table; ``--csv`` also writes the rows to a file.
+Prints a table readable at 80 columns (:func:`terminal_rows`: a row per run and test target, the
+varying overrides by short names, mAP / R1 / mINP and the diagnostics a run has); ``--csv`` writes every
+column (:func:`table_rows`) to a file.
 
 Report: ``python -m reid.tools.summarize <runs and multirun folders...> --report out.md`` compares
 methods and datasets in one markdown table (:func:`report_rows`): a row per run and test target
@@ -127,16 +129,85 @@ def table_rows(runs: list[RunSummary], all_overrides: bool = False) -> tuple[lis
     return header, rows
 
 
-def print_table(header: list[str], rows: list[list[str]], title: str) -> None:
+TERMINAL_METRICS = (("mAP", "mAP"), ("R1", "R1"), ("mINP", "mINP"))
+"""Test metrics of the terminal table, per target row: (metric, column name)."""
+TERMINAL_EXTRAS = (
+    ("val/mAP", "val mAP"), ("test/rpe/auc", "rpe AUC"), ("test/rpe/collapse", "collapse"),
+    ("train/rpe_triplet/diverged_step", "diverged"),
+)  # fmt: skip
+"""Run-level values shown as a column when a run has them (the first target's validation mAP, the
+RPE-triplet diagnostics of docs/rpe.md)."""
+
+
+def short_keys(keys: list[str]) -> dict[str, str]:
+    """Each dotted key by its shortest trailing part that no other key of ``keys`` ends with
+    (``model.loss.rpe_triplet.form`` -> ``form``)."""
+    short = {}
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            tail = ".".join(parts[-n:])
+            if not any(other != key and (other == tail or other.endswith("." + tail)) for other in keys):
+                break
+        short[key] = tail
+    return short
+
+
+def _targets(run: RunSummary) -> list[str]:
+    """The run's test targets: named ones (``test/<target>/mAP``), else the plain ``test/`` one ("")."""
+    named = [m.split("/")[1] for m in run.metrics if m.startswith("test/") and m.count("/") == 2]
+    named = [t for t in dict.fromkeys(named) if t != "rpe"]
+    return named or [""]
+
+
+def terminal_rows(runs: list[RunSummary], all_overrides: bool = False) -> tuple[list[str], list[list[str]]]:
+    """The table printed on the terminal, readable at 80 columns: one row per run and test target
+    (``target`` column), the varying overrides in one cell by short names, a few named metric columns;
+    :func:`table_rows` (``--csv``) keeps every metric as its own column."""
+    keys = list(dict.fromkeys(k for run in runs for k in run.overrides))
+    if not all_overrides and len(runs) > 1:
+        keys = [k for k in keys if len({run.overrides.get(k) for run in runs}) > 1] or keys
+    short = short_keys(keys)
+    extras = [(m, name) for m, name in TERMINAL_EXTRAS if any(m in run.metrics for run in runs)]
+    header = ["job", "overrides", "target", *(n for _, n in TERMINAL_METRICS), *(n for _, n in extras)]
+    header.append("status")
+    rows = []
+    for run in runs:
+        overrides = " ".join(f"{short[k]}={run.overrides[k]}" for k in keys if k in run.overrides)
+        for number, target in enumerate(_targets(run)):
+            prefix = f"test/{target}/" if target else "test/"
+            cells = [
+                f"{run.metrics[prefix + m]:.2f}" if prefix + m in run.metrics else ""
+                for m, _ in TERMINAL_METRICS
+            ]
+            first = number == 0
+            extra = [f"{run.metrics[m]:.3g}" if first and m in run.metrics else "" for m, _ in extras]
+            rows.append(
+                [run.job if first else "", overrides if first else "", target or "test", *cells, *extra,
+                 run.status if first else ""]
+            )  # fmt: skip
+    return header, rows
+
+
+def print_table(header: list[str], rows: list[list[str]], title: str, width: int | None = None) -> None:
+    """A rich table whose columns wrap rather than cut their headers (``width``: the console's)."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
     for name in header:
-        table.add_column(name, justify="right" if "/" in name else "left")
+        numeric = name not in ("job", "overrides", "target", "status")
+        wraps = name == "overrides"  # the one free-text column; names and numbers stay whole
+        table.add_column(
+            name,
+            justify="right" if numeric else "left",
+            overflow="fold",
+            no_wrap=not wraps,
+            min_width=len(name),
+        )
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    Console(width=width).print(table)
 
 
 def write_csv(header: list[str], rows: list[list[str]], path: Path) -> None:
@@ -371,10 +442,10 @@ def main(argv: list[str] | None = None) -> None:
         print(text, end="")
         return
     for sweep_dir in args.paths:
-        header, rows = table_rows(collect(sweep_dir), all_overrides=args.all)
-        print_table(header, rows, title=str(sweep_dir))
+        runs = collect(sweep_dir)
+        print_table(*terminal_rows(runs, all_overrides=args.all), title=str(sweep_dir))
         if args.csv is not None:
-            write_csv(header, rows, args.csv)
+            write_csv(*table_rows(runs, all_overrides=args.all), args.csv)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from reid.config import CONFIG_DIR
-from reid.tools.summarize import collect, main, table_rows
+from reid.tools.summarize import collect, main, table_rows, terminal_rows
 
 OPTUNA = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 SUBMITIT = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
@@ -77,8 +77,32 @@ def test_summary_table_lists_varying_overrides_and_last_metrics(tmp_path, capsys
     ]
     assert "trainer.max_epochs" in table_rows(collect(tmp_path), all_overrides=True)[0]
     main([str(tmp_path), "--csv", str(tmp_path / "sweep.csv")])
-    assert "model.jpm.shift" in capsys.readouterr().out
+    assert "shift=1" in capsys.readouterr().out
     assert list(csv.reader((tmp_path / "sweep.csv").open()))[1] == rows[0]
+
+
+def test_the_terminal_table_is_readable_at_80_columns_with_targets_as_rows(tmp_path, capsys, monkeypatch):
+    """Before, at 80 columns every header was cut to "...", and at 250 the per-target headers to
+    `test/synth...`, so two targets could not be told apart."""
+    key = "model.loss.rpe_triplet"
+    targets = {
+        "synthetic": {"mAP": 40.0, "R1": 50.0, "R5": 70.0, "R10": 80.0, "mINP": 10.0},
+        "synthetic_duke": {"mAP": 20.0, "R1": 25.0, "R5": 40.0, "R10": 50.0, "mINP": 5.0},
+    }
+    for num, form in enumerate(("naive", "soft")):
+        overrides = [f"{key}.form={form}", f"{key}.weight=0.5", "model.optimizer.lr=0.05", f"seed={num}"]
+        _fake_job(tmp_path, num, overrides, targets, [{"epoch": 0, "val/mAP": 30.0 + num, "val/R1": 1}])
+    monkeypatch.setenv("COLUMNS", "80")
+    main([str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "…" not in out and "..." not in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    for header in ("job", "overrides", "target", "mAP", "R1", "mINP", "val mAP", "status"):
+        assert header in out
+    assert out.count("synthetic_duke") == 2 and "form=soft" in out.replace("\n", "")
+    header, rows = terminal_rows(collect(tmp_path))
+    assert [row[2] for row in rows] == ["synthetic", "synthetic_duke"] * 2
+    assert rows[1][3:6] == ["20.00", "25.00", "5.00"] and rows[0][1] == "form=naive seed=0"
 
 
 def test_summary_errors_name_the_folder(tmp_path):
