@@ -8,7 +8,8 @@ After each test evaluation (and each validation with ``on_validation``), for eve
   logger with ``log_image`` (wandb: ``pictures/ranked_<stage>/<target>``); beside it a ``.json`` of what
   each row shows (image paths, distances, statuses);
 * ``cmc_<stage>_epoch<k>.png``: the CMC curve of every target;
-* after a test and at the end of fit, ``map_per_epoch.png`` from the CSV logger's ``metrics.csv``;
+* after a test and at the end of fit, ``map_per_epoch.png`` from the CSV logger's ``metrics.csv``, or,
+  without one (``logger=wandb``), from the mAP this callback records at every evaluation;
 * ``index.html`` showing them all.
 
 What it reads from the task (``reid.tasks.retrieval_evaluation``, the evaluation of TransReID, BoT and
@@ -42,7 +43,13 @@ from reid.data.records import Record
 from reid.evaluation import EvalConfig, RankResult, ReIDEvaluator
 from reid.evaluation.evaluator import EvalState
 from reid.training.epochs import epochs_completed
-from reid.visualization.curves import read_map_history, save_cmc_curve, save_map_curve
+from reid.visualization.curves import (
+    MAP_COLUMN,
+    read_map_history,
+    save_cmc_curve,
+    save_map_curve,
+    without_plain_copies,
+)
 from reid.visualization.index_html import write_index
 from reid.visualization.ranked_list import RankedRow, render_ranked_lists
 from reid.visualization.ranking import rank_queries, ranked_rows, select_queries
@@ -119,6 +126,9 @@ class RankedListPictures(L.Callback):
         self.cell = (int(cell[0]), int(cell[1]))
         self.epoch = epoch
         self._held: _HeldEvaluation | None = None
+        self._map_history: dict[str, list[tuple[int, float]]] = {}
+        """``{series: [(epochs completed, mAP)]}`` recorded at each evaluation from the logged metrics, for
+        ``map_per_epoch.png`` of runs without a CSV logger (wandb alone); saved in checkpoints."""
 
     # ---- Lightning hooks ----------------------------------------------------------------------
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -126,13 +136,36 @@ class RankedListPictures(L.Callback):
             self._hold(trainer, pl_module)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._record_map(trainer, "val")
         self._draw(trainer, "val")
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._hold(trainer, pl_module)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record_map(trainer, "test")
         self._draw(trainer, "test")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "map_history": {name: [list(p) for p in points] for name, points in self._map_history.items()}
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        history = state_dict.get("map_history") or {}
+        self._map_history = {
+            name: [(int(e), float(v)) for e, v in points] for name, points in history.items()
+        }
+
+    def _record_map(self, trainer: L.Trainer, stage: str) -> None:
+        logged = getattr(trainer, "callback_metrics", None) or {}
+        found = {n: v for n, v in logged.items() if n.startswith(f"{stage}/") and MAP_COLUMN.match(n)}
+        if not found:  # a module that logs no mAP (self-supervised pretraining without a monitor)
+            return
+        epoch = epochs_completed(trainer)
+        for name, value in found.items():
+            self._map_history.setdefault(name, []).append((epoch, float(value)))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
@@ -237,11 +270,15 @@ class RankedListPictures(L.Callback):
                 logger.log_image(key=key, images=[image], step=trainer.global_step, caption=[caption])
 
     def _draw_map_curve(self, trainer: L.Trainer) -> None:
+        """From the CSV logger's ``metrics.csv`` (every row since the run started, across resumes), else
+        from the history this callback recorded (``logger=wandb`` alone)."""
+        history: dict[str, list[tuple[int, float]]] = {}
         for logger in trainer.loggers:
             if isinstance(logger, CSVLogger):
                 logger.save()  # rows logged so far, to disk
                 path = Path(logger.experiment.metrics_file_path)
                 history = read_map_history(path) if path.is_file() else {}
-                if history:
-                    save_map_curve(history, self.dirpath / MAP_CURVE)
-                return
+                break
+        history = history or without_plain_copies(self._map_history)
+        if history:
+            save_map_curve(history, self.dirpath / MAP_CURVE)

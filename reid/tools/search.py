@@ -67,7 +67,8 @@ def status_of(query: NameLabel | None, item: NameLabel | None) -> str:
 
 
 def _describe(label: NameLabel | None) -> str:
-    return "" if label is None else f"id {label.pid} cam {label.camid}"
+    """``id P cam C`` with the camera numbered as in the file name (``c6`` is cam 6; labels are 0-based)."""
+    return "" if label is None else f"id {label.pid} cam {label.camid + 1}"
 
 
 def embed(

@@ -7,7 +7,9 @@ plain ``val/mAP``, a copy of the first target's, is left out). The x axis is tra
 a validation row is logged at the end of epoch ``epoch`` (0-based, so ``epoch + 1`` are done); a test row
 after ``epoch`` completed epochs (``reid.training.epochs``).
 
-Drawn with matplotlib's object API on an Agg canvas, so no pyplot state or display is touched.
+Every target has one colour in every curve of a run (:func:`target_colours`); validation and test
+series of a target differ by line style and marker. Drawn with matplotlib's object API on an Agg
+canvas, so no pyplot state or display is touched.
 """
 
 from __future__ import annotations
@@ -27,6 +29,25 @@ FIGURE_SIZE = (640, 400)
 """(width, height) in pixels of every curve picture."""
 DPI = 100
 MAP_COLUMN = re.compile(r"^(?P<prefix>val|test)(?:/(?P<target>[^/]+))?/mAP$")
+
+
+TARGET_COLOURS = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)  # fmt: skip
+"""Matplotlib's tab10: the colour of the i-th target (by name order) in every curve of a run."""
+
+
+def target_colours(targets: Sequence[str]) -> dict[str, str]:
+    """One colour per target name, the same in every plot of a run: the targets in name order take
+    :data:`TARGET_COLOURS` in turn (a run with one target draws it in the first colour everywhere)."""
+    return {name: TARGET_COLOURS[i % len(TARGET_COLOURS)] for i, name in enumerate(sorted(set(targets)))}
+
+
+def series_target(name: str) -> str:
+    """The target of a mAP series (``val/<target>/mAP``), ``""`` for the plain first-target one."""
+    match = MAP_COLUMN.match(name)
+    return (match["target"] or "") if match else name
 
 
 def _figure() -> Figure:
@@ -49,11 +70,12 @@ def save_cmc_curve(results: Mapping[str, RankResult], path: str | Path, title: s
         raise ValueError(f"save_cmc_curve({path}): no evaluation results to draw")
     figure = _figure()
     axes = figure.add_subplot()
+    colours = target_colours(list(results))
     for label, result in results.items():
         cmc = [100.0 * float(v) for v in result.cmc]
         ranks = range(1, len(cmc) + 1)
         legend = f"{label}: mAP {100 * result.mAP:.1f}, R1 {cmc[0]:.1f}"
-        axes.plot(ranks, cmc, marker="." if len(cmc) <= 20 else None, label=legend)
+        axes.plot(ranks, cmc, marker="." if len(cmc) <= 20 else None, label=legend, color=colours[label])
     axes.set(xlabel="rank n", ylabel="CMC@n (%)", title=title, ylim=(0, 101))
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right", fontsize=8)
@@ -78,9 +100,15 @@ def read_map_history(metrics_csv: str | Path) -> dict[str, list[tuple[int, float
                 if value.strip() and row.get("epoch", "").strip():
                     epoch = int(float(row["epoch"])) + (1 if name.startswith("val/") else 0)
                     history[name].append((epoch, float(value)))
-    targeted = {MAP_COLUMN.match(n)["prefix"] for n in columns if MAP_COLUMN.match(n)["target"]}
+    return without_plain_copies(history)
+
+
+def without_plain_copies(history: Mapping[str, Sequence[tuple[int, float]]]) -> dict[str, list]:
+    """``history`` without empty series and, for a stage with per-target series, without its plain
+    ``<stage>/mAP`` (a copy of the first target's)."""
+    targeted = {MAP_COLUMN.match(n)["prefix"] for n in history if MAP_COLUMN.match(n)["target"]}
     return {
-        name: points
+        name: list(points)
         for name, points in history.items()
         if points and not (MAP_COLUMN.match(name)["target"] is None and name.split("/")[0] in targeted)
     }
@@ -95,10 +123,12 @@ def save_map_curve(
         raise ValueError(f"save_map_curve({path}): no mAP values to draw")
     figure = _figure()
     axes = figure.add_subplot()
+    colours = target_colours([series_target(name) for name in series])
     for name, points in series.items():
         epochs, values = zip(*points, strict=True)
         test = name.startswith("test/")
-        axes.plot(epochs, values, marker="s" if test else "o", linestyle=":" if test else "-", label=name)
+        style = {"marker": "s" if test else "o", "linestyle": ":" if test else "-"}
+        axes.plot(epochs, values, label=name, color=colours[series_target(name)], **style)
     top = max(value for points in series.values() for _, value in points if math.isfinite(value))
     axes.set(xlabel="epochs completed", ylabel="mAP (%)", title=title, ylim=(0, max(5.0, 1.1 * top)))
     axes.xaxis.get_major_locator().set_params(integer=True)

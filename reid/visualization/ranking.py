@@ -114,7 +114,7 @@ def ranked_rows(
         shown = [gallery_records[j] for j in ranking.top_index[query].tolist()]
         status = [gallery_status(record.pid, record.camid, g.pid, g.camid) for g in shown]
         title = (
-            f"{label}: query {query} (id {record.pid}, cam {record.camid})  "
+            f"{label}: query {query} (id {record.pid}, cam {record.camid + 1})  "
             f"AP {100 * float(ranking.ap[query]):.1f}%  first match at rank {int(ranking.first_rank[query])}"
         )
         distances = ranking.top_distance[query].tolist()

@@ -95,7 +95,8 @@ def test_a_gallery_folder_is_ranked_as_the_extracted_features(run_dir, extracted
     printed = capsys.readouterr().out
     first = results[0]
     label = label_from_name(first.query)
-    assert f"query 1/{len(results)}: {first.query}  id {label.pid} cam {label.camid}" in printed
+    camera = int(Path(first.query).name.split("_c")[1][0])  # Market names: <pid>_c<camera>s<seq>_...
+    assert f"query 1/{len(results)}: {first.query}  id {label.pid} cam {camera}" in printed  # as named
     assert f"    1  {first.distances[0]:.4f}  {first.paths[0]}  " in printed
     assert f"ranked lists -> {picture} (the first 3 of {len(results)} queries)" in printed
 

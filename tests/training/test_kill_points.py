@@ -87,7 +87,7 @@ def test_sigterm_during_a_checkpoint_write_keeps_that_checkpoint_and_resumes_exa
     tmp_path, tiny_data_dir, uninterrupted, compose_config
 ):
     out = tmp_path / "run"
-    killer = ["+callbacks.sigterm._target_=tests.training.callbacks.SigtermOnSave", "+callbacks.sigterm.nth=1"]
+    killer = ["+callbacks.sigterm._target_=tests.training.callbacks.SigtermOnSave"]
     result = _subprocess_run(out, tiny_data_dir, *killer)
     assert result.returncode == SIGTERM_EXIT_STATUS, result.stderr[-3000:]
     done = epoch_steps(compose_config(*VALIDATED), 3)[0]  # the first save: after epoch 1's validation

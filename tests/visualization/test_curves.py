@@ -74,3 +74,27 @@ def test_cmc_curve_picture(tmp_path):
     assert picture.size == FIGURE_SIZE and picture.format == "PNG"
     with pytest.raises(ValueError, match="no evaluation results"):
         save_cmc_curve({}, tmp_path / "none.png")
+
+
+def test_a_target_has_one_colour_in_every_curve_of_a_run(tmp_path, monkeypatch):
+    """CMC and mAP-per-epoch of a run with two targets: each target's lines share a colour across the two
+    pictures, and the two targets differ (before, matplotlib's cycle coloured each plot on its own: the
+    mAP plot's val and test series of one target took two colours)."""
+    import reid.visualization.curves as curves
+
+    drawn = {}
+    monkeypatch.setattr(curves, "_save", lambda figure, path: drawn.setdefault(path.name, figure) and path)
+    cmc = torch.tensor([0.5, 0.75, 1.0, 1.0])
+    results = {"market": RankResult(0.6, 0.4, cmc, 4, 4), "duke": RankResult(0.3, 0.2, cmc * 0.5, 4, 5)}
+    save_cmc_curve(results, tmp_path / "cmc.png")
+    history = {
+        "val/duke/mAP": [(1, 10.0), (2, 12.0)], "val/market/mAP": [(1, 20.0), (2, 25.0)],
+        "test/market/mAP": [(2, 24.0)], "test/duke/mAP": [(2, 11.0)],
+    }  # fmt: skip
+    save_map_curve(history, tmp_path / "map.png")
+    cmc_lines = drawn["cmc.png"].axes[0].lines
+    cmc_colours = {line.get_label().split(":")[0]: line.get_color() for line in cmc_lines}
+    map_colours = {line.get_label(): line.get_color() for line in drawn["map.png"].axes[0].lines}
+    assert cmc_colours["market"] != cmc_colours["duke"]
+    for target in ("market", "duke"):
+        assert map_colours[f"val/{target}/mAP"] == map_colours[f"test/{target}/mAP"] == cmc_colours[target]

@@ -4,15 +4,26 @@ and mAP curves, the ranked list in wandb (offline), and an index.html showing ev
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 from PIL import Image
 
 from reid.callbacks.ranked_list import RankedListPictures
 from reid.inference.name_labels import label_from_name
 from reid.visualization.curves import FIGURE_SIZE, read_map_history
-from reid.visualization.ranked_list import BACKGROUND, FRAME, FRAME_COLOURS, cell_box, picture_size
+from reid.visualization.ranked_list import (
+    BACKGROUND,
+    FONT_SIZE,
+    FRAME,
+    FRAME_COLOURS,
+    PAD,
+    _legend_entries,
+    cell_box,
+    picture_size,
+)
 from reid.visualization.ranking import gallery_status
 from tests.visualization.test_index_html import parse_page
 
@@ -37,6 +48,8 @@ def test_ranked_lists_are_framed_as_the_labels_say(pictured_run):
             row["query"]
         )  # Market-1501 names: identity and camera, independent of the code
         assert row["distances"] == sorted(row["distances"])
+        camera = int(Path(row["query"]).name.split("_c")[1][0])  # c<N> of the name, 1-based
+        assert f"cam {camera})" in row["title"]
         for k, (path, status) in enumerate(zip(row["gallery"], row["status"], strict=True), start=1):
             item = label_from_name(path)
             assert status == gallery_status(query.pid, query.camid, item.pid, item.camid), (
@@ -47,6 +60,13 @@ def test_ranked_lists_are_framed_as_the_labels_say(pictured_run):
             statuses.append(status)
     assert "match" in statuses and "wrong" in statuses  # a top-30 list holds every query's first match
     assert rows[0]["title"].startswith("worst") and rows[-1]["title"].startswith("best")
+    for x, _, colour in _legend_entries():  # the legend's swatches, in the frame colours
+        assert picture.getpixel((x + FONT_SIZE // 2, PAD + 2 + FONT_SIZE // 2)) == colour
+    assert [text for _, text, _ in _legend_entries()][:3] == [
+        "query",
+        "true match (other camera)",
+        "wrong identity",
+    ]
 
 
 def test_curves_and_an_index_of_every_png(pictured_run):
@@ -102,3 +122,22 @@ def test_bad_settings_name_the_key(tmp_path):
         RankedListPictures(tmp_path, worst=0, best=0)
     with pytest.raises(ValueError, match="cell"):
         RankedListPictures(tmp_path, cell=(0, 4))
+
+
+def test_a_run_without_a_csv_logger_still_gets_its_map_curve(tmp_path):
+    """logger=wandb alone: before, map_per_epoch.png was drawn only from the CSV logger's file. The
+    callback records every evaluation's mAP itself (and keeps it in checkpoints, for a resumed run)."""
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    callback = RankedListPictures(tmp_path / "pictures")
+    for epoch, value in ((0, 10.0), (1, 20.0)):
+        trainer = SimpleNamespace(
+            state=SimpleNamespace(fn=TrainerFn.FITTING), current_epoch=epoch, sanity_checking=False,
+            callback_metrics={"val/mAP": torch.tensor(value), "val/R1": torch.tensor(1.0)},
+        )  # fmt: skip
+        callback._record_map(trainer, "val")
+    restored = RankedListPictures(tmp_path / "pictures")
+    restored.load_state_dict(callback.state_dict())
+    assert restored._map_history == {"val/mAP": [(1, 10.0), (2, 20.0)]}
+    restored._draw_map_curve(SimpleNamespace(loggers=[]))
+    assert Image.open(tmp_path / "pictures" / "map_per_epoch.png").size == FIGURE_SIZE

@@ -105,6 +105,7 @@ def test_rows_carry_paths_distances_and_statuses():
     expected = [
         gallery_status(3, 0, int(data["gallery_pids"][j]), int(data["gallery_camids"][j])) for j in shown
     ]
-    assert list(row.status) == expected and row.title.startswith("worst: query 3 (id 3, cam 0)")
+    assert list(row.status) == expected  # camid 0 is shown as the file names number it: cam 1
+    assert row.title.startswith("worst: query 3 (id 3, cam 1)")
     with pytest.raises(ValueError, match="7 ranked queries but 2 query records"):
         ranked_rows(ranking, [(0, "best")], query_records[:2], gallery_records)
