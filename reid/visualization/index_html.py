@@ -1,17 +1,23 @@
 """``<run>/pictures/index.html``: every PNG of a run's pictures folder on one page, captioned.
 
 Self-contained: images by relative path (the folder can be moved or zipped), inline CSS, no script or
-external asset. Sections: curves (CMC, mAP per epoch), ranked lists, attention maps, other pictures; in
-each, files in natural order (epoch 9 before epoch 10). The metrics are in the pictures themselves (CMC
-legend, ranked-list titles), so the page is never staler than its pictures.
+external asset. At the top, when the folder is a run's ``pictures/``: the run's test metrics per target
+(``results.json``, with the weights they score) and its config summary (the experiment and the
+command-line overrides of ``.hydra/``); then the sections: curves (CMC, mAP per epoch), ranked lists,
+attention maps, other pictures; in each, files in natural order (epoch 9 before epoch 10).
 """
 
 from __future__ import annotations
 
 import html
+import json
 import re
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+from reid.results import by_target
 
 INDEX_NAME = "index.html"
 SECTIONS = (
@@ -25,7 +31,10 @@ _CMC = re.compile(r"^cmc_(?P<stage>val|test)_epoch(?P<epoch>\d+)$")
 STYLE = (
     "body{font-family:sans-serif;margin:1.5em;color:#222}figure{margin:1em 0 2em}"
     "img{max-width:100%;border:1px solid #ccc}figcaption{font-size:0.9em;margin-top:0.3em}"
+    "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:0.2em 0.6em;text-align:right}"
+    "code{background:#f4f4f4;padding:0 0.2em}"
 )
+SUMMARY_METRICS = ("mAP", "R1", "R5", "R10", "mINP")
 
 
 def caption(name: str) -> str:
@@ -50,6 +59,44 @@ def caption(name: str) -> str:
     return name
 
 
+def run_summary(run_dir: Path) -> str:
+    """HTML of the run's test metrics per target and its config summary (empty outside a run folder)."""
+    parts = []
+    results = run_dir / "results.json"
+    if results.is_file():
+        summary = json.loads(results.read_text())
+        tested = by_target(summary.get("test"))
+        if tested:
+            weights = (summary.get("tested_weights") or {}).get("selection", "")
+            parts.append(f"<h2>Test metrics</h2><p>weights: {html.escape(str(weights or 'as tested'))}</p>")
+            rows = ["<tr><th>target</th>" + "".join(f"<th>{m}</th>" for m in SUMMARY_METRICS) + "</tr>"]
+            for target, metrics in tested.items():
+                cells = "".join(
+                    f"<td>{metrics[m]:.2f}</td>" if m in metrics else "<td>–</td>" for m in SUMMARY_METRICS
+                )
+                rows.append(f"<tr><td>{html.escape(target or 'test')}</td>{cells}</tr>")
+            parts.append("<table>" + "".join(rows) + "</table>")
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    hydra_file = run_dir / ".hydra" / "hydra.yaml"
+    if overrides_file.is_file() or hydra_file.is_file():
+        overrides = (
+            [str(o) for o in yaml.safe_load(overrides_file.read_text()) or []]
+            if overrides_file.is_file()
+            else []
+        )
+        choices = {}
+        if hydra_file.is_file():
+            runtime = (yaml.safe_load(hydra_file.read_text()) or {}).get("hydra", {}).get("runtime", {})
+            choices = {k: v for k, v in (runtime.get("choices") or {}).items() if v is not None}
+        shown = [f"{k}={choices[k]}" for k in ("experiment", "model", "data") if k in choices]
+        parts.append(
+            "<h2>Config</h2><p>" + " ".join(f"<code>{html.escape(x)}</code>" for x in shown) + "</p>"
+        )
+        command = "python -m reid.run " + " ".join(overrides) if overrides else "python -m reid.run"
+        parts.append(f"<p>command: <code>{html.escape(command)}</code></p>")
+    return "\n".join(parts)
+
+
 def _natural(name: str) -> list[Any]:
     return [int(piece) if piece.isdigit() else piece for piece in re.split(r"(\d+)", name)]
 
@@ -63,6 +110,9 @@ def write_index(pictures_dir: str | Path, title: str | None = None) -> Path:
     title = title or f"Pictures of {folder.resolve().parent.name}"
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"]
     parts += [f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
+    summary = run_summary(folder.resolve().parent)
+    if summary:
+        parts.append(summary)
     placed: set[str] = set()
     for section, pattern in SECTIONS:
         members = [n for n in names if n not in placed and pattern.match(n)]

@@ -73,3 +73,28 @@ def test_captions_say_what_a_picture_shows():
     assert caption("cmc_val_epoch2").startswith("CMC curve of the val evaluation after epoch 2")
     assert "part token" in caption("attention_img")
     assert caption("something") == "something"
+
+
+def test_the_page_opens_with_the_runs_metrics_and_config(tmp_path):
+    """Before, the page showed pictures only: the numbers were inside the PNGs."""
+    import json
+
+    run = tmp_path / "run"
+    (run / "pictures").mkdir(parents=True)
+    (run / ".hydra").mkdir()
+    Image.new("RGB", (4, 4)).save(run / "pictures" / "cmc_test_epoch3.png")
+    test = {"market": {"mAP": 41.25, "R1": 60.5, "mINP": 9.75}, "duke": {"mAP": 20.0, "R1": 30.0}}
+    (run / "results.json").write_text(json.dumps({"test": test, "tested_weights": {"selection": "last"}}))
+    (run / ".hydra" / "overrides.yaml").write_text("- experiment=demo\n- model.optimizer.lr=0.01\n")
+    (run / ".hydra" / "hydra.yaml").write_text("hydra:\n  runtime:\n    choices:\n      experiment: demo\n")
+    text = write_index(run / "pictures").read_text()
+    head = text[: text.index("<img")]  # before the pictures
+    expected = [
+        "<td>market</td><td>41.25</td><td>60.50</td><td>–</td><td>–</td><td>9.75</td>",
+        "<td>duke</td><td>20.00</td>",
+        "experiment=demo",
+        "python -m reid.run experiment=demo model.optimizer.lr=0.01",
+        "weights: last",
+    ]
+    for fragment in expected:
+        assert fragment in head, fragment
