@@ -83,3 +83,8 @@ def epoch_steps(cfg: DictConfig, epochs: int) -> list[int]:
         seed=datamodule.seed,
     )
     return [sampler.batches_in_epoch(epoch) for epoch in range(epochs)]
+
+
+# The tiny trained runs of every family (tests/tools/trained_runs.py), one set per session, for the tool
+# and picture tests of any folder. Imported last: that module imports TINY_* from here.
+from tests.tools.trained_runs import trained_run  # noqa: E402, F401

@@ -40,6 +40,7 @@ from reid.config import register_resolvers
 from reid.data.records import DatasetInfo
 from reid.data.transforms import ReIDTransforms
 from reid.evaluation import EvalConfig
+from reid.inference.device import parse_device
 from reid.models.sie import CameraEmbedConfig
 from reid.run import _state_differences
 from reid.tasks import TransReIDTask
@@ -380,8 +381,7 @@ def load_trained_model(
     its run folder); ``num_cameras``: needed only for a camera x view SIE table. A CUDA ``device`` on a
     machine without one is an error before anything is read.
     """
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available here; use --device cpu")
+    device = parse_device(str(device))
     files = find_run_files(path, checkpoint, config)
     cfg = _run_config(files.config)
     saved = read_checkpoint(files.checkpoint)

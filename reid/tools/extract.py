@@ -37,6 +37,7 @@ import numpy as np
 from safetensors.torch import save_file
 
 from reid.inference import Extraction, TrainedModel, add_run_arguments, extract_features, load_trained_model
+from reid.inference.device import parse_device
 from reid.inference.extraction import camera_mode
 from reid.inference.image_files import collect_images
 from reid.inference.name_labels import NameLabel, label_from_name
@@ -134,10 +135,11 @@ def main(argv: Sequence[str] | None = None) -> Extraction:
     )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=0, help="image decoding processes (0: in this one)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    output_paths(args.output)  # the inputs are checked before the model is loaded
+    parse_device(args.device)  # the inputs are checked before the model is loaded
+    output_paths(args.output)
     paths = collect_images(args.images)
     model = load_trained_model(args.run, args.checkpoint, args.config, args.num_cameras, args.device)
     labels = {path: label_from_name(path) for path in paths}

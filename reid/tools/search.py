@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reid.inference import TrainedModel, add_run_arguments, extract_features, load_trained_model
+from reid.inference.device import parse_device
 from reid.inference.extraction import camera_mode
 from reid.inference.image_files import collect_images
 from reid.inference.name_labels import NameLabel, label_from_name
@@ -231,7 +232,7 @@ def _rank_parser() -> argparse.ArgumentParser:
     parser.add_argument("--picture-rows", type=int, default=20, help="queries drawn in the picture")
     parser.add_argument("--cell", type=int, nargs=2, default=(128, 64), metavar=("H", "W"))
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -244,7 +245,8 @@ def rank_main(argv: Sequence[str]) -> list[RankedQuery]:
         )
     if args.top_k < 1:
         raise ValueError(f"--top-k: expected an integer >= 1, got {args.top_k}")
-    queries = collect_images(args.query)  # the inputs are checked before the model is loaded
+    parse_device(args.device)  # the inputs are checked before the model is loaded
+    queries = collect_images(args.query)
     gallery_file = Path(args.gallery).suffix in FEATURE_SUFFIXES
     gallery_source = read_extracted(args.gallery) if gallery_file else collect_images(args.gallery)
     model = load_trained_model(args.run, args.checkpoint, device=args.device)

@@ -23,7 +23,7 @@ INDEX_NAME = "index.html"
 SECTIONS = (
     ("Curves", re.compile(r"^(cmc|map)_")),
     ("Ranked lists", re.compile(r"^ranked_")),
-    ("Attention maps", re.compile(r"^attention_")),
+    ("Attention and activation maps", re.compile(r"^(attention|activation)_")),
     ("Other pictures", re.compile(r"")),
 )
 _RANKED = re.compile(r"^ranked_(?P<stage>val|test)(?:_(?P<target>.+?))?_epoch(?P<epoch>\d+)$")
@@ -50,6 +50,16 @@ def caption(name: str) -> str:
         return f"CMC curve of the {match['stage']} evaluation after epoch {match['epoch']}, per target."
     if name == "map_per_epoch":
         return "mAP after each epoch: validation (lines) and test (squares) rows of csv/metrics.csv."
+    if name.startswith("activation_"):
+        return (
+            f"{name.removeprefix('activation_')}: activation map of the CNN's last stage (sum of squares "
+            "over channels, torchreid's visactmap), relative to its maximum (colour bar)."
+        )
+    if name.startswith("attention_heads_"):
+        return (
+            f"{name.removeprefix('attention_heads_')}: attention of [CLS] over the image, one panel per head "
+            "(DINO's picture), each relative to its maximum (colour bar)."
+        )
     if name.startswith("attention_"):
         return (
             f"{name.removeprefix('attention_')}: attention of [CLS] and of each part token over the image in "

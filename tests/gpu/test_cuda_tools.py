@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from reid.tools import extract
-from tests.tools.conftest import FAMILIES, ONE_STEP, _fit_in_process
+from tests.tools.trained_runs import FAMILIES, ONE_STEP, _fit_in_process
 
 CUDA = torch.cuda.is_available()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="needs a CUDA device")]

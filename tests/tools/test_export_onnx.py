@@ -26,7 +26,7 @@ from reid.tools.export_onnx import (
 )
 from reid.tools.export_onnx import main as export_main
 from reid.tools.extract import main as extract
-from tests.tools.conftest import FAMILIES, untrained_run_folder
+from tests.tools.trained_runs import FAMILIES, untrained_run_folder
 
 pytest.importorskip("onnxruntime")  # a guard only: the dev extra installs it
 

@@ -14,7 +14,7 @@ from PIL import Image
 from reid.data.records import DatasetInfo
 from reid.tools.visualize import main as visualize
 from reid.visualization.attention import display_size, picture_size
-from tests.tools.conftest import untrained_run_folder
+from tests.tools.trained_runs import untrained_run_folder
 from tests.visualization.test_index_html import parse_page
 
 
@@ -116,3 +116,61 @@ def test_ranked_reads_the_runs_data_from_the_folder_it_started_in_and_never_gene
 def test_cuda_without_a_device_is_refused(tmp_path):
     with pytest.raises(ValueError, match="--device cuda"):
         visualize(["attention", str(tmp_path), "x.jpg", "--device", "cuda"])
+
+
+def _random_people(tmp_path: Path, count: int = 1, size: tuple[int, int] = (64, 32)) -> list[str]:
+    images = []
+    for seed in range(count):
+        pixels = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
+        images.append(str(tmp_path / f"person{seed}.jpg"))
+        Image.fromarray(pixels).save(images[-1])
+    return images
+
+
+def test_a_pretraining_run_draws_each_heads_cls_map_and_any_layer_or_head(compose_config, tmp_path):
+    """DINO's picture for a PASS pretraining run (its teacher, before: "feature extraction needs a
+    supervised ... run"); the chosen block and head in the header; a bad choice names the range."""
+    from matplotlib import colormaps
+
+    from reid.visualization.attention import COLOUR_MAP, colour_bar_box, panels_size
+
+    cfg = compose_config("experiment=pass_demo", "model=pass_tiny")
+    run_dir = tmp_path / "pass_run"
+    task = untrained_run_folder(cfg, None, run_dir, epoch=4)
+    heads = task.teacher["backbone"].blocks[-1].attn.num_heads
+    size = tuple(cfg.data.augment.global_size)
+    (image,) = _random_people(tmp_path, size=size)
+    (report,) = visualize(["attention", str(run_dir), image, "--heads"])
+    assert report.picture.name == "attention_heads_person0_epoch5.png"  # 4 epochs done + the 5th's state
+    picture = Image.open(report.picture).convert("RGB")
+    display = display_size(size)
+    assert picture.size == panels_size(1 + heads, display)
+    x0, y0, x1, _ = colour_bar_box(1 + heads, display)
+    top = tuple(int(255 * c) for c in colormaps[COLOUR_MAP](1.0)[:3])
+    assert all(abs(a - b) <= 1 for a, b in zip(picture.getpixel(((x0 + x1) // 2, y0)), top))
+    (chosen,) = visualize(["attention", str(run_dir), image, "--layer", "0", "--head", "1"])
+    assert chosen.picture.name == "attention_person0_epoch5.png"
+    with pytest.raises(ValueError, match=f"--head {heads}: the ViT has {heads} heads"):
+        visualize(["attention", str(run_dir), image, "--head", str(heads)])
+    with pytest.raises(ValueError, match="--layer 99: the ViT has"):
+        visualize(["attention", str(run_dir), image, "--layer", "99"])
+
+
+def test_a_cnn_run_gets_torchreids_activation_map(trained_run, tmp_path, capsys):
+    """BoT has no attention (before: refused); the map is sum_c F_c^2 of the last stage, summing to 1."""
+    from reid.inference import load_trained_model
+    from reid.visualization.attention import activation_map, panels_size
+
+    run_dir = trained_run("bot")
+    (image,) = _random_people(tmp_path)
+    (report,) = visualize(["attention", str(run_dir), image, "--out", str(tmp_path / "maps")])
+    assert report.picture.name.startswith("activation_person0_epoch") and report.band_fractions == ()
+    assert Image.open(report.picture).size == panels_size(2, display_size((64, 32)))
+    assert "activation map" in capsys.readouterr().out
+    model = load_trained_model(run_dir)
+    batch = model.test_transform()(Image.open(image).convert("RGB"))[None]
+    features = model.task.net.backbone.forward_features(batch)
+    expected = features.pow(2).sum(1) / features.pow(2).sum()
+    torch.testing.assert_close(activation_map(model.task.net.backbone, batch), expected)
+    with pytest.raises(ValueError, match="--layer/--head/--heads choose ViT attention"):
+        visualize(["attention", str(run_dir), image, "--heads", "--out", str(tmp_path / "maps")])
