@@ -30,12 +30,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+import torch
+from torch import Tensor
+
+from reid.evaluation import EvalConfig, RankResult
+from reid.evaluation.config import AQEConfig, RerankConfig
+from reid.evaluation.distances import top_k_stable
+from reid.evaluation.pipeline import evaluate, evaluation_distance_chunks
 from reid.inference import TrainedModel, add_run_arguments, extract_features, load_trained_model
 from reid.inference.device import parse_device
 from reid.inference.extraction import camera_mode
 from reid.inference.image_files import collect_images
 from reid.inference.name_labels import NameLabel, label_from_name
-from reid.search.exact import TopK, exact_top_k
+from reid.search.exact import Features, TopK, exact_top_k
 from reid.search.extracted import ExtractedFeatures, read_extracted
 from reid.tools.extract import FEATURE_SUFFIXES, camids_from_names
 from reid.visualization.ranked_list import RankedRow, render_ranked_lists
@@ -139,12 +147,61 @@ def load_gallery(
     return gallery
 
 
-def rank(query: ExtractedFeatures, gallery: ExtractedFeatures, args: argparse.Namespace) -> TopK:
+def evaluation_config(model: TrainedModel, rerank: bool, aqe: bool) -> EvalConfig:
+    """The run's ``eval`` with its k-reciprocal re-ranking / average query expansion on when asked (the
+    run's settings when it has them, else the defaults: k1 20, k2 6, lambda 0.3; k 5, alpha 3)."""
+    run = model.evaluation
+    return dataclasses.replace(
+        run,
+        rerank=(run.rerank or RerankConfig()) if rerank else None,
+        aqe=(run.aqe or AQEConfig()) if aqe else None,
+    )
+
+
+def _as_tensor(features: Features) -> Tensor:
+    return (
+        torch.as_tensor(np.asarray(features)).float() if not torch.is_tensor(features) else features.float()
+    )
+
+
+def evaluated_top_k(query: ExtractedFeatures, gallery: ExtractedFeatures, k: int, config: EvalConfig) -> TopK:
+    """The top ``k`` under the evaluation pipeline (``config``: re-ranking / query expansion), stable."""
+    indices, distances = [], []
+    for _, dist in evaluation_distance_chunks(
+        _as_tensor(query.features), _as_tensor(gallery.features), config
+    ):
+        rows, values = top_k_stable(dist, k)
+        indices.append(rows)
+        distances.append(values.float())
+    return TopK(torch.cat(indices), torch.cat(distances))
+
+
+def search_metrics(
+    query: ExtractedFeatures, gallery: ExtractedFeatures, config: EvalConfig
+) -> RankResult | None:
+    """mAP / CMC / mINP of the search under the evaluation protocol when every query and gallery name
+    carries identity and camera (Market-1501, DukeMTMC, MSMT17, VeRi-776 formats), else None."""
+    if any(label is None for label in (*query.labels, *gallery.labels)):
+        return None
+    q_pids, q_cams = (torch.tensor([getattr(lab, key) for lab in query.labels]) for key in ("pid", "camid"))
+    g_pids, g_cams = (torch.tensor([getattr(lab, key) for lab in gallery.labels]) for key in ("pid", "camid"))
+    q, g = _as_tensor(query.features), _as_tensor(gallery.features)
+    return evaluate(q, g, q_pids, g_pids, q_cams, g_cams, config)
+
+
+def rank(
+    query: ExtractedFeatures,
+    gallery: ExtractedFeatures,
+    args: argparse.Namespace,
+    config: EvalConfig | None = None,
+) -> TopK:
     if query.features.shape[1] != gallery.features.shape[1]:
         raise ValueError(
             f"--gallery {args.gallery}: features of dimension {gallery.features.shape[1]}, the run's are "
             f"{query.features.shape[1]}; extract the gallery with this run"
         )
+    if config is not None and (config.rerank is not None or config.aqe is not None):
+        return evaluated_top_k(query, gallery, args.top_k, config)
     if args.index is None:
         return exact_top_k(query.features, gallery.features, args.top_k, query.metric)
     from reid.search.faiss_index import load_index
@@ -225,6 +282,14 @@ def _rank_parser() -> argparse.ArgumentParser:
         "features file must have been extracted the same way",
     )
     parser.add_argument("--index", type=Path, help="FAISS index built from the --gallery features file")
+    parser.add_argument(
+        "--rerank",
+        action="store_true",
+        help="k-reciprocal re-ranking (the run's eval.rerank, else k1 20 k2 6)",
+    )
+    parser.add_argument(
+        "--aqe", action="store_true", help="average query expansion (the run's eval.aqe, else k 5)"
+    )
     parser.add_argument("--nprobe", type=int, help="IVF cells scanned per query (default: the index's)")
     parser.add_argument("--ef-search", type=int, help="HNSW search candidates (default: the index's)")
     parser.add_argument("--top-k", type=int, default=10)
@@ -245,6 +310,8 @@ def rank_main(argv: Sequence[str]) -> list[RankedQuery]:
         )
     if args.top_k < 1:
         raise ValueError(f"--top-k: expected an integer >= 1, got {args.top_k}")
+    if args.index is not None and (args.rerank or args.aqe):
+        raise ValueError("--rerank / --aqe rank the whole gallery exactly; leave out --index")
     parse_device(args.device)  # the inputs are checked before the model is loaded
     queries = collect_images(args.query)
     gallery_file = Path(args.gallery).suffix in FEATURE_SUFFIXES
@@ -258,8 +325,16 @@ def rank_main(argv: Sequence[str]) -> list[RankedQuery]:
     else:
         gallery = embed(model, gallery_source, args.batch_size, progress, cameras)
     query = embed(model, queries, args.batch_size, progress, cameras)
-    results = ranked_queries(query, gallery, rank(query, gallery, args))
+    config = evaluation_config(model, args.rerank, args.aqe)
+    results = ranked_queries(query, gallery, rank(query, gallery, args, config))
     print_ranked(results, gallery)
+    metrics = search_metrics(query, gallery, config)
+    if metrics is not None:
+        steps = " + ".join(n for n, on in (("query expansion", args.aqe), ("re-ranking", args.rerank)) if on)
+        values = metrics.as_dict(config.ranks)
+        line = ", ".join(f"{name} {value:.2f}" for name, value in values.items())
+        print(f"metrics ({steps or 'plain distances'}; {metrics.num_valid_queries} of {metrics.num_queries} "
+              f"queries have a match in another camera): {line}")  # fmt: skip
     if args.picture is not None:
         write_picture(results, args.picture, args.picture_rows, tuple(args.cell))
     return results

@@ -240,3 +240,40 @@ def test_the_index_holds_absolute_paths_and_search_works_from_another_folder(
     results = search([str(run_dir), "--query", str(root / query), "--gallery", str(tmp_path / "g.npy"),
                       "--picture", "ranked.png", "--no-progress"])  # fmt: skip
     assert results and (elsewhere / "ranked.png").is_file()
+
+
+def test_search_prints_the_protocols_metrics_and_reranks_or_expands_when_asked(run_dir, extracted, capsys):
+    """Labelled names (the tiny tree's Market format): the printed mAP / R1 / mINP are the evaluation's
+    (reid.evaluation.evaluate on the extracted features), with --rerank the re-ranked ones, and the
+    ranking then follows the re-ranked distances (k-reciprocal re-ranking in plain torch,
+    tests/evaluation/test_rerank.py, is the reference of that pipeline)."""
+    from reid.evaluation import EvalConfig, RerankConfig
+    from reid.evaluation.distances import pairwise_distance
+    from reid.evaluation.pipeline import evaluate
+    from reid.evaluation.rerank import rerank_distance_chunks
+
+    query = torch.from_numpy(np.load(extracted["query_features"]))
+    gallery = torch.from_numpy(np.load(extracted["gallery_features"]))
+    labels = [[label_from_name(p) for p in _paths(extracted[f"{s}_features"])] for s in ("query", "gallery")]
+    pids = [torch.tensor([lab.pid for lab in side]) for side in labels]
+    cams = [torch.tensor([lab.camid for lab in side]) for side in labels]
+    gallery_file = str(extracted["gallery_features"])
+    common = [str(run_dir), "--query", str(extracted["query"]), "--gallery", gallery_file,
+              "--top-k", str(TOP_K), "--no-progress"]  # fmt: skip
+    for flags, config in (([], EvalConfig()), (["--rerank"], EvalConfig(rerank=RerankConfig()))):
+        results = search([*common, *flags])
+        expected = evaluate(query, gallery, pids[0], pids[1], cams[0], cams[1], config)
+        printed = capsys.readouterr().out
+        line = next(line for line in printed.splitlines() if line.startswith("metrics ("))
+        assert f"mAP {100 * expected.mAP:.2f}" in line and f"mINP {100 * expected.mINP:.2f}" in line
+        if flags:
+            assert line.startswith("metrics (re-ranking;")
+            dist = torch.cat(
+                [d for _, d in rerank_distance_chunks(query, gallery, RerankConfig(), "euclidean", 4096)]
+            )
+        else:
+            dist = pairwise_distance(query, gallery, "euclidean")
+        first = torch.sort(dist[0], stable=True).indices[:TOP_K].tolist()
+        assert results[0].paths == [_paths(extracted["gallery_features"])[j] for j in first]
+    with pytest.raises(ValueError, match="leave out --index"):
+        search([*common, "--rerank", "--index", "x.faiss"])
