@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -211,6 +212,30 @@ def description_path(index_path: str | Path) -> Path:
     """``<index>.json`` beside the index file (``gallery.faiss`` -> ``gallery.faiss.json``)."""
     index_path = Path(index_path)
     return index_path.with_name(index_path.name + ".json")
+
+
+FAISS_ROWS_PER_CELL = 39
+"""faiss's k-means warns below 39 training rows per centroid (``min_points_per_centroid``)."""
+
+
+def advised_nlist(rows: int) -> int:
+    """IVF cells for ``rows`` gallery rows: about ``4 sqrt(rows)`` (faiss's guideline is 4 to 16 sqrt(N)),
+    capped so every cell gets :data:`FAISS_ROWS_PER_CELL` training rows; at least 1."""
+    return max(1, min(round(4 * math.sqrt(rows)), rows // FAISS_ROWS_PER_CELL))
+
+
+def nlist_advice(rows: int, nlist: int) -> str | None:
+    """A line advising ``--nlist`` when ``nlist`` cells do not suit ``rows`` gallery rows, else None."""
+    advised = advised_nlist(rows)
+    if nlist * FAISS_ROWS_PER_CELL <= rows and nlist <= 16 * math.sqrt(rows):
+        return None
+    why = (
+        f"{rows / nlist:.1f} rows a cell, faiss's k-means wants at least {FAISS_ROWS_PER_CELL}"
+        if nlist * FAISS_ROWS_PER_CELL > rows
+        else f"more than 16 sqrt(rows) = {16 * math.sqrt(rows):.0f}"
+    )
+    exact = " (for so few rows an exact search, --kind flat, costs little)" if rows < 10_000 else ""
+    return f"--nlist {nlist} for {rows:,} gallery rows: {why}; use --nlist {advised}{exact}"
 
 
 def _training_rows(gallery: Features, spec: IndexSpec, sample: int, seed: int) -> np.ndarray | None:

@@ -377,11 +377,13 @@ def index_spec(kind: str, given: dict[str, int | None]) -> IndexSpec:
 
 
 def build_main(argv: Sequence[str]) -> GalleryIndex:
-    from reid.search.faiss_index import build_index
+    from reid.search.faiss_index import build_index, nlist_advice
 
     args = _build_parser().parse_args(argv)
     spec = index_spec(args.kind, {key: getattr(args, key) for key in SPEC_FLAGS})
     gallery = read_extracted(args.features)
+    if hasattr(spec, "nlist") and (advice := nlist_advice(len(gallery.paths), spec.nlist)) is not None:
+        print(f"note: {advice}")
     features = Path(args.features).resolve()
     index = build_index(gallery.features, spec, gallery.metric, features, args.train_sample)
     index.save(args.out)

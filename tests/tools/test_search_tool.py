@@ -277,3 +277,16 @@ def test_search_prints_the_protocols_metrics_and_reranks_or_expands_when_asked(r
         assert results[0].paths == [_paths(extracted["gallery_features"])[j] for j in first]
     with pytest.raises(ValueError, match="leave out --index"):
         search([*common, "--rerank", "--index", "x.faiss"])
+
+
+def test_build_index_advises_the_number_of_cells_for_the_gallery(extracted, tmp_path, capsys) -> None:
+    """Before, the README's --nlist 1024 on a 1,049-image gallery got only faiss's warning."""
+    from reid.search.faiss_index import advised_nlist, nlist_advice
+
+    assert advised_nlist(1_049) == 26 and advised_nlist(1_000_000) == 4000 and advised_nlist(10) == 1
+    assert nlist_advice(1_000_000, 4096) is None
+    assert "use --nlist 26" in nlist_advice(1_049, 1024) and "--kind flat" in nlist_advice(1_049, 1024)
+    rows = len(_paths(extracted["gallery_features"]))
+    search(["build-index", str(extracted["gallery_features"]), "--out", str(tmp_path / "g.faiss"),
+            "--kind", "ivf", "--nlist", str(rows)])  # fmt: skip
+    assert f"note: --nlist {rows} for {rows} gallery rows" in capsys.readouterr().out
