@@ -3,6 +3,7 @@
     python -m reid.tools.extract outputs/demo/<run> path/to/images feats.npy
     python -m reid.tools.extract outputs/demo/<run>/checkpoints/last.ckpt "crops/**/*.jpg" feats.safetensors
     python -m reid.tools.extract <run> list.txt feats.npy --camids-from-names --device cuda
+    python -m reid.tools.extract <run> gallery/ feats.npy --device cuda:1 --precision 16-mixed
 
 The model is the run's (``reid.inference.load_trained_model``: its config and best checkpoint, or the
 one given; the training data need not be on disk), supervised or Cluster Contrast (USL / UDA). Images: a
@@ -20,7 +21,8 @@ folder (any depth), a glob, one image, or a list file of paths. Writes
 
 SIE models embed in the camera-free mode (the mean SIE embedding) unless ``--camids-from-names`` (then
 every file name must carry a camera of the model's range). A file that cannot be decoded is an error
-naming it; ``--skip-bad`` leaves it out and lists it in the metadata.
+naming it; ``--skip-bad`` leaves it out and lists it in the metadata. ``--precision 16-mixed`` (or
+``bf16-mixed``) extracts under autocast (``reid.inference.extraction``; metadata ``precision``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from safetensors.torch import save_file
 
 from reid.inference import Extraction, TrainedModel, add_run_arguments, extract_features, load_trained_model
 from reid.inference.device import parse_device
-from reid.inference.extraction import camera_mode
+from reid.inference.extraction import AUTOCAST_DTYPES, camera_mode
 from reid.inference.image_files import collect_images
 from reid.inference.name_labels import NameLabel, label_from_name
 
@@ -82,10 +84,13 @@ def camids_from_names(
     return [label.camid for label in labels]
 
 
-def _metadata(model: TrainedModel, result: Extraction, mode: str, source: str) -> dict[str, Any]:
+def _metadata(
+    model: TrainedModel, result: Extraction, mode: str, source: str, precision: str
+) -> dict[str, Any]:
     return {
         **model.description(),
         "fingerprint": model.fingerprint(mode),
+        "precision": precision,
         "source": source,
         "root": os.getcwd(),
         "num_images": len(result.paths),
@@ -136,6 +141,12 @@ def main(argv: Sequence[str] | None = None) -> Extraction:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=0, help="image decoding processes (0: in this one)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--precision",
+        choices=tuple(AUTOCAST_DTYPES),
+        default="32-true",
+        help="arithmetic: float32, or fp16 / bf16 autocast (fp16 extraction: 16-mixed)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     parse_device(args.device)  # the inputs are checked before the model is loaded
@@ -145,13 +156,21 @@ def main(argv: Sequence[str] | None = None) -> Extraction:
     labels = {path: label_from_name(path) for path in paths}
     camids = camids_from_names(model, paths, [labels[p] for p in paths]) if args.camids_from_names else None
     result = extract_features(
-        model, paths, camids, args.batch_size, args.workers, args.skip_bad, progress=not args.no_progress
+        model,
+        paths,
+        camids,
+        args.batch_size,
+        args.workers,
+        args.skip_bad,
+        progress=not args.no_progress,
+        precision=args.precision,
     )
-    meta = _metadata(model, result, camera_mode(model, camids is not None), str(args.images))
+    mode = camera_mode(model, camids is not None)
+    meta = _metadata(model, result, mode, str(args.images), args.precision)
     write_outputs(args.output, result, labels, meta)
     skipped = f", {len(result.skipped)} unreadable skipped" if result.skipped else ""
     shape = f"{len(result.paths)} features [{meta['feature_dim']}]"
-    print(f"{shape} -> {args.output} ({meta['camera_mode']}{skipped})")
+    print(f"{shape} -> {args.output} ({meta['camera_mode']}, {args.precision}{skipped})")
     return result
 
 

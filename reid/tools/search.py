@@ -4,18 +4,19 @@
     python -m reid.tools.search <run> --query q.jpg --gallery gallery.npy --index gallery.faiss --nprobe 32
     python -m reid.tools.search build-index gallery.npy --out gallery.faiss --kind ivf --nlist 4096
 
-Ranking: the queries (a folder, glob, image or list file) are embedded as ``reid.tools.extract`` does
-(the run's transform, flip and normalisation; SIE models camera-free, or with the cameras of the file
-names under ``--camids-from-names``). The gallery is a folder (glob, list) embedded the same way, or a
-features file of ``reid.tools.extract`` (``.npy``/``.safetensors`` with its ``.csv`` and ``.json``)
-whose recorded fingerprint must be this model's in the queries' camera mode: another run's gallery, or
-one extracted in the other SIE mode, is refused naming both. Exact search ranks every gallery row by
-the distance of the run's ``eval.metric`` (``reid.search.exact``); with ``--index`` a FAISS index
-built from that features file ranks instead (``reid.search.faiss_index``, extra ``reid[faiss]``).
-Printed per query: the top-k paths, distances and, for file names of the Market-1501 / DukeMTMC /
-MSMT17 / VeRi-776 formats, identity and camera, with the item's status under the scoring protocol
-(``match``; ``junk``: same identity and camera, or a negative identity; ``wrong``); ``--picture``
-draws the ranked lists (``reid.visualization.ranked_list``).
+Ranking: the queries (a folder, glob, image or list file) are embedded as ``reid.tools.extract`` does (the
+run's transform, flip and normalisation; SIE models camera-free, or with the cameras of the file names
+under ``--camids-from-names``). The gallery is a folder (glob, list) embedded the same way, or a features
+file of ``reid.tools.extract`` (``.npy``/``.safetensors`` with its ``.csv`` and ``.json``) whose recorded
+fingerprint must be this model's in the queries' camera mode: another run's gallery, or one extracted in
+the other SIE mode, is refused naming both. The queries are embedded in the gallery file's precision
+(``--precision``: float32 or fp16 / bf16 autocast, as extract). Exact search ranks every gallery row by
+the distance of the run's ``eval.metric`` (``reid.search.exact``); with ``--index`` a FAISS index built
+from that features file ranks instead (``reid.search.faiss_index``, extra ``reid[faiss]``). Printed per
+query: the top-k paths, distances and, for file names of the Market-1501 / DukeMTMC / MSMT17 / VeRi-776
+formats, identity and camera, with the item's status under the scoring protocol (``match``; ``junk``: same
+identity and camera, or a negative identity; ``wrong``); ``--picture`` draws the ranked lists
+(``reid.visualization.ranked_list``).
 
 ``build-index``: an index of a features file (kinds and parameters: ``reid.search.faiss_index``), saved
 with its ``<out>.json`` description.
@@ -40,7 +41,7 @@ from reid.evaluation.distances import top_k_stable
 from reid.evaluation.pipeline import evaluate, evaluation_distance_chunks
 from reid.inference import TrainedModel, add_run_arguments, extract_features, load_trained_model
 from reid.inference.device import parse_device
-from reid.inference.extraction import camera_mode
+from reid.inference.extraction import AUTOCAST_DTYPES, camera_mode
 from reid.inference.image_files import collect_images
 from reid.inference.name_labels import NameLabel, label_from_name
 from reid.search.exact import Features, TopK, exact_top_k
@@ -81,16 +82,27 @@ def _describe(label: NameLabel | None) -> str:
 
 
 def embed(
-    model: TrainedModel, paths: Sequence[str], batch_size: int, progress: bool, with_cameras: bool = False
+    model: TrainedModel,
+    paths: Sequence[str],
+    batch_size: int,
+    progress: bool,
+    with_cameras: bool = False,
+    precision: str = "32-true",
 ) -> ExtractedFeatures:
     """Features of ``paths`` with their name labels; SIE fed the cameras of the names when
-    ``with_cameras`` (else camera-free)."""
+    ``with_cameras`` (else camera-free); computed in ``precision`` (``reid.inference.extraction``)."""
     labels = [label_from_name(path) for path in paths]
     camids = camids_from_names(model, paths, labels) if with_cameras else None
-    result = extract_features(model, paths, camids, batch_size=batch_size, progress=progress)
+    result = extract_features(
+        model, paths, camids, batch_size=batch_size, progress=progress, precision=precision
+    )
     mode = camera_mode(model, camids is not None)
     kept = dict(zip(paths, labels, strict=True))
-    meta = model.description() | {"camera_mode": mode, "fingerprint": model.fingerprint(mode)}
+    meta = model.description() | {
+        "camera_mode": mode,
+        "fingerprint": model.fingerprint(mode),
+        "precision": precision,
+    }
     return ExtractedFeatures(result.features, result.paths, [kept[p] for p in result.paths], meta)
 
 
@@ -159,9 +171,8 @@ def evaluation_config(model: TrainedModel, rerank: bool, aqe: bool) -> EvalConfi
 
 
 def _as_tensor(features: Features) -> Tensor:
-    return (
-        torch.as_tensor(np.asarray(features)).float() if not torch.is_tensor(features) else features.float()
-    )
+    """All rows as a float32 tensor (a copy of a features file: its memmap is read-only)."""
+    return features.float() if torch.is_tensor(features) else torch.from_numpy(np.array(features, np.float32))
 
 
 def evaluated_top_k(query: ExtractedFeatures, gallery: ExtractedFeatures, k: int, config: EvalConfig) -> TopK:
@@ -298,6 +309,11 @@ def _rank_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cell", type=int, nargs=2, default=(128, 64), metavar=("H", "W"))
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--precision",
+        choices=tuple(AUTOCAST_DTYPES),
+        help="arithmetic of the embeddings (default: a gallery features file's, else 32-true)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -322,9 +338,10 @@ def rank_main(argv: Sequence[str]) -> list[RankedQuery]:
     if gallery_file:
         gallery = gallery_source
         check_gallery_file(model, args.gallery, gallery, cameras)
-    else:
-        gallery = embed(model, gallery_source, args.batch_size, progress, cameras)
-    query = embed(model, queries, args.batch_size, progress, cameras)
+    precision = args.precision or (gallery.metadata.get("precision") if gallery_file else None) or "32-true"
+    if not gallery_file:
+        gallery = embed(model, gallery_source, args.batch_size, progress, cameras, precision)
+    query = embed(model, queries, args.batch_size, progress, cameras, precision)
     config = evaluation_config(model, args.rerank, args.aqe)
     results = ranked_queries(query, gallery, rank(query, gallery, args, config))
     print_ranked(results, gallery)

@@ -100,6 +100,29 @@ def test_features_are_the_runs_evaluation_features_camera_free(sie_run: Path, tm
     assert load_trained_model(sie_run).data_info == info  # read from the checkpoint, not the data
 
 
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
+def test_mixed_precision_extraction_is_the_float32_feature_up_to_rounding(
+    sie_run: Path, tmp_path: Path, precision: str
+) -> None:
+    """``--precision 16-mixed`` (fp16 extraction) / ``bf16-mixed``: autocast really applies (the features
+    differ from float32 by more than 1e-6) and only by rounding (below 5e-3 for fp16, 3e-2 for bf16's 8-bit
+    mantissa, cosine > 0.999); float32 rows; the metadata records the precision."""
+    expected, records, _ = evaluation_features(sie_run, with_camids=False)
+    query = Path(records[0].path).parent
+    out = tmp_path / "feats.npy"
+    extract([str(sie_run), str(query), str(out), "--precision", precision, "--no-progress"])
+    features = torch.from_numpy(np.load(out))
+    rows = read_index(tmp_path / "feats.csv")
+    reference = torch.stack([expected[row["path"]] for row in rows])
+    difference = (features - reference).abs().max().item()
+    assert features.dtype == torch.float32
+    assert 1e-6 < difference <= (5e-3 if precision == "16-mixed" else 3e-2)
+    assert F.cosine_similarity(features, reference).min() > 0.999
+    assert json.loads((tmp_path / "feats.json").read_text())["precision"] == precision
+    with pytest.raises(SystemExit):  # argparse: invalid choice
+        extract([str(sie_run), str(query), str(out), "--precision", "16"])
+
+
 @pytest.mark.parametrize(("family", "dim"), [("usl_vit", 192), ("usl_cnn", 128)])
 def test_cluster_contrast_features_are_the_runs_evaluation_features(
     family: str, dim: int, trained_run, tmp_path: Path

@@ -202,6 +202,32 @@ def test_search_embeds_queries_in_the_galleries_camera_mode(trained_run, tiny_da
     assert [r.paths for r in free] == [r.paths for r in results]
 
 
+def test_search_embeds_queries_in_the_galleries_precision(run_dir, tiny_data_dir, tmp_path, monkeypatch):
+    """A gallery extracted with ``--precision 16-mixed``: the queries are embedded in 16-mixed too (unless
+    ``--precision`` says otherwise); a gallery folder is embedded in the flag's precision (float32 by
+    default)."""
+    import reid.tools.search as search_module
+
+    gallery_dir = next((tiny_data_dir / "synthetic_tiny").glob("**/bounding_box_test"))
+    query_dir = next((tiny_data_dir / "synthetic_tiny").glob("**/query"))
+    features = tmp_path / "gallery.npy"
+    extract([str(run_dir), str(gallery_dir), str(features), "--precision", "16-mixed", "--no-progress"])
+    used: list[str] = []
+    real = search_module.extract_features
+
+    def recording(*args, **kwargs):
+        used.append(kwargs["precision"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search_module, "extract_features", recording)
+    common = [str(run_dir), "--query", str(query_dir), "--no-progress", "--top-k", "1"]
+    search([*common, "--gallery", str(features)])
+    search([*common, "--gallery", str(features), "--precision", "32-true"])
+    search([*common, "--gallery", str(gallery_dir)])
+    search([*common, "--gallery", str(gallery_dir), "--precision", "bf16-mixed"])
+    assert used == ["16-mixed", "32-true", "32-true", "32-true", "bf16-mixed", "bf16-mixed"]
+
+
 @pytest.mark.parametrize(
     ("name", "data", "said"),
     [
