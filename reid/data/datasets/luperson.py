@@ -4,11 +4,15 @@ unlabelled person crops for self-supervised pretraining (DINO, PASS, TransReID-S
 Source: https://github.com/DengpanFu/LUPerson (release folder ``LUPerson`` of image crops).
 
 Layout: any folder tree of images (``.jpg``, ``.jpeg``, ``.png``, ``.bmp``), searched recursively;
-nothing is decoded. An optional keep-list (e.g. written by the CFS tool, TransReID-SSL section 3.2)
-restricts the set: one image path per line, relative to the dataset folder, ``#`` lines ignored,
-order kept. With a keep-list the tree is not walked: the paths are validated (relative, inside the
-folder, an image suffix, no duplicates) and every distinct parent folder must exist, but files
-are not stat-ed one by one (2.5M of them would take minutes on a network disk).
+nothing is decoded; ``root`` is the folder or its parent holding ``LUPerson`` or ``LUP`` (TransReID-SSL's
+name: ``LUP/images/*.jpg`` with ``LUP/CFS_list.pkl`` beside it). An optional keep-list restricts the set
+(``reid.data.datasets.keep_lists``: a text file, e.g. written by the CFS tool, or the official pickled
+``CFS_list.pkl``), of which ``keep_num`` keeps the first N entries (the official ``--keep_num``). Entries
+are paths relative to the dataset folder, or, as ``main_dino.py`` joins them, to its ``images`` folder
+when that is where the first entry is. With a keep-list the tree is not walked: the paths are validated
+(relative, inside the folder, an image suffix, no duplicates), every distinct parent folder must exist
+and the first entry's file too, but files are not stat-ed one by one (2.5M of them would take minutes on
+a network disk).
 
 Statistics: ~4.18M crops of ~200K identities from 46K scenes; TransReID-SSL keeps 2,508,146
 images after CFS. No labels: every record has ``pid == UNLABELLED`` (-1) and camid/viewid 0.
@@ -27,9 +31,9 @@ from reid.data.datasets.errors import (
     DatasetFormatError,
     DatasetLayoutError,
     list_images,
-    read_lines,
     require_file,
 )
+from reid.data.datasets.keep_lists import read_keep_entries
 from reid.data.records import UNLABELLED, Record, ReIDDataset
 
 NAME = "LUPerson"
@@ -47,41 +51,67 @@ def resolve_folder(root: str | Path) -> Path:
     return next((root / name for name in OFFICIAL_NAMES if (root / name).is_dir()), root)
 
 
-def read_keep_list(keep_list: Path, folder: Path) -> list[str]:
-    """Validated image paths (folder joined) from a keep-list file, in file order."""
-    entries = [(n, line) for n, line in read_lines(keep_list) if not line.startswith("#")]
+def entries_base(folder: Path, first: str) -> Path:
+    """Where the entries of a keep-list are relative to: ``folder``, or ``folder/images`` (the official
+    ``LUP/images`` that ``main_dino.py`` joins its pickled names to) when the first entry is a file there
+    and not in ``folder``."""
+    images = folder / "images"
+    if not (folder / first).is_file() and (images / first).is_file():
+        return images
+    return folder
+
+
+def read_keep_list(keep_list: Path, folder: Path, keep_num: int | None = None) -> list[str]:
+    """Validated image paths (base folder joined) from a keep-list file (text or official pickle), in
+    file order, the first ``keep_num`` when given."""
+    entries = read_keep_entries(keep_list, keep_num)
     if not entries:
         raise DatasetLayoutError(f"{NAME} keep-list {keep_list} is empty; expected one image path per line")
-    seen: dict[str, int] = {}
-    parents: dict[str, int] = {}
-    prefix = str(folder)
-    for n, line in entries:
+    base = entries_base(folder, entries[0][1])
+    seen: dict[str, str] = {}
+    parents: dict[str, str] = {}
+    for where, line in entries:
         parts = line.split("/")
         if line.startswith("/") or ".." in parts or not line.lower().endswith(IMAGE_SUFFIXES):
             raise DatasetFormatError(
-                f"{NAME} keep-list line {keep_list}:{n} is {line!r}; expected an image path relative to "
-                f"{folder} (no '..', suffix one of {IMAGE_SUFFIXES})"
+                f"{NAME} keep-list entry {where} is {line!r}; expected an image path relative to "
+                f"{base} (no '..', suffix one of {IMAGE_SUFFIXES})"
             )
         if line in seen:
             raise DatasetFormatError(
-                f"{NAME} keep-list line {keep_list}:{n} repeats {line!r} (first at line {seen[line]})"
+                f"{NAME} keep-list entry {where} repeats {line!r} (first at {seen[line]})"
             )
-        seen[line] = n
-        parents.setdefault("/".join(parts[:-1]), n)
-    for parent, n in parents.items():
+        seen[line] = where
+        parents.setdefault("/".join(parts[:-1]), where)
+    prefix = str(base)
+    for parent, where in parents.items():
         if not os.path.isdir(os.path.join(prefix, parent)):
             raise DatasetLayoutError(
-                f"{NAME} keep-list line {keep_list}:{n} points into {folder / parent}, which does not exist"
+                f"{NAME} keep-list entry {where} points into {base / parent}, which does not exist"
             )
-    return [os.path.join(prefix, line) for line, _ in seen.items()]
+    first_where, first = entries[0]
+    if not (base / first).is_file():
+        raise DatasetLayoutError(
+            f"{NAME} keep-list entry {first_where}: {base / first} is not a file (nor is it under "
+            f"{folder / 'images'}); the entries must be paths relative to the dataset folder"
+        )
+    return [os.path.join(prefix, line) for line in seen]
 
 
-def load_luperson(root: str | Path, keep_list: str | Path | None = None) -> ReIDDataset:
-    """Unlabelled LUPerson images (all of the tree, or those of ``keep_list``) as ``train``."""
+def load_luperson(
+    root: str | Path, keep_list: str | Path | None = None, keep_num: int | None = None
+) -> ReIDDataset:
+    """Unlabelled LUPerson images (all of the tree, or the first ``keep_num`` of ``keep_list``) as
+    ``train``."""
     folder = resolve_folder(root)
     if keep_list is None:
+        if keep_num is not None:
+            raise DatasetFormatError(
+                f"data.dataset.keep_num={keep_num} needs a keep-list (data.dataset.keep_list=...): it keeps "
+                "the list's first N entries"
+            )
         paths = list_images(folder, NAME, recursive=True)
     else:
-        paths = read_keep_list(require_file(Path(keep_list), NAME, "keep-list"), folder)
+        paths = read_keep_list(require_file(Path(keep_list), NAME, "keep-list"), folder, keep_num)
     train = [Record(path, UNLABELLED, 0) for path in paths]
     return ReIDDataset(name=NAME, train=train, query=[], gallery=[])
