@@ -42,6 +42,7 @@ from doc_section import write_section
 from omegaconf import OmegaConf
 from study_runs import ROOT, Job, Series, read_metrics, run_dir, train_all
 
+from reid.callbacks.rpe_divergence import QUANTITIES
 from reid.config import CONFIG_DIR
 from reid.results import first_target
 
@@ -51,6 +52,8 @@ SECTION = "rpe_study"
 OPTIMIZERS = ("adamw", "sgd")
 SGD_LR = 0.05  # from scratch the recipe's 0.0004 (0.008 for TransReID) barely moves the demo
 RPE = "train/rpe_triplet"
+DIVERGE_KEYS = tuple(f"{RPE}/{quantity}" for quantity in QUANTITIES)
+"""The columns of the divergence rule: those ``callbacks.rpe_divergence`` watches in the run."""
 FIGSIZE = (15.0, 11.0)  # inches
 DPI = 100  # -> a 1500 x 1100 PNG
 
@@ -211,19 +214,36 @@ def read_runs(out: Path, names: Sequence[str], seeds: Sequence[int]) -> list[Run
 # ---------------------------------------------------------------- divergence
 
 
-def divergence_step(series: Series, key: str, factor: float, reference_step: int) -> int | None:
-    """The first step at which ``key`` exceeds ``factor`` x its value at ``reference_step`` (the first
-    logged step at or after it), or at which the total train loss is not finite; None if neither."""
+def _after(series: Series, key: str, reference_step: int) -> list[tuple[int, float]]:
     steps, values = series.get(key, ([], []))
+    return [(s, v) for s, v in zip(steps, values) if s >= reference_step]
+
+
+def divergence_step(
+    series: Series, keys: str | Sequence[str], factor: float, reference_step: int
+) -> int | None:
+    """The first step at which one of ``keys`` exceeds ``factor`` x its value at ``reference_step`` (the
+    first logged step at or after it), or at which the total train loss is not finite; None if neither."""
     bad = [s for s, v in zip(*series.get("train/loss", ([], []))) if not math.isfinite(v)]
-    first_bad = min(bad) if bad else None
-    after = [v for s, v in zip(steps, values) if s >= reference_step]
-    if not after:
-        return first_bad
-    limit = factor * abs(after[0])
-    crossed = [s for s, v in zip(steps, values) if s > reference_step and (not math.isfinite(v) or v > limit)]
-    found = [s for s in (min(crossed) if crossed else None, first_bad) if s is not None]
+    found = [min(bad)] if bad else []
+    for key in [keys] if isinstance(keys, str) else keys:
+        after = _after(series, key, reference_step)
+        if not after:
+            continue
+        limit = factor * abs(after[0][1])
+        crossed = [s for s, v in after[1:] if not math.isfinite(v) or v > limit]
+        found += crossed[:1]
     return min(found) if found else None
+
+
+def peak_growth(series: Series, keys: Sequence[str], reference_step: int) -> tuple[float, str] | None:
+    """The largest ``max(value) / value at reference_step`` over ``keys``, with the key's last name part."""
+    growths = []
+    for key in keys:
+        values = [v for _, v in _after(series, key, reference_step)]
+        if values and values[0] > 0:
+            growths.append((max(values) / values[0], key.rsplit("/", 1)[-1]))
+    return max(growths) if growths else None
 
 
 # ---------------------------------------------------------------- figure and table
@@ -288,14 +308,26 @@ METRICS = ("mAP", "R1", "mINP", "rpe/auc", "rpe/collapse", "rpe/raw_collapse")
 HEADERS = ("mAP", "R1", "mINP", "AUC", "collapse", "raw collapse")
 
 
+def _growth_cell(found: tuple[float, str] | None) -> str:
+    if found is None:
+        return "-"
+    value, key = found
+    return f"{value:.3g}x {key}" if value < 1e4 else f"{value:.1e}x {key}"
+
+
 def table(
-    runs: Sequence[Run], labels: Mapping[str, str], diverged: Mapping[tuple[str, int], int | None]
+    runs: Sequence[Run],
+    labels: Mapping[str, str],
+    diverged: Mapping[tuple[str, int], int | None],
+    growth: Mapping[tuple[str, int], tuple[float, str] | None] | None = None,
 ) -> str:
     """Markdown: one row per run (variant, seed, final test metrics, the identity AUC and collapse of the
-    test queries' relation vectors, the divergence step, steps run), then each variant's mean."""
+    test queries' relation vectors, the divergence step, the peak growth of the watched quantities, steps
+    run), then each variant's mean."""
+    growth = growth or {}
     lines = [
-        "| variant | seed | " + " | ".join(HEADERS) + " | diverges at | steps |",
-        "|---|---|" + "---|" * (len(METRICS) + 2),
+        "| variant | seed | " + " | ".join(HEADERS) + " | diverges at | peak growth | steps |",
+        "|---|---|" + "---|" * (len(METRICS) + 3),
     ]
     by_variant: dict[str, list[Run]] = {}
     for run in runs:
@@ -304,7 +336,8 @@ def table(
         step = diverged.get((run.variant, run.seed))
         lines.append(
             f"| {labels.get(run.variant, run.variant)} | {run.seed} | " + " | ".join(cells)
-            + f" | {'-' if step is None else step} | {run.last_step + 1} |"
+            + f" | {'-' if step is None else step} | {_growth_cell(growth.get((run.variant, run.seed)))}"
+            + f" | {run.last_step + 1} |"
         )  # fmt: skip
     for name, group in by_variant.items():
         cells = []
@@ -315,7 +348,7 @@ def table(
         lines.append(
             f"| **{labels.get(name, name)}** | mean | "
             + " | ".join(cells)
-            + f" | {count} of {len(group)} | |"
+            + f" | {count} of {len(group)} | | |"
         )
     return "\n".join(lines)
 
@@ -325,21 +358,24 @@ def _cell(value: float | None) -> str:
 
 
 def divergence_steps(
-    runs: Sequence[Run], key: str, factor: float, reference_step: int
+    runs: Sequence[Run], keys: Sequence[str], factor: float, reference_step: int
 ) -> dict[tuple[str, int], int | None]:
     """(variant, seed) -> the step a triplet run diverges at (:func:`divergence_step`), or None."""
     return {
-        (run.variant, run.seed): divergence_step(run.series, key, factor, reference_step)
+        (run.variant, run.seed): divergence_step(run.series, keys, factor, reference_step)
         for run in runs
         if run.variant in FORMS
     }
 
 
-def divergence_rule(key: str, factor: float, reference_step: int) -> str:
+def divergence_rule(keys: Sequence[str], factor: float, reference_step: int) -> str:
+    names = " or ".join(f"`{key}`" for key in keys)
     return (
-        f"Divergence: the first step > {reference_step} where `{key}` exceeds {factor:g} x its value at step "
-        f"{reference_step}, or the train loss is not finite (the run's `callbacks.rpe_divergence` flags the "
-        "same, over every RPE norm and d_an)."
+        f"Divergence: the first step > {reference_step} where {names} exceeds {factor:g} x its value at step "
+        f"{reference_step}, or the train loss is not finite (the rule of the run's "
+        "`callbacks.rpe_divergence`; the relation and bias norms are not watched: the bias table starts at "
+        "zero, so learning it multiplies them). Peak growth: the largest max / start of those quantities "
+        "over the run."
     )
 
 
@@ -347,7 +383,7 @@ def report(
     out: Path,
     seeds: Sequence[int],
     argv: Sequence[str],
-    key: str,
+    keys: Sequence[str],
     factor: float,
     reference_step: int,
     name: str,
@@ -372,8 +408,17 @@ def report(
         [
             f"Command: `python benchmarks/{Path(__file__).name} {' '.join(argv)}`".rstrip(),
             f"Per-run overrides (besides `{every}`):\n{overrides}",
-            table(runs, labels, divergence_steps(runs, key, factor, reference_step)),
-            divergence_rule(key, factor, reference_step),
+            table(
+                runs,
+                labels,
+                divergence_steps(runs, keys, factor, reference_step),
+                {
+                    (r.variant, r.seed): peak_growth(r.series, keys, reference_step)
+                    for r in runs
+                    if r.variant in FORMS
+                },
+            ),
+            divergence_rule(keys, factor, reference_step),
             f"Figure: `{figure.relative_to(ROOT) if figure.is_relative_to(ROOT) else figure}`.",
         ]
     )
@@ -411,7 +456,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--report-only", action="store_true", help="read the runs, write figure and doc, train nothing"
     )
     parser.add_argument(
-        "--diverge-key", default=f"{RPE}/relation_norm", help="metrics.csv column of the divergence rule"
+        "--diverge-key",
+        nargs="+",
+        default=list(DIVERGE_KEYS),
+        help="metrics.csv columns of the divergence rule (default: those the run's callback watches)",
     )
     parser.add_argument("--diverge-factor", type=float, default=10.0)
     parser.add_argument("--diverge-reference-step", type=int, default=0)

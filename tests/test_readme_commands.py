@@ -10,9 +10,12 @@ the line passes. Inline group picks (`data=msmt17`, `eval=fastreid`) must compos
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -151,3 +154,37 @@ def test_a_readme_tool_command_has_its_module_and_flags(command, capsys):
         arg.split("=", 1)[0] for arg in shlex.split(re.sub(r"[][]", " ", command)) if arg.startswith("--")
     }
     assert all(re.search(rf"{re.escape(flag)}\b", usage) for flag in flags), (flags, usage)
+
+
+BENCHMARK = re.compile(r"python (benchmarks/\w+\.py)((?: +[^\s`#|\"]+)*)")
+DOCS = [README, *sorted((CONFIG_DIR.parent / "docs").glob("*.md"))]
+
+
+def benchmark_commands() -> list[tuple[str, str, tuple[str, ...]]]:
+    """``(document, script, flags)`` of every ``python benchmarks/<script>.py ...`` in the README and the docs
+    (continuation lines joined; the generated "Command:" lines of the studies included)."""
+    found = []
+    for doc in DOCS:
+        text = doc.read_text().replace("\\\n", " ")
+        for match in BENCHMARK.finditer(text):
+            flags = tuple(a.split("=", 1)[0] for a in match.group(2).split() if a.startswith("--"))
+            found.append((doc.name, match.group(1), flags))
+    return sorted(set(found))
+
+
+@functools.cache
+def _benchmark_help(script: str) -> str:
+    result = subprocess.run(
+        [sys.executable, script, "--help"], cwd=CONFIG_DIR.parent, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, f"{script} --help: {result.stderr[-2000:]}"
+    return result.stdout
+
+
+@pytest.mark.parametrize(("doc", "script", "flags"), benchmark_commands())
+def test_a_documented_benchmark_command_has_its_script_and_flags(doc, script, flags):
+    """Before, README showed `rpe_study.py --naive-weight 50` long after the flag had become `--weight`."""
+    assert (CONFIG_DIR.parent / script).is_file(), f"{doc}: {script} does not exist"
+    usage = _benchmark_help(script)
+    missing = [flag for flag in flags if not re.search(rf"{re.escape(flag)}\b", usage)]
+    assert not missing, f"{doc}: python {script} has no {missing}"

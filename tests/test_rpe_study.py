@@ -44,9 +44,14 @@ def _write_run(
             loss = math.nan if nan_at is not None and step >= nan_at else 5.0 - step / STEPS + seed * 0.1
             row = {"epoch": step // 10, "step": step, "train/loss": loss, "train/loss_id": loss - 1}
             if variant in rpe_study.FORMS:
-                norm = 0.03 * (100.0 if blow_up_at is not None and step >= blow_up_at else 1.0)
-                row |= {"train/loss_rpe_triplet": 0.69, f"{RPE}/relation_norm": norm}
-                row |= {f"{RPE}/{k}": 0.05 for k in ("d_ap", "d_an", "rel_bias_norm", "weight")}
+                grown = 100.0 if blow_up_at is not None and step >= blow_up_at else 1.0
+                # the relation norm grows 50x in every run (the bias entering): not a divergence
+                row |= {
+                    "train/loss_rpe_triplet": 0.69,
+                    f"{RPE}/relation_norm": 0.03 * (50.0 if step else 1.0),
+                }
+                row |= {f"{RPE}/{k}": 0.05 for k in ("d_ap", "rel_bias_norm", "weight")}
+                row |= {f"{RPE}/d_an": 0.05 * grown}
                 row |= {f"{RPE}/gap": -0.01, f"{RPE}/pos_embed_norm": 0.28, f"{RPE}/auc": 0.6}
             writer.writerow(row)
     test = {"mAP": 40.0 + seed, "R1": 50.0 + seed, "mINP": 10.0 + seed, "R5": 70.0}
@@ -71,7 +76,7 @@ def test_report_writes_the_figure_the_table_and_the_divergence_steps(study, tmp_
     monkeypatch.setattr(rpe_study, "FIGURE", tmp_path / "rpe_study.png")
     doc.write_text("# RPE\n\nhand-written text\n")
     name = rpe_study.study_name("sgd", 0.5)
-    runs = rpe_study.report(study, [0, 1], ["--epochs", "3"], f"{RPE}/relation_norm", 10.0, 0, name, 0.5, doc)
+    runs = rpe_study.report(study, [0, 1], ["--epochs", "3"], rpe_study.DIVERGE_KEYS, 10.0, 0, name, 0.5, doc)
     assert len(runs) == 10 and all(run.last_step == STEPS - 1 for run in runs)
     with Image.open(tmp_path / f"{name}.png") as image:
         assert image.format == "PNG"
@@ -90,8 +95,13 @@ def test_report_writes_the_figure_the_table_and_the_divergence_steps(study, tmp_
         seed: next(r for r in rows if r.startswith(f"| +bias+triplet naive (reported) | {seed} |"))
         for seed in (0, 1)
     }
-    assert naive[0].split("|")[9].strip() == "7"  # relation_norm x100 from step 7
+    assert naive[0].split("|")[9].strip() == "7"  # d_an x100 from step 7
+    assert naive[0].split("|")[10].strip() == "100x d_an"
     assert naive[1].split("|")[9].strip() == "12"  # train loss NaN from step 12
+    (soft_seed0,) = [r for r in rows if r.startswith("| +bias+triplet soft (default) | 0 |")]
+    assert (
+        soft_seed0.split("|")[9].strip() == "-" and soft_seed0.split("|")[10].strip() == "1x pos_embed_norm"
+    )
     (soft_mean,) = [r for r in rows if r.startswith("| **+bias+triplet soft (default)** | mean |")]
     assert soft_mean.split("|")[6].strip() == "0.75" and soft_mean.split("|")[9].strip() == "0 of 2"  # AUC
     assert "python benchmarks/rpe_study.py --epochs 3" in text
@@ -107,6 +117,10 @@ def test_divergence_rule_reference_and_no_divergence():
     assert rpe_study.divergence_step(series, "k", 2.5, 1) == 3  # relative to the value at step 1 (2.0)
     series["train/loss"][1][1] = math.inf
     assert rpe_study.divergence_step(series, "k", 10.0, 0) == 1
+    series["train/loss"][1][1] = 1.0
+    series["j"] = ([0, 1, 2, 3], [1.0, 1.0, 5.0, 1.0])
+    assert rpe_study.divergence_step(series, ["k", "j"], 2.5, 0) == 2  # the first of either
+    assert rpe_study.peak_growth(series, ["k", "j"], 0) == (9.0, "k")
 
 
 @pytest.mark.parametrize("variant", rpe_study.variants(weight=5.0), ids=lambda v: v.name)
