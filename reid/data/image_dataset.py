@@ -18,6 +18,7 @@ import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from reid.data.record_table import RecordTable
 from reid.data.records import Record
 
 _WIDE_GRAYSCALE = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
@@ -71,23 +72,53 @@ def _listed(items: Sequence[str]) -> str:
     return "; ".join(items[:_MAX_LISTED]) + more
 
 
-def check_image_headers(paths: Sequence[str], split: str, min_side: int = 1) -> list[str]:
-    """Open every file's header (size only, no pixels): raise :class:`ImageReadError` naming each file
-    that is not a readable image (zero bytes, not an image, a folder); return the images with a side
-    shorter than ``min_side`` pixels, as ``"path (WxH)"``. A progress bar shows on large splits."""
-    from tqdm.auto import tqdm
+PARALLEL_HEADER_CHECK = 20_000
+"""From this many images the header check runs in worker processes."""
 
+
+def _header_findings(paths: Sequence[str], min_side: int) -> tuple[list[str], list[str]]:
+    """``(unreadable, small)`` of ``paths`` (see :func:`check_image_headers`)."""
     unreadable: list[str] = []
     small: list[str] = []
-    bar = tqdm(
-        paths, desc=f"checking {split} images", unit="img", disable=True if len(paths) < 20_000 else None
-    )
-    for path in bar:
+    for path in paths:
         problem, size = _header_problem(path)
         if problem is not None:
             unreadable.append(problem)
         elif size is not None and min(size) < min_side:
             small.append(f"{path} ({size[0]}x{size[1]})")
+    return unreadable, small
+
+
+def check_image_headers(
+    paths: Sequence[str], split: str, min_side: int = 1, workers: int | None = None
+) -> list[str]:
+    """Open every file's header (size only, no pixels): raise :class:`ImageReadError` naming each file
+    that is not a readable image (zero bytes, not an image, a folder); return the images with a side
+    shorter than ``min_side`` pixels, as ``"path (WxH)"``. From :data:`PARALLEL_HEADER_CHECK` images the
+    files are split over ``workers`` forked processes (default: the CPU count; parsing a header is Python
+    code that holds the GIL, so threads would not help), with a progress bar."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    workers = workers or os.cpu_count() or 1
+    if len(paths) < PARALLEL_HEADER_CHECK or workers < 2:
+        unreadable, small = _header_findings(paths, min_side)
+    else:
+        size = max(1_000, -(-len(paths) // (workers * 8)))
+        chunks = [paths[start : start + size] for start in range(0, len(paths), size)]
+        unreadable, small = [], []
+        bar = tqdm(total=len(paths), desc=f"checking {split} images", unit="img")
+        context = multiprocessing.get_context("fork")  # as DataLoader workers: nothing is re-imported
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            for chunk, (bad, tiny) in zip(
+                chunks, pool.map(_header_findings, chunks, [min_side] * len(chunks)), strict=True
+            ):
+                unreadable += bad
+                small += tiny
+                bar.update(len(chunk))
+        bar.close()
     if unreadable:
         raise ImageReadError(
             f"{len(unreadable)} of {len(paths)} {split} images cannot be read: {_listed(unreadable)}; "
@@ -123,7 +154,7 @@ class ImageDataset(Dataset):
     """Items are dicts ``{"image", "pid", "camid", "viewid", "index"}`` (the batch contract)."""
 
     def __init__(self, records: Sequence[Record], transform: Callable[[Image.Image], torch.Tensor]) -> None:
-        self.records = list(records)
+        self.records = RecordTable.from_records(records)  # shared by the workers, not copied
         self.transform = transform
 
     def __len__(self) -> int:

@@ -1,6 +1,8 @@
 """The one data contract every dataset parser returns and every loader consumes.
 
-A parser turns a dataset root into a :class:`ReIDDataset`: three lists of :class:`Record`.
+A parser turns a dataset root into a :class:`ReIDDataset`: three splits of :class:`Record`, held as
+:class:`~reid.data.record_table.RecordTable` (flat arrays that loader workers share; a parser may hand
+over lists, which are converted).
 Training identities are relabelled to ``0..num_train_pids-1``; query and gallery keep their
 original identities (so distractors, pid 0 in Market-1501, stay distinct from real people).
 Camera and view ids are 0-based everywhere.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +51,9 @@ class DatasetInfo:
     num_views: int
 
 
+SPLITS = ("train", "query", "gallery")
+
+
 @dataclass
 class ReIDDataset:
     """A parsed dataset: train (relabelled), query and gallery records.
@@ -57,36 +63,42 @@ class ReIDDataset:
     """
 
     name: str
-    train: list[Record]
-    query: list[Record]
-    gallery: list[Record]
+    train: Sequence[Record]
+    query: Sequence[Record]
+    gallery: Sequence[Record]
     trials: tuple[Trial, ...] = field(default=())
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in SPLITS:  # a split is a table, however it is given (at init or assigned later)
+            from reid.data.record_table import RecordTable  # it builds Records: imported once both exist
+
+            value = RecordTable.from_records(value)
+        super().__setattr__(name, value)
 
     @property
     def num_train_pids(self) -> int:
-        return len({r.pid for r in self.train})
+        return len(np.unique(self.train.pids))
 
     @property
     def num_cameras(self) -> int:
-        return 1 + max((r.camid for r in self._all()), default=0)
+        return 1 + max((int(split.camids.max()) for split in self._splits() if len(split)), default=0)
 
     @property
     def num_views(self) -> int:
-        return 1 + max((r.viewid for r in self._all()), default=0)
+        return 1 + max((int(split.viewids.max()) for split in self._splits() if len(split)), default=0)
 
     @property
     def info(self) -> DatasetInfo:
         return DatasetInfo(self.num_train_pids, self.num_cameras, self.num_views)
 
-    def _all(self) -> list[Record]:
-        return [*self.train, *self.query, *self.gallery]
+    def _splits(self) -> tuple[Any, Any, Any]:
+        return self.train, self.query, self.gallery
 
     def summary(self) -> str:
         """A small table of images / identities / cameras per split."""
         lines = [f"{self.name}: split | images | ids | cameras"]
-        for split, records in (("train", self.train), ("query", self.query), ("gallery", self.gallery)):
-            ids = len({r.pid for r in records})
-            cams = len({r.camid for r in records})
+        for split, records in zip(("train", "query", "gallery"), self._splits(), strict=True):
+            ids, cams = len(np.unique(records.pids)), len(np.unique(records.camids))
             lines.append(f"  {split:<7} | {len(records):>7} | {ids:>6} | {cams:>3}")
         return "\n".join(lines)
 

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from reid.data.image_dataset import ImageDataset, check_image_headers, decode_images, read_image
 from reid.data.loading import loader_options, world_of
 from reid.data.multicrop import MultiCropAugmentation
+from reid.data.record_table import RecordTable
 from reid.data.records import Record, ReIDDataset
 from reid.training.resumable import ResumableDataLoader, TrainPosition, train_position
 
@@ -46,7 +47,7 @@ class MultiCropDataset(Dataset):
     """Key ``epoch * N + i`` -> (crops of image i for that epoch, i)."""
 
     def __init__(self, records: Sequence[Record], augment: MultiCropAugmentation, seed: int = 0) -> None:
-        self.records = list(records)
+        self.records = RecordTable.from_records(records)  # shared by the workers, not copied
         self.augment = augment
         self.seed = seed
 
@@ -173,7 +174,7 @@ class SSLDataModule(L.LightningDataModule):
         self.monitor_batch_size = monitor_batch_size
         self.pixel_mean = tuple(pixel_mean)
         self.pixel_std = tuple(pixel_std)
-        self.train_records: list[Record] | None = None
+        self.train_records: RecordTable | None = None
         self.monitor_data: ReIDDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -183,7 +184,7 @@ class SSLDataModule(L.LightningDataModule):
         data = self.load_dataset()
         if not data.train:
             raise ValueError(f"SSLDataModule: dataset '{data.name}' has no training images")
-        self.train_records = list(data.train)
+        self.train_records = RecordTable.from_records(data.train)
         if self.load_monitor_dataset is not None:
             self.monitor_data = self.load_monitor_dataset()
             name = self.monitor_data.name
@@ -195,7 +196,7 @@ class SSLDataModule(L.LightningDataModule):
     def _check_images(self, name: str) -> None:
         """Headers of the training and monitor images, before the first step."""
         start = time.perf_counter()
-        check_image_headers([r.path for r in self.train_records], f"{name} train")
+        check_image_headers(self.train_records.paths, f"{name} train")
         checked = len(self.train_records)
         if self.monitor_data is not None:
             for split in ("query", "gallery"):

@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import io
 import pickle
+from array import array
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reid.data.datasets.errors import DatasetFormatError, read_lines
+import numpy as np
+
+from reid.data.datasets.errors import DatasetFormatError
 
 PICKLE_SUFFIXES = (".pkl", ".pickle")
 
@@ -74,19 +78,48 @@ def read_pickled_names(path: Path) -> list[str]:
     return list(names)
 
 
-def read_keep_entries(path: Path, keep_num: int | None = None) -> list[tuple[str, str]]:
-    """``(where, entry)`` of the keep-list ``path`` in its order (``where``: ``file:line`` or
-    ``file[index]``, for messages), the first ``keep_num`` when given."""
+@dataclass(frozen=True)
+class KeepList:
+    """The entries of a keep-list file in order; ``lines`` their 1-based line numbers (text files)."""
+
+    source: Path
+    entries: list[str]
+    lines: np.ndarray | None = None
+
+    def where(self, index: int) -> str:
+        """Entry ``index`` located for a message: ``file:line`` (text) or ``file[index]`` (pickle)."""
+        return f"{self.source}:{self.lines[index]}" if self.lines is not None else f"{self.source}[{index}]"
+
+
+def _read_text(path: Path) -> KeepList:
+    """Non-blank, non-``#`` lines, stripped, and their line numbers (an int32 array, not 4M tuples)."""
+    entries: list[str] = []
+    lines = array("i")
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    entries.append(line)
+                    lines.append(number)
+    except UnicodeDecodeError as error:
+        raise DatasetFormatError(f"keep-list {path}: not a UTF-8 text file ({error})") from error
+    return KeepList(path, entries, np.frombuffer(lines, dtype=np.int32))
+
+
+def read_keep_list_file(path: Path, keep_num: int | None = None) -> KeepList:
+    """The keep-list ``path`` (text or pickle, by suffix), the first ``keep_num`` entries when given."""
     if path.suffix.lower() in PICKLE_SUFFIXES:
-        entries = [(f"{path}[{i}]", name) for i, name in enumerate(read_pickled_names(path))]
+        found = KeepList(path, read_pickled_names(path))
     else:
-        entries = [(f"{path}:{n}", line) for n, line in read_lines(path) if not line.startswith("#")]
+        found = _read_text(path)
     if keep_num is None:
-        return entries
+        return found
     if isinstance(keep_num, bool) or not isinstance(keep_num, int) or keep_num < 1:
         raise DatasetFormatError(f"data.dataset.keep_num={keep_num!r}: expected an integer >= 1 or null")
-    if keep_num > len(entries):
+    if keep_num > len(found.entries):
         raise DatasetFormatError(
-            f"data.dataset.keep_num={keep_num}: the keep-list {path} holds only {len(entries)} entries"
+            f"data.dataset.keep_num={keep_num}: the keep-list {path} holds only {len(found.entries)} entries"
         )
-    return entries[:keep_num]
+    lines = None if found.lines is None else found.lines[:keep_num]
+    return KeepList(path, found.entries[:keep_num], lines)

@@ -33,8 +33,9 @@ from reid.data.datasets.errors import (
     list_images,
     require_file,
 )
-from reid.data.datasets.keep_lists import read_keep_entries
-from reid.data.records import UNLABELLED, Record, ReIDDataset
+from reid.data.datasets.keep_lists import read_keep_list_file
+from reid.data.record_table import RecordTable
+from reid.data.records import ReIDDataset
 
 NAME = "LUPerson"
 OFFICIAL_NAMES = ("LUPerson", "LUP")
@@ -61,41 +62,44 @@ def entries_base(folder: Path, first: str) -> Path:
     return folder
 
 
-def read_keep_list(keep_list: Path, folder: Path, keep_num: int | None = None) -> list[str]:
-    """Validated image paths (base folder joined) from a keep-list file (text or official pickle), in
-    file order, the first ``keep_num`` when given."""
-    entries = read_keep_entries(keep_list, keep_num)
+def read_keep_list(keep_list: Path, folder: Path, keep_num: int | None = None) -> RecordTable:
+    """The images of a keep-list file (text or official pickle) in file order, the first ``keep_num``
+    when given, validated (module docstring), as a table rooted at the entries' base folder."""
+    found = read_keep_list_file(keep_list, keep_num)
+    entries = found.entries
     if not entries:
         raise DatasetLayoutError(f"{NAME} keep-list {keep_list} is empty; expected one image path per line")
-    base = entries_base(folder, entries[0][1])
-    seen: dict[str, str] = {}
-    parents: dict[str, str] = {}
-    for where, line in entries:
-        parts = line.split("/")
-        if line.startswith("/") or ".." in parts or not line.lower().endswith(IMAGE_SUFFIXES):
+    base = entries_base(folder, entries[0])
+    parents: dict[str, int] = {}
+    for index, line in enumerate(entries):
+        parent, _, name = line.rpartition("/")
+        if line.startswith(("/", "../")) or "/../" in line or not name.lower().endswith(IMAGE_SUFFIXES):
             raise DatasetFormatError(
-                f"{NAME} keep-list entry {where} is {line!r}; expected an image path relative to "
-                f"{base} (no '..', suffix one of {IMAGE_SUFFIXES})"
+                f"{NAME} keep-list entry {found.where(index)} is {line!r}; expected an image path "
+                f"relative to {base} (no '..', suffix one of {IMAGE_SUFFIXES})"
             )
-        if line in seen:
-            raise DatasetFormatError(
-                f"{NAME} keep-list entry {where} repeats {line!r} (first at {seen[line]})"
-            )
-        seen[line] = where
-        parents.setdefault("/".join(parts[:-1]), where)
-    prefix = str(base)
-    for parent, where in parents.items():
-        if not os.path.isdir(os.path.join(prefix, parent)):
+        parents.setdefault(parent, index)
+    if len(set(entries)) != len(entries):
+        first: dict[str, int] = {}
+        for index, line in enumerate(entries):
+            if line in first:
+                raise DatasetFormatError(
+                    f"{NAME} keep-list entry {found.where(index)} repeats {line!r} (first at "
+                    f"{found.where(first[line])})"
+                )
+            first[line] = index
+    for parent, index in parents.items():
+        if not os.path.isdir(os.path.join(base, parent)):
             raise DatasetLayoutError(
-                f"{NAME} keep-list entry {where} points into {base / parent}, which does not exist"
+                f"{NAME} keep-list entry {found.where(index)} points into {base / parent}, which does not "
+                "exist"
             )
-    first_where, first = entries[0]
-    if not (base / first).is_file():
+    if not (base / entries[0]).is_file():
         raise DatasetLayoutError(
-            f"{NAME} keep-list entry {first_where}: {base / first} is not a file (nor is it under "
+            f"{NAME} keep-list entry {found.where(0)}: {base / entries[0]} is not a file (nor is it under "
             f"{folder / 'images'}); the entries must be paths relative to the dataset folder"
         )
-    return [os.path.join(prefix, line) for line in seen]
+    return RecordTable.from_paths(entries, root=os.path.join(str(base), ""))
 
 
 def load_luperson(
@@ -110,8 +114,7 @@ def load_luperson(
                 f"data.dataset.keep_num={keep_num} needs a keep-list (data.dataset.keep_list=...): it keeps "
                 "the list's first N entries"
             )
-        paths = list_images(folder, NAME, recursive=True)
+        train = RecordTable.from_paths(list_images(folder, NAME, recursive=True))
     else:
-        paths = read_keep_list(require_file(Path(keep_list), NAME, "keep-list"), folder, keep_num)
-    train = [Record(path, UNLABELLED, 0) for path in paths]
+        train = read_keep_list(require_file(Path(keep_list), NAME, "keep-list"), folder, keep_num)
     return ReIDDataset(name=NAME, train=train, query=[], gallery=[])
