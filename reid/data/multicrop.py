@@ -1,10 +1,17 @@
 """DINO multi-crop augmentation and PASS part-region local crops.
 
-DINO (Caron et al., ICCV 2021, Sec. 3.1 and App. D): two global crops (here 256x128, area scale
-0.4-1) and ``n`` local crops (128x64, scale 0.05-0.4), each with a horizontal flip, colour jitter
-(brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1, p 0.8), grayscale (p 0.2), Gaussian blur
-(p 1.0 on the first global crop, 0.1 on the second, 0.5 on the locals, sigma 0.1-2.0) and
-solarisation (p 0.2, second global crop only).
+DINO (Caron et al., ICCV 2021, Sec. 3.1 and App. D; TransReID-SSL ``dino/main_dino.py`` and PASS
+``PASS/main_pass.py`` ``DataAugmentationDINO``): two global crops (here 256x128, area scale 0.4-1) and
+``n`` local crops (128x64, scale 0.05-0.4), each a ``RandomResizedCrop`` (bicubic; aspect w/h of the
+crop log-uniform in (3/4, 4/3), the image's own pixels stretched to the output's 1:2) with a horizontal
+flip, colour jitter (brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1, p 0.8), grayscale (p 0.2),
+Gaussian blur (PIL's ``GaussianBlur``, radius U(0.1, 2.0); p 1.0 on the first global crop, 0.1 on the
+second, 0.5 on the locals) and solarisation (p 0.2, second global crop only). The same distributions
+as the official transforms, checked in ``tests/ssl_pretrain/test_multicrop_official.py``; faster
+(``benchmarks/multicrop_bench.py``): the crop's tensor is normalised in one pass.
+
+``ratio_relative_to_output`` (ours, the CPU demos): the aspect range is multiplied by the output's w/h
+(a 2:1 person crop stays person-shaped instead of being stretched).
 
 PASS (Zhu et al., ECCV 2022, Sec. 3.2): the local crops are drawn from ``L`` overlapping horizontal
 bands instead of the whole image, ``n // L`` from each, so that part token ``r`` of the student sees
@@ -17,8 +24,9 @@ of one image no longer share their colour cast. DINO's jitter scales the channel
 camera's cast scales them apart, and without this a short pretraining on surveillance-style data
 can match views by cast instead of by person.
 
-All randomness comes from a ``torch.Generator`` seeded by the caller, so the crops of an image are
-a pure function of (seed, image): worker count, worker order and resuming do not change them.
+All randomness comes from a ``numpy.random.Generator`` seeded by the caller (``np.random.default_rng(seed)``;
+a draw costs a tenth of a ``torch.rand(...).item()``), so the crops of an image are a pure function of
+(seed, image): worker count, worker order and resuming do not change them.
 """
 
 from __future__ import annotations
@@ -26,9 +34,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 import torchvision.transforms.functional as TF
-from PIL import Image
+from PIL import Image, ImageFilter
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -67,12 +76,12 @@ class MultiCropViews:
     regions: list[int]
 
 
-def _uniform(gen: torch.Generator, low: float, high: float) -> float:
-    return low + (high - low) * torch.rand((), generator=gen).item()
+def _uniform(gen: np.random.Generator, low: float, high: float) -> float:
+    return low + (high - low) * gen.random()
 
 
-def _coin(gen: torch.Generator, p: float) -> bool:
-    return p > 0 and torch.rand((), generator=gen).item() < p
+def _coin(gen: np.random.Generator, p: float) -> bool:
+    return p > 0 and gen.random() < p
 
 
 def sample_resized_crop_box(
@@ -80,7 +89,7 @@ def sample_resized_crop_box(
     height: int,
     scale: tuple[float, float],
     ratio: tuple[float, float],
-    gen: torch.Generator,
+    gen: np.random.Generator,
 ) -> tuple[int, int, int, int]:
     """(top, left, h, w) of a random crop with area fraction in ``scale`` and aspect w/h in
     ``ratio`` (the RandomResizedCrop rule: 10 tries, then the largest centred crop)."""
@@ -92,8 +101,8 @@ def sample_resized_crop_box(
         w = round(math.sqrt(target_area * aspect))
         h = round(math.sqrt(target_area / aspect))
         if 0 < w <= width and 0 < h <= height:
-            top = int(torch.randint(0, height - h + 1, (), generator=gen))
-            left = int(torch.randint(0, width - w + 1, (), generator=gen))
+            top = int(gen.integers(0, height - h + 1))
+            left = int(gen.integers(0, width - w + 1))
             return top, left, h, w
     in_ratio = width / height
     if in_ratio < ratio[0]:
@@ -128,8 +137,9 @@ class MultiCropAugmentation:
         locals_per_region: PASS only: crops per band, overriding ``num_local`` with
             ``locals_per_region * num_regions`` (so ``model.num_parts=1,2,3,4`` sweeps need no edit).
         global_scale, local_scale: area fractions of the crops (of the band for PASS locals).
-        ratio: aspect range w/h of the crop relative to the output aspect (RandomResizedCrop's
-            (3/4, 4/3) multiplied by the output w/h so a 2:1 person crop stays person-shaped).
+        ratio: aspect range w/h of the crop (RandomResizedCrop's (3/4, 4/3), as the official code).
+        ratio_relative_to_output: multiply ``ratio`` by the output's w/h (ours: a 2:1 person crop stays
+            person-shaped; the official crops are stretched).
         colour_jitter: (brightness, contrast, saturation, hue) strengths, DINO's by default. On data
             where identity is mostly clothing colour, hue 0 keeps a red shirt red in every view.
         grayscale_p: probability of converting a crop to grayscale (DINO: 0.2).
@@ -153,6 +163,7 @@ class MultiCropAugmentation:
         colour_jitter: tuple[float, float, float, float] = DINO_COLOUR_JITTER,
         grayscale_p: float = 0.2,
         solarize_p: float = 0.2,
+        ratio_relative_to_output: bool = False,
     ) -> None:
         if not 0.0 <= channel_gain < 1.0:
             raise ValueError(f"channel_gain must be in [0, 1), got {channel_gain}")
@@ -181,6 +192,12 @@ class MultiCropAugmentation:
         self.global_scale = tuple(global_scale)
         self.local_scale = tuple(local_scale)
         self.ratio = tuple(ratio)
+        self.ratio_relative_to_output = bool(ratio_relative_to_output)
+        # (x / 255 - mean) / std as x * scale + shift
+        self._scale = np.array([1.0 / (255.0 * s) for s in std], dtype=np.float32).reshape(3, 1, 1)
+        self._shift = np.array([-m / s for m, s in zip(mean, std, strict=True)], dtype=np.float32).reshape(
+            3, 1, 1
+        )
         self.mean = list(mean)
         self.std = list(std)
         self.channel_gain = channel_gain
@@ -200,7 +217,7 @@ class MultiCropAugmentation:
         return [r for r in range(self.num_regions) for _ in range(per_region)]
 
     def __call__(self, image: Image.Image, seed: int) -> MultiCropViews:
-        gen = torch.Generator().manual_seed(seed)
+        gen = np.random.default_rng(seed)
         image = image.convert("RGB")
         global_1, global_2, local = self.photometric
         crops = [
@@ -223,21 +240,31 @@ class MultiCropAugmentation:
         size: tuple[int, int],
         scale: tuple[float, float],
         photometric: PhotometricConfig,
-        gen: torch.Generator,
+        gen: np.random.Generator,
     ) -> torch.Tensor:
-        aspect = size[1] / size[0]
+        aspect = size[1] / size[0] if self.ratio_relative_to_output else 1.0
         ratio = (self.ratio[0] * aspect, self.ratio[1] * aspect)
         top, left, h, w = sample_resized_crop_box(image.width, image.height, scale, ratio, gen)
         out = TF.resized_crop(image, top, left, h, w, list(size), TF.InterpolationMode.BICUBIC)
-        out = apply_photometric(out, photometric, gen)
-        tensor = TF.to_tensor(out)
+        return self._to_normalised_tensor(apply_photometric(out, photometric, gen), gen)
+
+    def _to_normalised_tensor(self, image: Image.Image, gen: np.random.Generator) -> torch.Tensor:
+        """``(x / 255 - mean) / std`` as ``[3, H, W]`` float32, written once from the HWC pixels (ToTensor +
+        Normalize make four passes: 3x slower), after the colour-cast gain when it is on."""
+        pixels = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+        out = np.empty(pixels.shape, dtype=np.float32)
         if self.channel_gain > 0:
-            gain = 1.0 + self.channel_gain * (2.0 * torch.rand(3, 1, 1, generator=gen) - 1.0)
-            tensor = tensor.mul_(gain).clamp_(0.0, 1.0)
-        return TF.normalize(tensor, self.mean, self.std)
+            gain = 1.0 + self.channel_gain * (2.0 * gen.random((3, 1, 1)) - 1.0)
+            np.multiply(pixels, gain, out=out)
+            np.clip(out, 0.0, 255.0, out=out)
+            out *= self._scale
+        else:
+            np.multiply(pixels, self._scale, out=out)
+        out += self._shift
+        return torch.from_numpy(out)
 
 
-def apply_photometric(image: Image.Image, cfg: PhotometricConfig, gen: torch.Generator) -> Image.Image:
+def apply_photometric(image: Image.Image, cfg: PhotometricConfig, gen: np.random.Generator) -> Image.Image:
     """Flip, colour jitter (random order), grayscale, blur and solarisation as in DINO."""
     if _coin(gen, cfg.flip_p):
         image = TF.hflip(image)
@@ -245,17 +272,15 @@ def apply_photometric(image: Image.Image, cfg: PhotometricConfig, gen: torch.Gen
         image = _colour_jitter(image, cfg.colour_jitter, gen)
     if _coin(gen, cfg.grayscale_p):
         image = TF.rgb_to_grayscale(image, num_output_channels=3)
-    if _coin(gen, cfg.blur_p):
-        sigma = _uniform(gen, 0.1, 2.0)
-        kernel = 2 * math.ceil(3 * sigma) + 1
-        image = TF.gaussian_blur(image, [kernel, kernel], [sigma, sigma])
+    if _coin(gen, cfg.blur_p):  # the official utils.GaussianBlur: PIL's filter, radius U(0.1, 2.0)
+        image = image.filter(ImageFilter.GaussianBlur(radius=_uniform(gen, 0.1, 2.0)))
     if _coin(gen, cfg.solarize_p):
         image = TF.solarize(image, 128)
     return image
 
 
 def _colour_jitter(
-    image: Image.Image, strengths: tuple[float, float, float, float], gen: torch.Generator
+    image: Image.Image, strengths: tuple[float, float, float, float], gen: np.random.Generator
 ) -> Image.Image:
     """ColorJitter(brightness, contrast, saturation, hue) in a random order.
 
@@ -263,7 +288,7 @@ def _colour_jitter(
     random choice of the crop unchanged; an operation of strength 0 is skipped (identity).
     """
     brightness, contrast, saturation, hue = strengths
-    order = torch.randperm(4, generator=gen).tolist()
+    order = gen.permutation(4).tolist()
     unit = [_uniform(gen, -1.0, 1.0) for _ in range(4)]
     factors = [
         1.0 + brightness * unit[0],
