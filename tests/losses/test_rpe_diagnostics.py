@@ -112,8 +112,10 @@ def test_the_default_form_learns_identity_on_held_out_people_without_diverging(
                          "evaluate_before_fit=false", "callbacks.progress_bar=null")  # fmt: skip
     summary = run(cfg)
     found = {key: summary["test"][f"rpe/{key}"] for key in ("auc", "collapse")}
-    print(f"held-out seed {seed}: {found}, mAP {summary['test']['mAP']:.2f}, diverged_step "
-          f"{summary['last_logged']['train/rpe_triplet/diverged_step']:.0f}")  # fmt: skip  (docs/rpe.md)
+    print(
+        f"held-out seed {seed}: {found}, mAP {summary['test']['mAP']:.2f}, diverged_step "
+        f"{summary['last_logged']['train/rpe_triplet/diverged_step']:.0f}"
+    )  # fmt: skip  (docs/rpe.md)
     assert summary["test"]["rpe/auc"] >= 0.7
     assert summary["test"]["rpe/collapse"] <= 0.5
     assert summary["last_logged"]["train/rpe_triplet/diverged_step"] == -1.0
