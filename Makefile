@@ -35,9 +35,10 @@ test: install lint ## ruff + the fast CPU test suite
 test-slow: install ## the slow tests only
 	$(PY) -m pytest -q -m slow $(ARGS)
 
-lint: install ## ruff check and format check
+lint: install ## ruff check and format check, and the import-direction contract
 	$(VENV)/bin/ruff check reid tests benchmarks
 	$(VENV)/bin/ruff format --check reid tests benchmarks
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_dependencies.py
 
 format: install ## ruff fix and format
 	$(VENV)/bin/ruff check --fix reid tests benchmarks

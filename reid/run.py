@@ -39,7 +39,7 @@ from omegaconf.errors import InterpolationKeyError
 from reid.config import CONFIG_DIR, register_resolvers
 from reid.config_checks import RecordRunSettings, check_config, run_settings, warn_on_changed_settings
 from reid.dataset_options import resolve_dataset_lists
-from reid.models.weights_checks import check_finite
+from reid.models.weights_checks import check_finite, state_differences
 from reid.results import by_target
 from reid.training.checkpoint_io import AtomicCheckpointIO
 from reid.training.csv_logger import ResumableCSVLogger
@@ -122,19 +122,6 @@ def _checkpoint_step(checkpoint: Mapping[str, Any]) -> int:
     return int(epoch_loop.get("_batches_that_stepped", checkpoint.get("global_step", 0)))
 
 
-def _state_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
-    """How a checkpoint's state dict differs from a model's: counts with one example each."""
-    missing = [k for k in wanted if k not in saved]
-    unexpected = [k for k in saved if k not in wanted]
-    shapes = [
-        f"{k} {tuple(saved[k].shape)} vs {tuple(v.shape)}"
-        for k, v in wanted.items()
-        if k in saved and hasattr(saved[k], "shape") and saved[k].shape != v.shape
-    ]
-    found = (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes))
-    return [f"{len(items)} {what} (e.g. {items[0]})" for what, items in found if items]
-
-
 def check_run_checkpoint(path: str, model: L.LightningModule, resume: bool) -> Mapping[str, Any]:
     """Read ``ckpt_path``: a Lightning checkpoint of a run; when resuming, of a run of this very model.
 
@@ -152,7 +139,7 @@ def check_run_checkpoint(path: str, model: L.LightningModule, resume: bool) -> M
             f"trainer state); ckpt_path resumes or evaluates a run of this project; {use_weights}"
         )
     check_finite(checkpoint["state_dict"], f"ckpt_path={path}")
-    differences = _state_differences(checkpoint["state_dict"], model.state_dict()) if resume else []
+    differences = state_differences(checkpoint["state_dict"], model.state_dict()) if resume else []
     if differences:
         raise ValueError(
             f"ckpt_path={path} is a checkpoint of another experiment: its tensors do not fit this model "

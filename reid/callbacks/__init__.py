@@ -1,8 +1,6 @@
-"""Cross-cutting training behaviour: the EMA teacher update, the pretraining kNN monitor, the state
-checkpoint (``checkpoint.py``), the non-finite guard, progress lines and the pictures of each test
-evaluation (``ranked_list.py``)."""
+"""Cross-cutting training behaviour: the pretraining kNN monitor, the state checkpoint (``checkpoint.py``),
+the non-finite guard, progress lines and the pictures of each test evaluation (``ranked_list.py``)."""
 
-from reid.callbacks.ema_teacher import ema_update_
 from reid.callbacks.knn_monitor import KNNMonitor
 
-__all__ = ["KNNMonitor", "ema_update_"]
+__all__ = ["KNNMonitor"]

@@ -12,13 +12,14 @@ Under DDP each rank embeds every ``world_size``-th batch; the evaluator gathers 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from reid.evaluation import EvalConfig, ReIDEvaluator
+from reid.evaluation.config import as_eval_config
+from reid.evaluation.evaluator import update_with_batch
 
 
 class KNNMonitor(L.Callback):
@@ -69,7 +70,7 @@ class KNNMonitor(L.Callback):
             for i, batch in enumerate(loader):
                 if i % trainer.world_size != trainer.global_rank:
                     continue
-                update_with_batch(evaluator, pl_module, batch, config)
+                update_with_batch(evaluator, pl_module.monitor_features, batch, config, pl_module.device)
         finally:
             pl_module.train(was_training)
         result = evaluator.compute()
@@ -85,25 +86,3 @@ class KNNMonitor(L.Callback):
             + f" ({result.num_valid_queries} / {result.num_queries} queries with a match)"
         )
         return metrics
-
-
-@torch.no_grad()
-def update_with_batch(
-    evaluator: ReIDEvaluator, pl_module: L.LightningModule, batch: Mapping[str, Any], config: EvalConfig
-) -> None:
-    """Embed a supervised-format batch with ``pl_module.monitor_features`` (flip-averaged when
-    ``config.flip``) and add it to ``evaluator``."""
-    images = batch["image"].to(pl_module.device)
-    features = pl_module.monitor_features(images)
-    if config.flip:
-        features = (features + pl_module.monitor_features(images.flip(-1))) / 2
-    evaluator.update(features.float(), batch["pid"], batch["camid"], batch["index"])
-
-
-def as_eval_config(value: Any) -> EvalConfig:
-    """An :class:`EvalConfig` from an instance or mapping; None gives cosine on normalised features."""
-    if isinstance(value, EvalConfig):
-        return value
-    if isinstance(value, Mapping):
-        return EvalConfig(**{str(k): v for k, v in value.items() if str(k) != "_target_"})
-    return EvalConfig(metric="cosine", normalize=True)

@@ -38,9 +38,9 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from PIL import Image
 
-from reid.callbacks.knn_monitor import as_eval_config
 from reid.data.records import Record
 from reid.evaluation import EvalConfig, RankResult, ReIDEvaluator
+from reid.evaluation.config import as_eval_config
 from reid.evaluation.evaluator import EvalState
 from reid.training.epochs import epochs_completed
 from reid.visualization.curves import (

@@ -10,7 +10,7 @@ code implements it. Two variants are in use:
   (``clustercontrast/utils/data/transforms.py``) use the paper authors' own: :class:`ZhongRandomErasing`.
 
 Both draw from torch's global generator, never Python's ``random``: the training stream seeds torch per
-item (``reid.training.resumable.ItemSeededDataset``), so the erased rectangles are the same after a
+item (``reid.data.resumable.ItemSeededDataset``), so the erased rectangles are the same after a
 resume and at any worker count (timm's and the official classes draw from ``random``, which nothing
 seeds per item).
 """

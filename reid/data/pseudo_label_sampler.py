@@ -12,7 +12,7 @@ clusters) yields no batch there, so the official loader stops; here such passes 
 fill one (a warning says so), which changes nothing when every pass fills a batch.
 
 Here the stream of one epoch is a function of ``(seed, epoch)`` and of the pseudo labels read when the
-epoch starts (after the task clustered), which is what :class:`~reid.training.resumable.ResumableKeySampler`
+epoch starts (after the task clustered), which is what :class:`~reid.data.resumable.ResumableKeySampler`
 needs for an exact mid-epoch resume. Under DDP a global batch is ``P x K x world_size`` items of the
 single-process stream and rank ``r`` takes its ``r``-th slice, so every step still holds each cluster once.
 """

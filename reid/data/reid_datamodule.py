@@ -12,7 +12,7 @@ training, ``data.extra_train_datasets=[dukemtmc]``) adds other loaders' train sp
 Training is resumable mid-epoch and exact: the P x K plan is a function of (seed, epoch), each
 item's augmentation is seeded by its (epoch, slot) in the stream, and the training loader's
 ``state_dict`` (saved by Lightning in every checkpoint) records the epoch and the batches already
-consumed, which the sampler skips on resume, at any worker count (``reid.training.resumable``).
+consumed, which the sampler skips on resume, at any worker count (``reid.data.resumable``).
 """
 
 from __future__ import annotations
@@ -30,16 +30,16 @@ from reid.data.combined import combine_train_splits, load_sources, log_sources, 
 from reid.data.image_dataset import ImageDataset, check_image_headers, decode_images
 from reid.data.loading import loader_options, world_of
 from reid.data.records import DatasetInfo, ReIDDataset, Trial
-from reid.data.samplers import IdentitySampler
-from reid.data.transforms import ReIDTransforms
-from reid.data.validation_split import hold_out_identities
-from reid.training.resumable import (
+from reid.data.resumable import (
     ItemSeededDataset,
     ResumableDataLoader,
     ResumableKeySampler,
     TrainPosition,
     train_position,
 )
+from reid.data.samplers import IdentitySampler
+from reid.data.transforms import ReIDTransforms
+from reid.data.validation_split import hold_out_identities
 
 log = logging.getLogger("reid")
 

@@ -9,7 +9,7 @@ Determinism and resume: the sampler yields *keys* ``epoch * N + i`` from a permu
 (seed, epoch); the crops of key k are drawn from a generator seeded by (seed, k). The training
 loader's state (saved by Lightning in every checkpoint) is (epoch, batches done); on resume the
 sampler starts at that position, so an interrupted run sees exactly the batches of an
-uninterrupted one, whatever the number of workers (``reid.training.resumable``).
+uninterrupted one, whatever the number of workers (``reid.data.resumable``).
 
 An optional labelled ``monitor_dataset`` provides the kNN monitor's query + gallery loader in the
 supervised batch format (``reid.data.image_dataset.ImageDataset``).
@@ -31,7 +31,7 @@ from reid.data.loading import loader_options, world_of
 from reid.data.multicrop import MultiCropAugmentation
 from reid.data.record_table import RecordTable
 from reid.data.records import Record, ReIDDataset
-from reid.training.resumable import ResumableDataLoader, TrainPosition, train_position
+from reid.data.resumable import ResumableDataLoader, TrainPosition, train_position
 
 log = logging.getLogger(__name__)
 

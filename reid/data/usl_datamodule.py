@@ -5,7 +5,7 @@ is used without its identities. :meth:`UnlabelledDataModule.cluster_dataloader` 
 order with the test transform (``get_test_loader(testset=sorted(dataset.train))``) for the features the
 task clusters; after :meth:`set_pseudo_labels` the training loader draws P x K batches over the clusters
 (:class:`~reid.data.pseudo_label_sampler.PseudoLabelSampler`, ``--iters`` batches an epoch), exactly
-resumable mid-epoch as the supervised loader (``reid.training.resumable``). Evaluation is the
+resumable mid-epoch as the supervised loader (``reid.data.resumable``). Evaluation is the
 supervised datamodule's: query + gallery of the dataset (or of ``test_datasets``).
 """
 
@@ -22,7 +22,7 @@ from reid.data.loading import loader_options, world_of
 from reid.data.pseudo_label_sampler import PseudoLabelSampler
 from reid.data.records import UNLABELLED, DatasetInfo, Record
 from reid.data.reid_datamodule import ReIDDataModule
-from reid.training.resumable import ItemSeededDataset, ResumableDataLoader, ResumableKeySampler
+from reid.data.resumable import ItemSeededDataset, ResumableDataLoader, ResumableKeySampler
 
 
 class UnlabelledDataModule(ReIDDataModule):

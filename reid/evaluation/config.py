@@ -102,3 +102,12 @@ class EvalConfig:
         object.__setattr__(self, "flip", bool(self.flip))
         object.__setattr__(self, "aqe", _as_nested(self.aqe, AQEConfig, "aqe"))
         object.__setattr__(self, "rerank", _as_nested(self.rerank, RerankConfig, "rerank"))
+
+
+def as_eval_config(value: Any) -> EvalConfig:
+    """An :class:`EvalConfig` from an instance or mapping; None gives cosine on normalised features."""
+    if isinstance(value, EvalConfig):
+        return value
+    if isinstance(value, Mapping):
+        return EvalConfig(**{str(k): v for k, v in value.items() if str(k) != "_target_"})
+    return EvalConfig(metric="cosine", normalize=True)

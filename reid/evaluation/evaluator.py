@@ -9,8 +9,8 @@ index and evaluates: positions ``< num_query`` are queries, the rest gallery; wi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -120,3 +120,20 @@ class ReIDEvaluator:
             state.camids[g],
             self.config,
         )
+
+
+@torch.no_grad()
+def update_with_batch(
+    evaluator: ReIDEvaluator,
+    embed: Callable[[torch.Tensor], torch.Tensor],
+    batch: Mapping[str, Any],
+    config: EvalConfig,
+    device: torch.device | str = "cpu",
+) -> None:
+    """Embed a supervised-format batch (``image``, ``pid``, ``camid``, ``index``) with ``embed`` on
+    ``device`` (flip-averaged when ``config.flip``) and add it to ``evaluator``."""
+    images = batch["image"].to(device)
+    features = embed(images)
+    if config.flip:
+        features = (features + embed(images.flip(-1))) / 2
+    evaluator.update(features.float(), batch["pid"], batch["camid"], batch["index"])

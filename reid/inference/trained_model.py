@@ -42,7 +42,7 @@ from reid.data.transforms import ReIDTransforms
 from reid.evaluation import EvalConfig
 from reid.inference.device import parse_device
 from reid.models.sie import CameraEmbedConfig
-from reid.run import _state_differences
+from reid.models.weights_checks import state_differences
 from reid.tasks import TransReIDTask
 from reid.tasks.cluster_contrast import ClusterContrastTask
 from reid.training.checkpoint_io import AtomicCheckpointIO
@@ -343,7 +343,7 @@ def build_task(
     the centroids every epoch), so neither side's state holds it."""
     task_class(cfg, files.config)
     task = instantiate(cfg.model, data_info=data_info, evaluation=evaluation, _recursive_=False)
-    differences = _state_differences(state, task.state_dict())
+    differences = state_differences(state, task.state_dict())
     if differences:
         raise ValueError(
             f"checkpoint {files.checkpoint} is not of the model in {files.config}: its tensors do not fit "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -195,3 +196,16 @@ def check_filled(report: LoadReport, keys: Sequence[str], model: nn.Module, stri
         f"{', ...' if len(unfilled) > 3 else ''}); {hint}. "
         "To initialise only the matching tensors on purpose, set model.weights_strict=false"
     )
+
+
+def state_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """How a checkpoint's state dict differs from a model's: counts with one example each."""
+    missing = [k for k in wanted if k not in saved]
+    unexpected = [k for k in saved if k not in wanted]
+    shapes = [
+        f"{k} {tuple(saved[k].shape)} vs {tuple(v.shape)}"
+        for k, v in wanted.items()
+        if k in saved and hasattr(saved[k], "shape") and saved[k].shape != v.shape
+    ]
+    found = (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes))
+    return [f"{len(items)} {what} (e.g. {items[0]})" for what, items in found if items]

@@ -20,7 +20,17 @@ from safetensors import safe_open
 
 from reid.inference.name_labels import NameLabel
 from reid.search.exact import Features
-from reid.tools.extract import output_paths
+
+FEATURE_SUFFIXES = (".npy", ".safetensors")
+"""The features file formats ``reid.tools.extract`` writes."""
+
+
+def output_paths(features: str | Path) -> tuple[Path, Path, Path]:
+    """``(features, index .csv, metadata .json)`` beside each other; the suffix picks the format."""
+    features = Path(features)
+    if features.suffix not in FEATURE_SUFFIXES:
+        raise ValueError(f"output {features}: expected a {' or '.join(FEATURE_SUFFIXES)} file name")
+    return features, features.with_suffix(".csv"), features.with_suffix(".json")
 
 
 @dataclass

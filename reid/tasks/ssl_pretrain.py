@@ -27,11 +27,12 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from reid.callbacks.ema_teacher import ema_update_
-from reid.callbacks.knn_monitor import as_eval_config, update_with_batch
 from reid.evaluation import ReIDEvaluator
+from reid.evaluation.config import as_eval_config
+from reid.evaluation.evaluator import update_with_batch
 from reid.losses.dino import DINOLoss, mean_entropy, teacher_temperature_schedule
 from reid.losses.pass_loss import PASSLoss
+from reid.models.ema import ema_update_
 from reid.models.projection_head import DINOHead
 from reid.optim.schedules import cosine_schedule
 
@@ -325,7 +326,8 @@ class SSLPretrainTask(L.LightningModule):
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         if self._test_evaluator is not None:
-            update_with_batch(self._test_evaluator, self, batch, self._test_evaluator.config)
+            config = self._test_evaluator.config
+            update_with_batch(self._test_evaluator, self.monitor_features, batch, config, self.device)
 
     def on_test_epoch_end(self) -> None:
         if self._test_evaluator is not None:

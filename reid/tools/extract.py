@@ -43,17 +43,9 @@ from reid.inference.device import parse_device
 from reid.inference.extraction import AUTOCAST_DTYPES, camera_mode
 from reid.inference.image_files import collect_images
 from reid.inference.name_labels import NameLabel, label_from_name
+from reid.search.extracted import output_paths
 
-FEATURE_SUFFIXES = (".npy", ".safetensors")
 _MAX_LISTED = 5
-
-
-def output_paths(features: str | Path) -> tuple[Path, Path, Path]:
-    """``(features, index .csv, metadata .json)`` beside each other; the suffix picks the format."""
-    features = Path(features)
-    if features.suffix not in FEATURE_SUFFIXES:
-        raise ValueError(f"output {features}: expected a {' or '.join(FEATURE_SUFFIXES)} file name")
-    return features, features.with_suffix(".csv"), features.with_suffix(".json")
 
 
 def camids_from_names(

@@ -45,8 +45,8 @@ from reid.inference.extraction import AUTOCAST_DTYPES, camera_mode
 from reid.inference.image_files import collect_images
 from reid.inference.name_labels import NameLabel, label_from_name
 from reid.search.exact import Features, TopK, exact_top_k
-from reid.search.extracted import ExtractedFeatures, read_extracted
-from reid.tools.extract import FEATURE_SUFFIXES, camids_from_names
+from reid.search.extracted import FEATURE_SUFFIXES, ExtractedFeatures, read_extracted
+from reid.tools.extract import camids_from_names
 from reid.visualization.ranked_list import RankedRow, render_ranked_lists
 from reid.visualization.ranking import gallery_status
 

@@ -159,7 +159,7 @@ def test_the_global_batch_is_the_recipes_whatever_the_number_of_processes():
 
 def test_per_item_seeds_follow_the_global_slot_on_every_rank():
     """The augmentation of the image at a global batch position is the same under 1 or 2 processes."""
-    from reid.training.resumable import ResumableKeySampler
+    from reid.data.resumable import ResumableKeySampler
 
     pids = _pids(seed=4, num_ids=30)
     one = list(ResumableKeySampler(IdentitySampler(pids, 8, 2, seed=1), 8))

@@ -17,8 +17,8 @@ import pytest
 import torch
 from torch import nn
 
-from reid.callbacks.ema_teacher import ema_update_
 from reid.losses.dino import DINOLoss, mean_entropy
+from reid.models.ema import ema_update_
 from reid.models.projection_head import DINOHead
 
 K = 64

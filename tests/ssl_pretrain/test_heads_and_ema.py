@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from reid.callbacks.ema_teacher import ema_update_
+from reid.models.ema import ema_update_
 from reid.models.projection_head import DINOHead
 
 

@@ -6,7 +6,7 @@ trainer.devices=2`` on CPU, same seed, same ``data.batch_size`` (the global batc
 half, whole identities). Equal when the per-step loss (the mean of the two processes' losses, each of
 its half) agrees to 1e-5 relative and every weight of ``last.ckpt`` to 1e-5. What makes it hold: the
 sampler's global batch and per-item seeds by global slot (``reid.data.samplers``,
-``reid.training.resumable``), triplet mining and the memory update over the gathered batch
+``reid.data.resumable``), triplet mining and the memory update over the gathered batch
 (``reid.distributed``), batch normalisation over the global batch (``GlobalBatchNorm`` on CPU), and
 DDP's gradient average. DINO keeps its own convention (``data.batch_size`` per process, the lr scaled
 by the total batch): two processes of batch b equal one process of 2b. Model randomness (drop path) is

@@ -1,7 +1,7 @@
 """Exact resume (``ckpt_path=last`` after a kill mid-epoch) and seed determinism of CPU runs.
 
 The resume tests run with 2 DataLoader workers: worker iterators prefetch as soon as Lightning
-creates them, which is what broke exactness before (``reid.training.resumable``).
+creates them, which is what broke exactness before (``reid.data.resumable``).
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from reid.data.samplers import IdentitySampler
-from reid.run import run
-from reid.training.checkpoint_io import AtomicCheckpointIO
-from reid.training.resumable import (
+from reid.data.resumable import (
     ItemSeededDataset,
     ResumableKeySampler,
     SampleKey,
     TrainPosition,
     item_seed,
 )
+from reid.data.samplers import IdentitySampler
+from reid.run import run
+from reid.training.checkpoint_io import AtomicCheckpointIO
 from tests.conftest import TINY_RUN, TINY_SSL_DATA, epoch_steps
 from tests.training.callbacks import SimulatedKillError
 
