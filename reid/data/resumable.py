@@ -70,8 +70,9 @@ class SampleKey(NamedTuple):
     index: int
 
 
-ITEM_STREAM, STEP_STREAM = 0, 1
-"""Seeds of data items and of model steps come from separate streams."""
+ITEM_STREAM, STEP_STREAM, CROP_STREAM = 0, 1, 2
+"""Seeds of supervised data items (by slot), of model steps, and of pretraining crops (by image index:
+``reid.data.ssl_datamodule``) come from separate streams of :func:`item_seed`."""
 
 
 def item_seed(seed: int, epoch: int, slot: int, rank: int = 0, stream: int = ITEM_STREAM) -> int:

@@ -6,7 +6,9 @@ groups crops by resolution so the model runs one forward per resolution:
 ``{"crops": [Tensor[B,3,Hg,Wg] x 2, Tensor[B,3,Hl,Wl] x n], "regions": long[n], "index": long[B]}``.
 
 Determinism and resume: the sampler yields *keys* ``epoch * N + i`` from a permutation seeded by
-(seed, epoch); the crops of key k are drawn from a generator seeded by (seed, k). The training
+(seed, epoch); the crops of key k = epoch N + i are drawn from a generator seeded by
+``item_seed(seed, epoch, i)`` of ``reid.data.resumable`` (its crop stream: the one seeding scheme of the
+data). The training
 loader's state (saved by Lightning in every checkpoint) is (epoch, batches done); on resume the
 sampler starts at that position, so an interrupted run sees exactly the batches of an
 uninterrupted one, whatever the number of workers (``reid.data.resumable``).
@@ -31,16 +33,9 @@ from reid.data.loading import loader_options, world_of
 from reid.data.multicrop import MultiCropAugmentation
 from reid.data.record_table import RecordTable
 from reid.data.records import Record, ReIDDataset
-from reid.data.resumable import ResumableDataLoader, TrainPosition, train_position
+from reid.data.resumable import CROP_STREAM, ResumableDataLoader, TrainPosition, item_seed, train_position
 
 log = logging.getLogger(__name__)
-
-_SEED_MIX = 0x9E3779B97F4A7C15
-
-
-def item_seed(seed: int, key: int) -> int:
-    """The crop seed of sample key ``key`` (a 63-bit mix of the run seed and the key)."""
-    return (seed * _SEED_MIX + key * 0x632BE59BD9B4E019 + 1) % (1 << 63)
 
 
 class MultiCropDataset(Dataset):
@@ -55,8 +50,9 @@ class MultiCropDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, key: int) -> tuple[list[torch.Tensor], list[int], int]:
-        index = key % len(self.records)
-        views = self.augment(read_image(self.records[index].path), item_seed(self.seed, key))
+        epoch, index = divmod(key, len(self.records))
+        seed = item_seed(self.seed, epoch, index, stream=CROP_STREAM)  # the one seeding scheme of the data
+        views = self.augment(read_image(self.records[index].path), seed)
         return views.crops, views.regions, index
 
 
@@ -263,5 +259,4 @@ __all__ = [
     "SSLDataModule",
     "SamplerPosition",
     "collate_multicrop",
-    "item_seed",
 ]
