@@ -1,0 +1,74 @@
+"""Every experiment's fully resolved config, held (issue 32, item 7): the library-first redesign must not
+change what any experiment trains. The snapshot (``tests/snapshots/experiment_configs.json``) holds each
+experiment's leaf values by dotted path, composed as ``python -m reid.run experiment=<name>`` composes it
+with fixed paths. A redesign that moves a key lists the move in :data:`MOVED` (old path -> new path), so
+the values are compared, not the layout. Rewrite the snapshot only for an intended change of a recipe:
+``REID_UPDATE_SNAPSHOT=1 pytest tests/test_experiment_snapshot.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from reid.config import CONFIG_DIR, register_resolvers
+
+SNAPSHOT = CONFIG_DIR.parent / "tests" / "snapshots" / "experiment_configs.json"
+PATHS = ["paths.data_dir=/data", "paths.output_dir=/out", "paths.root_dir=/project"]
+MOVED: dict[str, str] = {}
+"""Keys a redesign moved: the snapshot's dotted path -> where the value lives now."""
+EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"))
+
+
+def leaves(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{dotted.path: leaf}`` of a plain container (list items by index)."""
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = ((str(i), v) for i, v in enumerate(value))
+    else:
+        return {prefix: value}
+    found: dict[str, Any] = {}
+    for key, item in items:
+        found |= leaves(item, f"{prefix}.{key}" if prefix else str(key))
+    if not found:
+        found[prefix] = value  # an empty dict or list is a value too
+    return found
+
+
+def resolved(name: str) -> dict[str, Any]:
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("run", overrides=[f"experiment={name}", *PATHS])
+    return leaves(json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True))))
+
+
+@pytest.fixture(scope="module")
+def snapshot() -> dict[str, dict[str, Any]]:
+    if os.environ.get("REID_UPDATE_SNAPSHOT") == "1":
+        SNAPSHOT.write_text(
+            json.dumps({name: resolved(name) for name in EXPERIMENTS}, indent=0, sort_keys=True)
+        )
+    return json.loads(SNAPSHOT.read_text())
+
+
+def test_the_snapshot_covers_every_experiment(snapshot):
+    assert sorted(snapshot) == EXPERIMENTS
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_an_experiment_resolves_to_its_snapshot(name, snapshot):
+    held = {MOVED.get(path, path): value for path, value in snapshot[name].items()}
+    now = resolved(name)
+    pairs = {
+        path: (held.get(path, "<absent>"), now.get(path, "<absent>")) for path in held.keys() | now.keys()
+    }
+    changed = {path: pair for path, pair in pairs.items() if pair[0] != pair[1]}
+    assert not changed, f"experiment={name}: (snapshot, now) per key: {dict(sorted(changed.items()))}"
