@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from reid.evaluation import evaluate as evaluate_features
-from reid.inference import TrainedModel, extract_features, load_trained_model
+from reid.inference import TrainedModel, extract_features, extraction, load_trained_model
 from reid.inference.image_files import collect_images
 from reid.inference.name_labels import NameLabel, label_from_name
 from reid.search.exact import exact_top_k
@@ -64,19 +64,16 @@ def embed(
     batch_size: int = 64,
     camids_from_names: bool = False,
     precision: str = "32-true",
+    progress: bool = False,
 ) -> Embedding:
     """Features of ``images`` (a folder, a glob, an image, a list file, or a sequence of paths) as the run
-    evaluates them; an SIE model camera-free unless ``camids_from_names``."""
+    evaluates them; an SIE model camera-free unless ``camids_from_names`` (every name must then carry a
+    camera the model was built for)."""
     paths = collect_images(str(images)) if isinstance(images, str | Path) else [str(p) for p in images]
     labels = [label_from_name(path) for path in paths]
-    camids = None
-    if camids_from_names:
-        missing = [path for path, label in zip(paths, labels, strict=True) if label is None]
-        if missing:
-            raise ValueError(f"embed: camids_from_names, but {missing[0]} carries no camera in its name")
-        camids = [label.camid for label in labels if label is not None]
+    camids = extraction.camids_from_names(model, paths, labels) if camids_from_names else None
     result = extract_features(
-        model, paths, camids, batch_size=batch_size, progress=False, precision=precision
+        model, paths, camids, batch_size=batch_size, progress=progress, precision=precision
     )
     kept = dict(zip(paths, labels, strict=True))
     return Embedding(result.features, result.paths, [kept[path] for path in result.paths])

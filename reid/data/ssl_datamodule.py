@@ -5,13 +5,12 @@ split is used without its labels). Each item is decoded and cropped in a worker;
 groups crops by resolution so the model runs one forward per resolution:
 ``{"crops": [Tensor[B,3,Hg,Wg] x 2, Tensor[B,3,Hl,Wl] x n], "regions": long[n], "index": long[B]}``.
 
-Determinism and resume: the sampler yields *keys* ``epoch * N + i`` from a permutation seeded by
-(seed, epoch); the crops of key k = epoch N + i are drawn from a generator seeded by
-``item_seed(seed, epoch, i)`` of ``reid.data.resumable`` (its crop stream: the one seeding scheme of the
-data). The training
-loader's state (saved by Lightning in every checkpoint) is (epoch, batches done); on resume the
-sampler starts at that position, so an interrupted run sees exactly the batches of an
-uninterrupted one, whatever the number of workers (``reid.data.resumable``).
+Determinism and resume: the sampler yields *keys* ``epoch * N + i`` from a permutation seeded by (seed,
+epoch); the crops of key k = epoch N + i are drawn from a generator seeded by ``item_seed(seed, epoch,
+i)`` of ``reid.data.resumable`` (its crop stream: the one seeding scheme of the data). The training
+loader's state (saved by Lightning in every checkpoint) is (epoch, batches done); on resume the sampler
+starts at that position, so an interrupted run sees exactly the batches of an uninterrupted one,
+whatever the number of workers (``reid.data.resumable``).
 
 An optional labelled ``monitor_dataset`` provides the kNN monitor's query + gallery loader in the
 supervised batch format (``reid.data.image_dataset.ImageDataset``).

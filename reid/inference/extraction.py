@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from reid.data.image_dataset import ImageReadError, read_image
 from reid.inference.features import FeatureExtractor
+from reid.inference.name_labels import NameLabel
 from reid.inference.trained_model import TrainedModel
 
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {
@@ -93,6 +94,37 @@ def camera_mode(model: TrainedModel, with_camids: bool) -> str:
         return "camera-free (SIE: the mean embedding of the table)"
     views = "; views averaged (camera-free over views)" if model.uses_views else ""
     return f"camera ids (SIE rows of the given cameras{views})"
+
+
+_MAX_LISTED = 5
+
+
+def camids_from_names(
+    model: TrainedModel, paths: Sequence[str], labels: Sequence[NameLabel | None]
+) -> list[int]:
+    """Each image's 0-based camera from its name; a name without one, or a camera the model was not
+    trained with, is an error naming the files."""
+    if not model.uses_cameras:
+        raise ValueError(
+            f"--camids-from-names: the model of {model.files.checkpoint} has no camera SIE, so camera ids "
+            "change nothing; leave the flag out"
+        )
+    unlabelled = [path for path, label in zip(paths, labels, strict=True) if label is None]
+    if unlabelled:
+        raise ValueError(
+            f"--camids-from-names: {len(unlabelled)} file names carry no camera (Market-1501, DukeMTMC, "
+            f"MSMT17 or VeRi-776 format): {'; '.join(unlabelled[:_MAX_LISTED])}"
+        )
+    cameras = model.data_info.num_cameras
+    outside = [
+        f"{p} (camera {lab.camid})" for p, lab in zip(paths, labels, strict=True) if lab.camid >= cameras
+    ]
+    if outside:
+        raise ValueError(
+            f"--camids-from-names: the model knows cameras 0..{cameras - 1} (0-based); out of range: "
+            + "; ".join(outside[:_MAX_LISTED])
+        )
+    return [label.camid for label in labels]
 
 
 def extract_features(

@@ -112,13 +112,20 @@ class TrainedModel:
             "weights_sha256": self.weights_sha256,
             "model": self.model_target,
             **(self.feature_settings or {}),
+            **self._input_and_output(),
+            "camera_mode": camera_mode,
+        }
+
+    def _input_and_output(self) -> dict[str, Any]:
+        """The test transform and the feature's post-processing: part of both :meth:`feature_definition`
+        and :meth:`description`."""
+        return {
             "image_size": list(self.image_size),
             "pixel_mean": list(self.pixel_mean),
             "pixel_std": list(self.pixel_std),
             "interpolation": self.test_interpolation,
             "normalized": self.evaluation.normalize,
             "flip": self.evaluation.flip,
-            "camera_mode": camera_mode,
         }
 
     def fingerprint(self, camera_mode: str) -> str:
@@ -134,12 +141,7 @@ class TrainedModel:
             "checkpoint": str(self.files.checkpoint),
             "config": str(self.files.config),
             "model": self.model_target,
-            "image_size": list(self.image_size),
-            "pixel_mean": list(self.pixel_mean),
-            "pixel_std": list(self.pixel_std),
-            "interpolation": self.test_interpolation,
-            "normalized": self.evaluation.normalize,
-            "flip": self.evaluation.flip,
+            **self._input_and_output(),
             "metric": self.evaluation.metric,
             # steps of the run's evaluation that need the query and gallery sets, not applied per image
             "not_applied": [name for name in ("aqe", "rerank") if getattr(self.evaluation, name) is not None],

@@ -40,40 +40,10 @@ from safetensors.torch import save_file
 
 from reid.inference import Extraction, TrainedModel, add_run_arguments, extract_features, load_trained_model
 from reid.inference.device import parse_device
-from reid.inference.extraction import AUTOCAST_DTYPES, camera_mode
+from reid.inference.extraction import AUTOCAST_DTYPES, camera_mode, camids_from_names
 from reid.inference.image_files import collect_images
 from reid.inference.name_labels import NameLabel, label_from_name
 from reid.search.extracted import output_paths
-
-_MAX_LISTED = 5
-
-
-def camids_from_names(
-    model: TrainedModel, paths: Sequence[str], labels: Sequence[NameLabel | None]
-) -> list[int]:
-    """Each image's 0-based camera from its name; a name without one, or a camera the model was not
-    trained with, is an error naming the files."""
-    if not model.uses_cameras:
-        raise ValueError(
-            f"--camids-from-names: the model of {model.files.checkpoint} has no camera SIE, so camera ids "
-            "change nothing; leave the flag out"
-        )
-    unlabelled = [path for path, label in zip(paths, labels, strict=True) if label is None]
-    if unlabelled:
-        raise ValueError(
-            f"--camids-from-names: {len(unlabelled)} file names carry no camera (Market-1501, DukeMTMC, "
-            f"MSMT17 or VeRi-776 format): {'; '.join(unlabelled[:_MAX_LISTED])}"
-        )
-    cameras = model.data_info.num_cameras
-    outside = [
-        f"{p} (camera {lab.camid})" for p, lab in zip(paths, labels, strict=True) if lab.camid >= cameras
-    ]
-    if outside:
-        raise ValueError(
-            f"--camids-from-names: the model knows cameras 0..{cameras - 1} (0-based); out of range: "
-            + "; ".join(outside[:_MAX_LISTED])
-        )
-    return [label.camid for label in labels]
 
 
 def _metadata(

@@ -35,18 +35,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from reid import api
 from reid.evaluation import EvalConfig, RankResult
 from reid.evaluation.config import AQEConfig, RerankConfig
 from reid.evaluation.distances import top_k_stable
 from reid.evaluation.pipeline import evaluate, evaluation_distance_chunks
-from reid.inference import TrainedModel, add_run_arguments, extract_features, load_trained_model
+from reid.inference import TrainedModel, add_run_arguments, load_trained_model
 from reid.inference.device import parse_device
 from reid.inference.extraction import AUTOCAST_DTYPES, camera_mode
 from reid.inference.image_files import collect_images
-from reid.inference.name_labels import NameLabel, label_from_name
+from reid.inference.name_labels import NameLabel
 from reid.search.exact import Features, TopK, exact_top_k
 from reid.search.extracted import FEATURE_SUFFIXES, ExtractedFeatures, read_extracted
-from reid.tools.extract import camids_from_names
 from reid.visualization.ranked_list import RankedRow, render_ranked_lists
 from reid.visualization.ranking import gallery_status
 
@@ -89,21 +89,16 @@ def embed(
     with_cameras: bool = False,
     precision: str = "32-true",
 ) -> ExtractedFeatures:
-    """Features of ``paths`` with their name labels; SIE fed the cameras of the names when
-    ``with_cameras`` (else camera-free); computed in ``precision`` (``reid.inference.extraction``)."""
-    labels = [label_from_name(path) for path in paths]
-    camids = camids_from_names(model, paths, labels) if with_cameras else None
-    result = extract_features(
-        model, paths, camids, batch_size=batch_size, progress=progress, precision=precision
-    )
-    mode = camera_mode(model, camids is not None)
-    kept = dict(zip(paths, labels, strict=True))
+    """:func:`reid.api.embed` of ``paths`` (SIE fed the cameras of the names when ``with_cameras``, else
+    camera-free; in ``precision``) with the metadata a gallery file of ``reid.tools.extract`` carries."""
+    found = api.embed(model, paths, batch_size, with_cameras, precision, progress)
+    mode = camera_mode(model, with_cameras)
     meta = model.description() | {
         "camera_mode": mode,
         "fingerprint": model.fingerprint(mode),
         "precision": precision,
     }
-    return ExtractedFeatures(result.features, result.paths, [kept[p] for p in result.paths], meta)
+    return ExtractedFeatures(found.features, found.paths, found.labels, meta)
 
 
 def check_gallery_file(

@@ -206,20 +206,20 @@ def test_search_embeds_queries_in_the_galleries_precision(run_dir, tiny_data_dir
     """A gallery extracted with ``--precision 16-mixed``: the queries are embedded in 16-mixed too (unless
     ``--precision`` says otherwise); a gallery folder is embedded in the flag's precision (float32 by
     default)."""
-    import reid.tools.search as search_module
+    import reid.api as api_module  # search embeds through reid.api.embed
 
     gallery_dir = next((tiny_data_dir / "synthetic_tiny").glob("**/bounding_box_test"))
     query_dir = next((tiny_data_dir / "synthetic_tiny").glob("**/query"))
     features = tmp_path / "gallery.npy"
     extract([str(run_dir), str(gallery_dir), str(features), "--precision", "16-mixed", "--no-progress"])
     used: list[str] = []
-    real = search_module.extract_features
+    real = api_module.extract_features
 
     def recording(*args, **kwargs):
         used.append(kwargs["precision"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(search_module, "extract_features", recording)
+    monkeypatch.setattr(api_module, "extract_features", recording)
     common = [str(run_dir), "--query", str(query_dir), "--no-progress", "--top-k", "1"]
     search([*common, "--gallery", str(features)])
     search([*common, "--gallery", str(features), "--precision", "32-true"])

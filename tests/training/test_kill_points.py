@@ -38,6 +38,16 @@ def _rows(folder: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
+def _resume_and_compare(out: Path, uninterrupted: Path, compose_config) -> None:
+    """Resume the run in ``out`` with ``ckpt_path=last``: the same weights and the same metrics.csv rows
+    as the uninterrupted run (no row lost, none doubled)."""
+    resumed = compose_config(*VALIDATED, "ckpt_path=last")
+    resumed.paths.output_dir = str(out)
+    run(resumed)
+    _assert_equal(_weights(str(out)), _weights(str(uninterrupted)))
+    assert _rows(out) == _rows(uninterrupted)
+
+
 def _subprocess_run(out: Path, data_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     command = [
         sys.executable,
@@ -76,11 +86,7 @@ def test_sigterm_as_a_validation_starts_keeps_the_step_and_resumes_exactly(
     last = out / "checkpoints" / "last.ckpt"
     assert IO.load_checkpoint(last)["global_step"] == done
     assert f"holds step {done}" in result.stderr + result.stdout
-    resumed = compose_config(*VALIDATED, "ckpt_path=last")
-    resumed.paths.output_dir = str(out)
-    run(resumed)
-    _assert_equal(_weights(str(out)), _weights(str(uninterrupted)))
-    assert _rows(out) == _rows(uninterrupted)
+    _resume_and_compare(out, uninterrupted, compose_config)
 
 
 def test_sigterm_during_a_checkpoint_write_keeps_that_checkpoint_and_resumes_exactly(
@@ -93,11 +99,7 @@ def test_sigterm_during_a_checkpoint_write_keeps_that_checkpoint_and_resumes_exa
     done = epoch_steps(compose_config(*VALIDATED), 3)[0]  # the first save: after epoch 1's validation
     assert IO.load_checkpoint(out / "checkpoints" / "last.ckpt")["global_step"] == done
     assert f"holds step {done}" in result.stderr + result.stdout
-    resumed = compose_config(*VALIDATED, "ckpt_path=last")
-    resumed.paths.output_dir = str(out)
-    run(resumed)
-    _assert_equal(_weights(str(out)), _weights(str(uninterrupted)))
-    assert _rows(out) == _rows(uninterrupted)
+    _resume_and_compare(out, uninterrupted, compose_config)
 
 
 def test_sigterm_during_the_final_test_exits_143_without_results(tmp_path, tiny_data_dir):
@@ -121,11 +123,7 @@ def test_a_kill_right_after_an_epoch_checkpoint_loses_and_doubles_no_row(
     killed.paths.output_dir = str(out)
     with pytest.raises(SimulatedKillError):
         run(killed)
-    resumed = compose_config(*VALIDATED, "ckpt_path=last")
-    resumed.paths.output_dir = str(out)
-    run(resumed)
-    _assert_equal(_weights(str(out)), _weights(str(uninterrupted)))
-    assert _rows(out) == _rows(uninterrupted)
+    _resume_and_compare(out, uninterrupted, compose_config)
 
 
 def test_a_second_run_into_a_live_runs_folder_fails_naming_the_holder(tmp_path, caplog):
