@@ -29,7 +29,7 @@ install: $(STAMP) ## create .venv and install reid with its pinned dependencies 
 demo: install ## generate the synthetic dataset, train a tiny ViT on CPU, print mAP/CMC before and after
 	$(PY) -m reid.run experiment=demo $(ARGS)
 
-test: install lint ## ruff + the fast CPU test suite
+test: install lint ## ruff, the import-direction check and the fast CPU test suite
 	$(PY) -m pytest -q $(ARGS)
 
 test-slow: install ## the slow tests only
