@@ -1,4 +1,4 @@
-"""``data.test_datasets`` and ``data.extra_train_datasets``: datasets named by ``conf/dataset`` options.
+"""``data.test_datasets`` and ``data.extra_train_datasets``: datasets named by ``dataset`` group options.
 
 ``python -m reid.run experiment=... data.test_datasets=[dukemtmc,msmt17]`` evaluates the model on the
 query and gallery of every target in one run, in the order given; ``data.extra_train_datasets=[dukemtmc]``
@@ -23,6 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from reid.config import CONFIG_DIR
 from reid.config_checks import ConfigValueError
+from reid.data.datasets.registry import store_dataset_configs
 
 TEST_KEY = "data.test_datasets"
 TRAIN_KEY = "data.extra_train_datasets"
@@ -34,7 +35,9 @@ _EXAMPLE = {TEST_KEY: "[dukemtmc,msmt17]", TRAIN_KEY: "[dukemtmc]"}
 
 @contextmanager
 def _hydra(config_dir: Path) -> Iterator[None]:
-    """The running Hydra app's config search path, or ``config_dir`` outside one (tests, tools)."""
+    """The running Hydra app's config search path, or ``config_dir`` outside one (tests, tools); the
+    registered datasets are in the ConfigStore either way."""
+    store_dataset_configs()
     if GlobalHydra.instance().is_initialized():
         yield
         return
@@ -43,13 +46,14 @@ def _hydra(config_dir: Path) -> Iterator[None]:
 
 
 def dataset_options(config_dir: Path = CONFIG_DIR) -> list[str]:
-    """The ``conf/dataset`` option names, sorted."""
+    """The ``dataset`` group's option names, sorted: the registered datasets
+    (:mod:`reid.data.datasets.registry`) and the ``conf/dataset/`` presets (the synthetic people)."""
     with _hydra(config_dir):
         return sorted(GlobalHydra.instance().config_loader().get_group_options(GROUP))
 
 
 def compose_dataset_option(name: str, config_dir: Path = CONFIG_DIR) -> DictConfig:
-    """The loader config of ``conf/dataset/<name>.yaml`` (interpolations left unresolved)."""
+    """The loader config of the ``dataset`` option ``name`` (interpolations left unresolved)."""
     with _hydra(config_dir):
         return compose(config_name=f"{GROUP}/{name}")[GROUP]
 
@@ -62,7 +66,7 @@ def resolve_test_datasets(cfg: DictConfig, config_dir: Path = CONFIG_DIR) -> Non
     """
     if OmegaConf.select(cfg, "data.test_dataset", default=None) is not None:
         raise ConfigValueError(
-            "data.test_dataset was replaced by data.test_datasets, a list of conf/dataset options: use "
+            "data.test_dataset was replaced by data.test_datasets, a list of dataset names: use "
             "data.test_datasets=[dukemtmc] (or +dataset@data.test_datasets.dukemtmc=dukemtmc)"
         )
     resolve_dataset_names(cfg, TEST_KEY, config_dir)
@@ -90,7 +94,8 @@ def resolve_dataset_names(cfg: DictConfig, key: str, config_dir: Path = CONFIG_D
     if entries is None:
         return
     if isinstance(entries, DictConfig):
-        for name, loader in entries.items():
+        for key_name, loader in entries.items():
+            name = str(key_name)
             if not isinstance(loader, DictConfig) or "_target_" not in loader:
                 raise ConfigValueError(
                     f"{key}.{name}: expected a dataset loader config with _target_ (and _partial_: true), "
@@ -105,10 +110,10 @@ def resolve_dataset_names(cfg: DictConfig, key: str, config_dir: Path = CONFIG_D
 
 
 def _compose_options(names: object, key: str, config_dir: Path) -> dict[str, DictConfig]:
-    """``{name: loader config}`` of a non-empty list of distinct ``conf/dataset`` option names."""
+    """``{name: loader config}`` of a non-empty list of distinct ``dataset`` option names."""
     if not isinstance(names, ListConfig) or not names:
         raise ConfigValueError(
-            f"{key}={names!r}: expected a non-empty list of conf/dataset options, e.g. "
+            f"{key}={names!r}: expected a non-empty list of dataset names, e.g. "
             f"{key}={_EXAMPLE[key]}, a mapping {{name: loader config}}, or null"
         )
     options = dataset_options(config_dir)
@@ -117,7 +122,7 @@ def _compose_options(names: object, key: str, config_dir: Path) -> dict[str, Dic
         if not isinstance(name, str) or name not in options:
             raise ConfigValueError(
                 f"{key}: {name!r} is not a dataset option; expected one of {', '.join(options)} "
-                f"(conf/{GROUP}/<name>.yaml)"
+                "(the registered datasets, reid/data/datasets/registry.py, and the conf/dataset presets)"
             )
         if name in resolved:
             raise ConfigValueError(f"{key}: {name!r} is listed twice; {_ONCE[key]}")

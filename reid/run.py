@@ -38,6 +38,7 @@ from omegaconf.errors import InterpolationKeyError
 
 from reid.config import CONFIG_DIR, register_resolvers
 from reid.config_checks import RecordRunSettings, check_config, run_settings, warn_on_changed_settings
+from reid.data.datasets.registry import store_dataset_configs
 from reid.dataset_options import resolve_dataset_lists
 from reid.models.weights_checks import check_finite, state_differences
 from reid.results import by_target
@@ -48,6 +49,7 @@ from reid.training.run_lock import RunFolderLock, is_first_process
 
 log = logging.getLogger("reid")
 register_resolvers()
+store_dataset_configs()  # the registered datasets' `dataset` group options, before Hydra composes
 
 
 def _not_a_tip(record: logging.LogRecord) -> bool:
@@ -160,7 +162,8 @@ def experiment_choices(config_dir: Path = CONFIG_DIR) -> dict[str, dict[str, str
 
     def choices(name: str, seen: tuple[str, ...] = ()) -> dict[str, str]:
         found: dict[str, str] = {}
-        for entry in OmegaConf.load(files[name]).get("defaults") or []:
+        experiment = OmegaConf.load(files[name])
+        for entry in (experiment.get("defaults") if isinstance(experiment, DictConfig) else None) or []:
             if isinstance(entry, str) and entry in files and entry not in seen:
                 found |= choices(entry, (*seen, name))
             elif isinstance(entry, Mapping):
@@ -202,7 +205,9 @@ def _mismatch_message(full_key: str, missing: str, choices: Mapping[str, Any]) -
     )
 
 
-def _metrics(results: list[dict[str, float]], prefix: str, targets: Sequence[str] = ()) -> dict[str, Any]:
+def _metrics(
+    results: Sequence[Mapping[str, float]], prefix: str, targets: Sequence[str] = ()
+) -> dict[str, Any]:
     """The ``prefix*`` metrics of an evaluation with the prefix stripped: ``{metric: value}``, or with
     several ``targets`` ``{target: {metric: value}}`` from the ``prefix<target>/*`` names (every
     dataloader's result holds the metrics logged at the epoch's end, so the first one is read)."""
@@ -255,9 +260,10 @@ def _load_for_test(model: L.LightningModule, ckpt: str) -> str | None:
     leaving out an ID classifier trained for other identities (``data=<another dataset>``), and
     Lightning gets ``None``; other tasks get ``ckpt`` back for ``trainer.test`` to load."""
     checkpoint = check_run_checkpoint(ckpt, model, resume=False)
-    if not hasattr(model, "load_for_evaluation"):
+    load_for_evaluation = getattr(model, "load_for_evaluation", None)  # the self-supervised task's
+    if not callable(load_for_evaluation):
         return ckpt
-    model.load_for_evaluation(checkpoint, ckpt)
+    load_for_evaluation(checkpoint, ckpt)
     return None
 
 
@@ -356,7 +362,7 @@ def _fit(
 
 def _test(
     trainer: L.Trainer, model: L.LightningModule, datamodule: Any, ckpt_path: str | None, output_dir: Path
-) -> list[dict[str, float]]:
+) -> list[Mapping[str, float]]:
     """``trainer.test``; SIGTERM there stops the run too (exit status 143, no results.json)."""
     try:
         return trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)

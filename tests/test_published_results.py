@@ -16,9 +16,10 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from reid.config import CONFIG_DIR, register_resolvers
+from reid.dataset_options import dataset_options
 
 EXPERIMENTS = sorted((Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
-DATASETS = {p.stem for p in (Path(CONFIG_DIR) / "dataset").glob("*.yaml")}
+DATASETS = set(dataset_options())  # the registered datasets and the synthetic presets
 PUBLISHED = re.compile(
     r"Published(?: (?P<names>\w+)/(?P<names2>\w+))?[^\d]*?(?P<a>\d+\.\d+)(?: (?P<a_name>mAP|R1))?"
     r" / (?P<b>\d+\.\d+)(?: (?P<b_name>mAP|R1))?"

@@ -262,10 +262,10 @@ def test_test_dataset_names_resolve_with_the_run_paths(compose_config, tiny_data
     [
         (
             "data.test_datasets=[dukemtc]",
-            "'dukemtc' is not a dataset option; expected one of dukemtmc, folder",
+            "'dukemtc' is not a dataset option; expected one of cuhk03_np, dukemtmc, folder",
         ),
         ("data.test_datasets=[dukemtmc,dukemtmc]", "'dukemtmc' is listed twice"),
-        ("data.test_datasets=dukemtmc", "expected a non-empty list of conf/dataset options"),
+        ("data.test_datasets=dukemtmc", "expected a non-empty list of dataset names"),
         ("+dataset@data.test_dataset=dukemtmc", "data.test_dataset was replaced by data.test_datasets"),
     ],
 )

@@ -73,7 +73,7 @@ class CombinedDataset(ReIDDataset):
         return max((source.num_views for source in self.sources), default=1)
 
 
-def _check_relabelled(name: str, train: list[Record]) -> int:
+def _check_relabelled(name: str, train: Sequence[Record]) -> int:
     """The number of identities of a train split whose pids are ``0..N-1``; else a clear error."""
     pids = {r.pid for r in train}
     if pids != set(range(len(pids))):
@@ -142,7 +142,7 @@ def source_loaders(
         return {}
     if not isinstance(value, Mapping) or not all(callable(load) for load in value.values()):
         raise ValueError(
-            f"{KEY}={value!r}: expected {{name: dataset loader}}; a list of conf/dataset option names is "
+            f"{KEY}={value!r}: expected {{name: dataset loader}}; a list of dataset names is "
             "resolved by reid.run (reid.dataset_options.resolve_dataset_names)"
         )
     return dict(value)

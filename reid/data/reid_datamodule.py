@@ -1,6 +1,6 @@
 """The supervised datamodule: P x K training batches and a query + gallery validation set.
 
-The dataset is given as a partial loader (``conf/dataset/*.yaml``) and parsed once in
+The dataset is given as a partial loader (a ``dataset`` group option) and parsed once in
 :meth:`ReIDDataModule.setup`. For cross-domain experiments ``test_datasets`` maps target names to
 other loaders (``data.test_datasets=[dukemtmc,msmt17]`` in a run, resolved by
 ``reid.dataset_options``): the model trains on ``dataset.train`` and is evaluated on each target's
@@ -61,7 +61,7 @@ def _target_loaders(
     if not isinstance(test_datasets, Mapping):
         raise ValueError(
             f"data.test_datasets={test_datasets!r}: expected {{name: dataset loader}}; a list of "
-            "conf/dataset option names is resolved by reid.run (reid.dataset_options.resolve_test_datasets)"
+            "dataset names is resolved by reid.run (reid.dataset_options.resolve_test_datasets)"
         )
     for name, load in test_datasets.items():
         if not isinstance(name, str) or not name or "/" in name:
@@ -71,7 +71,7 @@ def _target_loaders(
             )
         if not callable(load):
             raise ValueError(
-                f"data.test_datasets.{name}={load!r}: expected a dataset loader (a conf/dataset config with "
+                f"data.test_datasets.{name}={load!r}: expected a dataset loader (a dataset config with "
                 "_target_ and _partial_: true)"
             )
     return dict(test_datasets)
@@ -157,6 +157,13 @@ class ReIDDataModule(L.LightningDataModule):
         self.test_sets: dict[str, ReIDDataset] = {}
         """The evaluation targets by name, in evaluation order (the training data without targets)."""
 
+    @property
+    def parsed_train_data(self) -> ReIDDataset:
+        """The training dataset, parsed by :meth:`setup` (which this calls first)."""
+        self.setup()
+        assert self.train_data is not None  # setup() sets it or raises
+        return self.train_data
+
     def setup(self, stage: str | None = None) -> None:
         """Parse the dataset(s) once; later calls are no-ops."""
         if self.train_data is not None:
@@ -197,7 +204,7 @@ class ReIDDataModule(L.LightningDataModule):
         """Every split's image headers (a missing, empty or non-image file raises, naming it): the
         training split and every target's query and gallery."""
         start, checked = time.perf_counter(), 0
-        splits = [(self.train_data.name, "train", self.train_data.train)]
+        splits = [(self.parsed_train_data.name, "train", self.parsed_train_data.train)]
         for data in self.test_sets.values():
             splits += [(data.name, "query", data.query), (data.name, "gallery", data.gallery)]
         for name, split, records in splits:
@@ -232,10 +239,10 @@ class ReIDDataModule(L.LightningDataModule):
     def info(self) -> DatasetInfo:
         """Identities and cameras the model must be built for (cameras/views over every domain: the
         SIE tables are indexed by the camera ids of the training and of every target's images)."""
-        self.setup()
-        domains = [self.train_data, *self.test_sets.values()]
+        train_data = self.parsed_train_data
+        domains = [train_data, *self.test_sets.values()]
         return DatasetInfo(
-            num_classes=self.train_data.num_train_pids,
+            num_classes=train_data.num_train_pids,
             num_cameras=max(data.num_cameras for data in domains),
             num_views=max(data.num_views for data in domains),
         )
@@ -263,7 +270,7 @@ class ReIDDataModule(L.LightningDataModule):
     def train_dataloader(self) -> ResumableDataLoader:
         self.setup()
         world_size, rank = world_of(self)
-        records = self.train_data.train
+        records = self.parsed_train_data.train
         transform = self.transforms.train(self.image_size, self.pixel_mean, self.pixel_std)
         identities = IdentitySampler(
             [r.pid for r in records],
@@ -301,7 +308,7 @@ class ReIDDataModule(L.LightningDataModule):
         dataset = ImageDataset(
             records, self.transforms.test(self.image_size, self.pixel_mean, self.pixel_std)
         )
-        sampler = None
+        sampler: DistributedSampler | None = None
         if world_size > 1:
             # Pads each target's loader with duplicates to equal shards; its evaluator drops them by index.
             sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)

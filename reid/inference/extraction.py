@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from reid.data.image_dataset import ImageReadError, read_image
 from reid.inference.features import FeatureExtractor
-from reid.inference.name_labels import NameLabel
+from reid.inference.name_labels import NameLabel, name_formats
 from reid.inference.trained_model import TrainedModel
 
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {
@@ -112,19 +112,20 @@ def camids_from_names(
     unlabelled = [path for path, label in zip(paths, labels, strict=True) if label is None]
     if unlabelled:
         raise ValueError(
-            f"--camids-from-names: {len(unlabelled)} file names carry no camera (Market-1501, DukeMTMC, "
-            f"MSMT17 or VeRi-776 format): {'; '.join(unlabelled[:_MAX_LISTED])}"
+            f"--camids-from-names: {len(unlabelled)} file names carry no camera (the name format of a "
+            f"registered dataset: {', '.join(name_formats())}): {'; '.join(unlabelled[:_MAX_LISTED])}"
         )
+    known = [label for label in labels if label is not None]  # all of them, as checked above
     cameras = model.data_info.num_cameras
     outside = [
-        f"{p} (camera {lab.camid})" for p, lab in zip(paths, labels, strict=True) if lab.camid >= cameras
+        f"{p} (camera {lab.camid})" for p, lab in zip(paths, known, strict=True) if lab.camid >= cameras
     ]
     if outside:
         raise ValueError(
             f"--camids-from-names: the model knows cameras 0..{cameras - 1} (0-based); out of range: "
             + "; ".join(outside[:_MAX_LISTED])
         )
-    return [label.camid for label in labels]
+    return [label.camid for label in known]
 
 
 def extract_features(

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from reid.config import CONFIG_DIR
+from reid.dataset_options import compose_dataset_option, dataset_options
 from reid.results import by_target
 
 METRIC_ORDER = ("mAP", "R1", "R5", "R10", "mINP")
@@ -220,13 +220,12 @@ def write_csv(header: list[str], rows: list[list[str]], path: Path) -> None:
 
 PUBLISHED_METRICS = ("mAP", "R1", "R5", "mINP")
 REPORT_METRICS = ("mAP", "R1", "mINP")
-DATASET_CONFIGS = Path(CONFIG_DIR) / "dataset"
 
 
 @dataclass(frozen=True)
 class Published:
     """A paper's result of a run's recipe: ``metrics`` (a subset of :data:`PUBLISHED_METRICS`, in %)
-    on the ``conf/dataset`` option ``dataset``, from ``source``."""
+    on the ``dataset`` option ``dataset``, from ``source``."""
 
     dataset: str
     metrics: dict[str, float]
@@ -318,16 +317,12 @@ def _hydra_choices(run_dir: Path) -> dict[str, str]:
 
 
 def dataset_name(loader: dict, choices: dict[str, str]) -> str:
-    """The ``conf/dataset`` option a run trained on: as Hydra recorded it, else the one option whose
+    """The ``dataset`` option a run trained on: as Hydra recorded it, else the one option whose
     loader ``_target_`` it has, else the loader's function name without ``load_``."""
     if "dataset@data.dataset" in choices:
         return choices["dataset@data.dataset"]
     target = str(loader.get("_target_", ""))
-    options = [
-        p.stem
-        for p in sorted(DATASET_CONFIGS.glob("*.yaml"))
-        if (yaml.safe_load(p.read_text()) or {}).get("_target_") == target
-    ]
+    options = [name for name in dataset_options() if compose_dataset_option(name).get("_target_") == target]
     if len(options) == 1:
         return options[0]
     return target.rpartition(".")[2].removeprefix("load_") or "?"

@@ -207,9 +207,12 @@ def test_the_mapping_form_is_kept(compose_config):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        (f"{KEY}=[dukemtc]", f"{KEY}: 'dukemtc' is not a dataset option; expected one of dukemtmc, folder"),
+        (
+            f"{KEY}=[dukemtc]",
+            f"{KEY}: 'dukemtc' is not a dataset option; expected one of cuhk03_np, dukemtmc, folder",
+        ),
         (f"{KEY}=[dukemtmc,dukemtmc]", f"{KEY}: 'dukemtmc' is listed twice; each source is added once"),
-        (f"{KEY}=dukemtmc", f"{KEY}='dukemtmc': expected a non-empty list of conf/dataset options"),
+        (f"{KEY}=dukemtmc", f"{KEY}='dukemtmc': expected a non-empty list of dataset names"),
         (f"{KEY}=[synthetic_tiny]", f"{KEY}: 'synthetic_tiny' is data.dataset itself"),
         (f"+{KEY}.duke=dukemtmc", f"{KEY}.duke: expected a dataset loader config with _target_"),
     ],

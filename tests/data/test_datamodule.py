@@ -123,7 +123,7 @@ def test_each_target_is_sharded_and_padded_on_its_own_under_ddp(tmp_path):
         assert len(indices) == count + count % 2  # 5 and 7 images: one duplicate each
         index = torch.tensor(indices)
         state = deduplicate(EvalState(index, index[:, None].float(), index, index))
-        assert state.index.tolist() == list(range(count))
+        assert state.indices.tolist() == list(range(count))
 
 
 def test_every_target_image_header_is_checked_at_setup(tmp_path):
@@ -136,7 +136,7 @@ def test_every_target_image_header_is_checked_at_setup(tmp_path):
 @pytest.mark.parametrize(
     ("targets", "message"),
     [
-        (["dukemtmc"], "list of conf/dataset option names is resolved by reid.run"),
+        (["dukemtmc"], "list of dataset names is resolved by reid.run"),
         ({"a/b": lambda: None}, "target name 'a/b'"),
         ({"duke": "dukemtmc"}, "data.test_datasets.duke='dukemtmc': expected a dataset loader"),
     ],

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra.utils import get_method, instantiate
-from omegaconf import OmegaConf
 
 from reid.data.datasets import (
-    LOADERS,
     DatasetFormatError,
     DatasetLayoutError,
     load_folder,
@@ -20,9 +16,9 @@ from reid.data.datasets import (
     load_vehicleid,
 )
 from reid.data.datasets.vehicleid import make_trials
-from reid.data.records import UNLABELLED, ReIDDataset
+from reid.data.records import UNLABELLED
 
-from .trees import write_folder_dataset, write_luperson, write_market1501, write_vehicleid
+from .trees import write_folder_dataset, write_luperson, write_vehicleid
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "dataset"
 
@@ -206,24 +202,3 @@ def test_folder_csv_errors(tmp_path: Path) -> None:
     labels.write_text("\n".join([*CSV_ROWS, "gallery/g2.jpg,1"]) + "\n")
     with pytest.raises(DatasetFormatError, match=r"labels\.csv:5 has 2 fields"):
         load_folder(folder, labels_csv=labels)
-
-
-# ---------------------------------------------------------------- configs
-
-
-def test_every_loader_has_a_config_whose_keys_are_its_parameters() -> None:
-    assert set(LOADERS) <= {p.stem for p in CONF_DIR.glob("*.yaml")}
-    for name, loader in LOADERS.items():
-        cfg = OmegaConf.load(CONF_DIR / f"{name}.yaml")
-        assert get_method(cfg._target_) is loader and cfg._partial_ is True
-        keys = {k for k in cfg if not str(k).startswith("_")}
-        assert keys <= set(inspect.signature(loader).parameters), name
-        assert "root" in keys and "${paths.data_dir}" in OmegaConf.to_yaml(cfg)
-
-
-def test_market_config_instantiates_to_a_loader(tmp_path: Path) -> None:
-    write_market1501(tmp_path)
-    cfg = OmegaConf.create({"paths": {"data_dir": str(tmp_path)}})
-    cfg.dataset = OmegaConf.load(CONF_DIR / "market1501.yaml")
-    data = instantiate(cfg.dataset)()
-    assert isinstance(data, ReIDDataset) and data.num_train_pids == 2

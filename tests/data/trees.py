@@ -111,6 +111,16 @@ def write_dukemtmc(
     return write_named_splits(root / folder_name, spec, duke_name)
 
 
+def cuhk03_np_name(pid: int, cam: int, frame: int) -> str:
+    """``0001_c1_1.png``."""
+    return f"{pid:04d}_c{cam}_{frame}.png"
+
+
+def write_cuhk03_np(root: Path, spec: Mapping[str, Spec], boxes: str = "detected") -> Path:
+    """``root/cuhk03-np/<boxes>/{bounding_box_train,query,bounding_box_test}`` in CUHK03-NP naming."""
+    return write_named_splits(root / "cuhk03-np" / boxes, spec, cuhk03_np_name)
+
+
 def write_veri776(root: Path, spec: Mapping[str, Spec] = VERI_SPEC) -> Path:
     """``root/VeRi/{image_train,image_query,image_test}``."""
     return write_named_splits(root / "VeRi", spec, veri_name)

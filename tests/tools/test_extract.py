@@ -86,7 +86,7 @@ def test_features_are_the_runs_evaluation_features_camera_free(sie_run: Path, tm
         assert (int(row["pid"]), int(row["camid"]), row["name_format"]) == (
             record.pid,
             record.camid,
-            "Market-1501",
+            "market1501",  # the registered dataset whose name format matched
         )
     meta = json.loads((tmp_path / "feats.json").read_text())
     assert meta["camera_mode"].startswith("camera-free") and meta["num_cameras"] == 3
@@ -269,11 +269,11 @@ def test_run_folder_errors_name_the_file(sie_run: Path, trained_run, tmp_path: P
 @pytest.mark.parametrize(
     ("name", "label"),
     [
-        ("0002_c1s1_000451_03.jpg", NameLabel(2, 0, "Market-1501")),
-        ("-1_c6s2_000001_00.jpg", NameLabel(-1, 5, "Market-1501")),  # junk, as released
-        ("0001_c2_f0046182.jpg", NameLabel(1, 1, "DukeMTMC-reID")),
-        ("0776_c020_00016450_0.jpg", NameLabel(776, 19, "VeRi-776")),
-        ("0000_000_01_0303morning_0015_0.jpg", NameLabel(0, 0, "MSMT17")),
+        ("0002_c1s1_000451_03.jpg", NameLabel(2, 0, "market1501")),
+        ("-1_c6s2_000001_00.jpg", NameLabel(-1, 5, "market1501")),  # junk, as released
+        ("0001_c2_f0046182.jpg", NameLabel(1, 1, "dukemtmc")),
+        ("0776_c020_00016450_0.jpg", NameLabel(776, 19, "veri776")),
+        ("0000_000_01_0303morning_0015_0.jpg", NameLabel(0, 0, "msmt17")),
         ("0002_c9s1_000451_03.jpg", None),  # Market has cameras 1..6
         ("person.jpg", None),
     ],

@@ -33,6 +33,7 @@ import re
 from pathlib import Path
 
 from reid.data.datasets.market_layout import NameFormat, load_market_layout
+from reid.data.datasets.registry import register_dataset
 from reid.data.records import ReIDDataset
 
 NAME = "DukeMTMC-reID"
@@ -45,6 +46,7 @@ NAME_FORMAT = NameFormat(
 )
 
 
+@register_dataset("dukemtmc", folder="DukeMTMC-reID", name_format=NAME_FORMAT)
 def load_dukemtmc(root: str | Path) -> ReIDDataset:
     """Parse DukeMTMC-reID from its folder or from the parent holding ``DukeMTMC-reID``."""
     return load_market_layout(root, NAME, OFFICIAL_NAMES, NAME_FORMAT)

@@ -15,7 +15,10 @@ Labels come from exactly one of:
   Market-style names;
 * ``labels_csv``: a CSV file ``path,pid,camid[,viewid]`` (header optional), ``path`` relative to
   the root with the split folder first, e.g. ``query/cam3/0007.jpg,7,3``. Every image of the split
-  folders must have a row and every row must name an existing image.
+  folders must have a row and every row must name an existing image. Set ``name_pattern: null`` with it.
+
+The config default (``dataset@data.dataset=folder``, root ``${paths.data_dir}/my_reid_data``) is
+:data:`DEFAULT_NAME_PATTERN`.
 
 ``pid`` is an integer; ``-1`` marks junk (dropped everywhere, as in Market-1501). Camera and view
 labels may be any strings or numbers: they are mapped to ``0..C-1`` in sorted order (numeric when
@@ -30,6 +33,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from reid.data.datasets.errors import (
     DatasetFormatError,
@@ -38,7 +42,11 @@ from reid.data.datasets.errors import (
     require_file,
     resolve_root,
 )
+from reid.data.datasets.registry import register_dataset
 from reid.data.records import Record, ReIDDataset, relabel
+
+DEFAULT_NAME_PATTERN = r"(?P<pid>-?\d+)_c(?P<camid>\d+)"
+"""Market-style names, ``0002_c1_anything.jpg``: the ``folder`` config's ``name_pattern``."""
 
 SPLITS = ("train", "query", "gallery")
 CSV_COLUMNS = ("path", "pid", "camid", "viewid")
@@ -153,6 +161,7 @@ def dense_ids(values: set[str]) -> dict[str, int]:
     return {value: index for index, value in enumerate(ordered)}
 
 
+@register_dataset("folder", folder="my_reid_data", config={"name_pattern": DEFAULT_NAME_PATTERN})
 def load_folder(
     root: str | Path, name_pattern: str | None = None, labels_csv: str | Path | None = None
 ) -> ReIDDataset:
@@ -166,7 +175,7 @@ def load_folder(
     if name_pattern is not None:
         labels = labels_from_names(folder, name_pattern)
     else:
-        labels = labels_from_csv(folder, Path(labels_csv))
+        labels = labels_from_csv(folder, Path(cast("str | Path", labels_csv)))  # not None: checked above
     cams = dense_ids({label.camid for label in labels})
     views = dense_ids({label.viewid for label in labels})
     splits: dict[str, list[Record]] = {split: [] for split in SPLITS}

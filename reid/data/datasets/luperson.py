@@ -34,6 +34,7 @@ from reid.data.datasets.errors import (
     require_file,
 )
 from reid.data.datasets.keep_lists import read_keep_list_file
+from reid.data.datasets.registry import register_dataset
 from reid.data.record_table import RecordTable
 from reid.data.records import ReIDDataset
 
@@ -102,6 +103,7 @@ def read_keep_list(keep_list: Path, folder: Path, keep_num: int | None = None) -
     return RecordTable.from_paths(entries, root=os.path.join(str(base), ""))
 
 
+@register_dataset("luperson", folder="LUPerson")
 def load_luperson(
     root: str | Path, keep_list: str | Path | None = None, keep_num: int | None = None
 ) -> ReIDDataset:

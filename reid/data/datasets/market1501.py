@@ -32,6 +32,7 @@ import re
 from pathlib import Path
 
 from reid.data.datasets.market_layout import NameFormat, load_market_layout
+from reid.data.datasets.registry import register_dataset
 from reid.data.records import ReIDDataset
 
 NAME = "Market-1501"
@@ -46,6 +47,7 @@ NAME_FORMAT = NameFormat(
 )
 
 
+@register_dataset("market1501", folder="Market-1501-v15.09.15", name_format=NAME_FORMAT)
 def load_market1501(root: str | Path) -> ReIDDataset:
     """Parse Market-1501 from its folder or from the parent holding ``Market-1501-v15.09.15``."""
     return load_market_layout(root, NAME, OFFICIAL_NAMES, NAME_FORMAT)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 from reid.data.datasets.errors import (
@@ -43,6 +44,8 @@ from reid.data.datasets.errors import (
     read_lines,
     resolve_root,
 )
+from reid.data.datasets.market_layout import NameFormat
+from reid.data.datasets.registry import register_dataset
 from reid.data.records import Record, ReIDDataset, relabel
 
 NAME = "MSMT17"
@@ -51,6 +54,14 @@ LIST_FILES = ("list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.
 IMAGE_FOLDERS = {"V1": ("train", "test"), "V2": ("mask_train_v2", "mask_test_v2")}
 NUM_CAMERAS = 15
 MAX_PID = 4100
+FILE_NAME_FORMAT = NameFormat(
+    pattern=re.compile(r"(?P<pid>\d+)_\d+_(?P<camid>\d+)_[0-9a-z]+_\d+_\d+\.jpg"),
+    example="0000_000_01_0303morning_0015_0.jpg",
+    pid_range=(0, MAX_PID),
+    cam_range=(1, NUM_CAMERAS),
+)
+"""A released image's name, ``<pid>_<index>_<camera>_<date+time>_<frame>_<n>.jpg``, for the tools that label
+images by name (the parser reads labels from the list files, which this format agrees with)."""
 V2_WARNING = (
     "MSMT17 at %s is the V2 release (mask_train_v2, mask_test_v2: faces blurred); the published MSMT17 "
     "numbers of the experiments (published: in conf/experiment, summarize --report) are V1's, and "
@@ -104,6 +115,7 @@ def parse_list(list_path: Path, image_dir: Path) -> list[Record]:
     return [parse_list_line(text, f"{list_path}:{n}", prefix) for n, text in lines]
 
 
+@register_dataset("msmt17", folder="MSMT17_V1", name_format=FILE_NAME_FORMAT)
 def load_msmt17(root: str | Path) -> ReIDDataset:
     """Parse MSMT17 (V1 or V2) from its folder or the parent holding ``MSMT17_V1``/``MSMT17_V2``."""
     folder = resolve_root(root, NAME, OFFICIAL_NAMES, LIST_FILES)

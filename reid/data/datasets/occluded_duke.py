@@ -31,12 +31,14 @@ from pathlib import Path
 
 from reid.data.datasets.dukemtmc import NAME_FORMAT
 from reid.data.datasets.market_layout import load_market_layout
+from reid.data.datasets.registry import register_dataset
 from reid.data.records import ReIDDataset
 
 NAME = "Occluded-Duke"
 OFFICIAL_NAMES = ("Occluded_Duke", "Occluded-Duke", "occluded_duke")
 
 
+@register_dataset("occ_duke", folder="Occluded_Duke")
 def load_occluded_duke(root: str | Path) -> ReIDDataset:
     """Parse Occluded-Duke from its folder or from the parent holding ``Occluded_Duke``."""
     return load_market_layout(root, NAME, OFFICIAL_NAMES, NAME_FORMAT)

@@ -46,6 +46,7 @@ from reid.data.datasets.errors import (
     require_file,
     resolve_root,
 )
+from reid.data.datasets.registry import register_dataset
 from reid.data.records import Record, ReIDDataset, Trial, relabel
 
 NAME = "VehicleID"
@@ -101,6 +102,7 @@ def find_test_list(split_dir: Path, test_size: int) -> Path:
     return path
 
 
+@register_dataset("vehicleid", folder="VehicleID_V1.0")
 def load_vehicleid(
     root: str | Path, test_size: int = 800, num_trials: int = 10, seed: int = 0
 ) -> ReIDDataset:

@@ -49,6 +49,7 @@ from reid.data.datasets.errors import (
     resolve_root,
 )
 from reid.data.datasets.market_layout import NameFormat, parse_split
+from reid.data.datasets.registry import register_dataset
 from reid.data.records import Record, ReIDDataset, relabel
 
 NAME = "VeRi-776"
@@ -92,6 +93,7 @@ def attach_views(records: list[Record], views: dict[str, int], missing_view: str
     return labelled
 
 
+@register_dataset("veri776", folder="VeRi", name_format=NAME_FORMAT)
 def load_veri776(
     root: str | Path, view_files: Sequence[str | Path] | None = None, missing_view: str = "drop"
 ) -> ReIDDataset:
