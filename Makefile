@@ -29,15 +29,16 @@ install: $(STAMP) ## create .venv and install reid with its pinned dependencies 
 demo: install ## generate the synthetic dataset, train a tiny ViT on CPU, print mAP/CMC before and after
 	$(PY) -m reid.run experiment=demo $(ARGS)
 
-test: install lint ## ruff, the import-direction check and the fast CPU test suite
+test: install lint ## ruff, mypy, the import-direction check and the fast CPU test suite
 	$(PY) -m pytest -q $(ARGS)
 
 test-slow: install ## the slow tests only
 	$(PY) -m pytest -q -m slow $(ARGS)
 
-lint: install ## ruff check and format check, and the import-direction contract
+lint: install ## ruff check and format check, mypy on reid/ (settings in pyproject.toml), the import-direction contract
 	$(VENV)/bin/ruff check reid tests benchmarks
 	$(VENV)/bin/ruff format --check reid tests benchmarks
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_dependencies.py
 
 format: install ## ruff fix and format
@@ -57,6 +58,6 @@ gpu-check-dry: install ## check what benchmarks/gpu_check.sh would run on the GP
 	bash benchmarks/gpu_check.sh --dry-run
 
 clean: ## remove outputs (keeps .venv and data/)
-	rm -rf outputs multirun .pytest_cache .ruff_cache
+	rm -rf outputs multirun .pytest_cache .ruff_cache .mypy_cache
 
 .PHONY: help install demo test test-slow lint format bench gpu-wheels gpu-check-dry clean

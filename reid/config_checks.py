@@ -16,6 +16,7 @@ import inspect
 import logging
 import numbers
 from collections.abc import Callable, Mapping
+from typing import TypeGuard
 
 import lightning as L
 import torch
@@ -32,11 +33,11 @@ class ConfigValueError(ValueError):
     """A config value of the wrong type or range; the message names the key and what was expected."""
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[float]:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
@@ -120,7 +121,7 @@ def _model_keys_are_task_parameters(cfg: DictConfig) -> None:
         return  # an unknown target is reported by instantiate itself, with its import error
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return
-    unknown = [key for key in model if key not in _SPECIAL_KEYS and key not in parameters]
+    unknown = [str(key) for key in model if key not in _SPECIAL_KEYS and key not in parameters]
     if unknown:
         taken = ", ".join(name for name in parameters if name not in ("data_info", "evaluation"))
         raise ConfigValueError(

@@ -29,7 +29,7 @@ class _GatherWithGrad(torch.autograd.Function):
     """All-gather along dim 0 (equal row counts on every rank); backward: all-reduce, own slice."""
 
     @staticmethod
-    def forward(ctx, tensor: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, tensor: Tensor) -> Tensor:
         size, rank = world()
         parts = [torch.empty_like(tensor) for _ in range(size)]
         dist.all_gather(parts, tensor.contiguous())
@@ -37,7 +37,7 @@ class _GatherWithGrad(torch.autograd.Function):
         return torch.cat(parts)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> Tensor:
         grad = grad.contiguous().clone()
         dist.all_reduce(grad)  # every rank's copy of the loss sent a gradient to every row
         return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]

@@ -163,7 +163,7 @@ class LastStateCheckpoint(ModelCheckpoint):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if not trainer.fast_dev_run:
+        if not getattr(trainer, "fast_dev_run", False):  # set by the Trainer at run time
             self._save_last_now(trainer)
         self._flush_unless_last(trainer)
 

@@ -12,6 +12,7 @@ Under DDP each rank embeds every ``world_size``-th batch; the evaluator gathers 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import torch
@@ -20,6 +21,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from reid.evaluation import EvalConfig, ReIDEvaluator
 from reid.evaluation.config import as_eval_config
 from reid.evaluation.evaluator import update_with_batch
+
+if TYPE_CHECKING:
+    from reid.tasks.ssl_pretrain import SSLPretrainTask
 
 
 class KNNMonitor(L.Callback):
@@ -57,7 +61,7 @@ class KNNMonitor(L.Callback):
     @torch.no_grad()
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         """Rank the monitor set with the current teacher; {} when the datamodule has no monitor set."""
-        datamodule = trainer.datamodule
+        datamodule: Any = getattr(trainer, "datamodule", None)  # attached by the Trainer at run time
         loader = datamodule.monitor_dataloader() if hasattr(datamodule, "monitor_dataloader") else None
         if loader is None:
             rank_zero_info("KNNMonitor: the datamodule has no monitor_dataset; skipping the retrieval check")
@@ -70,7 +74,8 @@ class KNNMonitor(L.Callback):
             for i, batch in enumerate(loader):
                 if i % trainer.world_size != trainer.global_rank:
                     continue
-                update_with_batch(evaluator, pl_module.monitor_features, batch, config, pl_module.device)
+                embed = cast("SSLPretrainTask", pl_module).monitor_features
+                update_with_batch(evaluator, embed, batch, config, pl_module.device)
         finally:
             pl_module.train(was_training)
         result = evaluator.compute()

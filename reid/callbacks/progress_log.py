@@ -24,6 +24,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
+from reid.data.resumable import batches_processed
+
 
 def format_duration(seconds: float) -> str:
     """``3725`` -> ``'1h02m05s'``; ``72`` -> ``'1m12s'``; ``5.4`` -> ``'5s'``; not finite -> ``'?'``."""
@@ -110,13 +112,13 @@ class ProgressLog(L.Callback):
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning validates at the end of an epoch before its on_train_epoch_end: print the epoch's
         # line first, so that "[train] epoch 5/10" comes before "[val] epoch 5"
-        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        done = batches_processed(trainer)
         fitting = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
         if fitting and done and done == _batches_per_epoch(trainer):
             self._end_epoch(trainer, done)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._end_epoch(trainer, int(trainer.fit_loop.epoch_loop.batch_progress.current.processed))
+        self._end_epoch(trainer, batches_processed(trainer))
 
     def _end_epoch(self, trainer: L.Trainer, done: int) -> None:
         if self._last_epoch_line != trainer.current_epoch:

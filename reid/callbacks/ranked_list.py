@@ -230,7 +230,7 @@ class RankedListPictures(L.Callback):
             features[:q], features[q:], state.pids[:q], state.pids[q:], state.camids[:q], state.camids[q:],
             held.config, self.top_k,
         )  # fmt: skip
-        records = self._records(trainer, stage, index, state.index.numel())
+        records = self._records(trainer, stage, index, state.indices.numel())
         if records is None:
             return ranking.result
         selection = select_queries(ranking, self.worst, self.best)
@@ -266,8 +266,9 @@ class RankedListPictures(L.Callback):
     @staticmethod
     def _log_image(trainer: L.Trainer, key: str, image: Image.Image, caption: str) -> None:
         for logger in trainer.loggers:
-            if callable(getattr(logger, "log_image", None)):  # wandb (offline by default: conf/logger/wandb)
-                logger.log_image(key=key, images=[image], step=trainer.global_step, caption=[caption])
+            log_image = getattr(logger, "log_image", None)  # wandb's (offline by default: conf/logger/wandb)
+            if callable(log_image):
+                log_image(key=key, images=[image], step=trainer.global_step, caption=[caption])
 
     def _draw_map_curve(self, trainer: L.Trainer) -> None:
         """From the CSV logger's ``metrics.csv`` (every row since the run started, across resumes), else

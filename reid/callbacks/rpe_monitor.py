@@ -16,13 +16,14 @@ The training batches report the same two on every step (``train/rpe_triplet/auc`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
 from torch import Tensor
 
 from reid.losses.rpe_triplet import RPETripletTerm, identity_auc, mean_cross_cosine
+from reid.models.reid_net import ReIDNet
 
 
 def rpe_term(pl_module: L.LightningModule) -> Any:
@@ -48,7 +49,7 @@ class RPEMonitor(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, dataloader_idx: int
     ) -> None:
         term = rpe_term(pl_module)
-        num_query = getattr(trainer.datamodule, "num_query", 0) if trainer.datamodule is not None else 0
+        num_query = getattr(getattr(trainer, "datamodule", None), "num_query", 0)  # attached at run time
         seen = sum(len(f) for f in self._features)
         if term is None or dataloader_idx != 0 or seen >= self.max_images:
             return
@@ -58,7 +59,7 @@ class RPEMonitor(L.Callback):
         images = batch["image"][queries][: self.max_images - seen]
         cams, views = batch["camid"][queries][: len(images)], batch["viewid"][queries][: len(images)]
         with torch.no_grad():
-            aux = pl_module.net.positional_inputs(
+            aux = cast(ReIDNet, pl_module.net).positional_inputs(
                 images, cams if pl_module.sie_at_test else None, views if pl_module.sie_at_test else None
             )
             self._features.append(term.relations(aux).float().cpu())

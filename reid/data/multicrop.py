@@ -185,12 +185,12 @@ class MultiCropAugmentation:
                 f"num_local={num_local} must be a multiple of num_regions={num_regions} "
                 "(PASS draws num_local // num_regions crops from each band)"
             )
-        self.global_size = tuple(global_size)
-        self.local_size = tuple(local_size)
+        self.global_size = (int(global_size[0]), int(global_size[1]))
+        self.local_size = (int(local_size[0]), int(local_size[1]))
         self.num_local = num_local
         self.num_regions = num_regions
-        self.global_scale = tuple(global_scale)
-        self.local_scale = tuple(local_scale)
+        self.global_scale = (float(global_scale[0]), float(global_scale[1]))
+        self.local_scale = (float(local_scale[0]), float(local_scale[1]))
         self.ratio = tuple(ratio)
         self.ratio_relative_to_output = bool(ratio_relative_to_output)
         # (x / 255 - mean) / std as x * scale + shift
@@ -201,11 +201,10 @@ class MultiCropAugmentation:
         self.mean = list(mean)
         self.std = list(std)
         self.channel_gain = channel_gain
-        common = {"colour_jitter": jitter, "grayscale_p": grayscale_p}
         self.photometric = (
-            replace(GLOBAL_1, **common),
-            replace(GLOBAL_2, solarize_p=solarize_p, **common),
-            replace(LOCAL, **common),
+            replace(GLOBAL_1, colour_jitter=jitter, grayscale_p=grayscale_p),
+            replace(GLOBAL_2, colour_jitter=jitter, grayscale_p=grayscale_p, solarize_p=solarize_p),
+            replace(LOCAL, colour_jitter=jitter, grayscale_p=grayscale_p),
         )
 
     @property

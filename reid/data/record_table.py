@@ -183,11 +183,11 @@ class RecordTable(Sequence[Record]):
         if other.root != self.root:
             return RecordTable.from_records([*self, *other])
         offsets = np.concatenate([self._offsets, other._offsets[1:] + self._offsets[-1]])
+        pids, camids, viewids = (
+            np.concatenate([a, b]) for a, b in zip(self._labels(), other._labels(), strict=True)
+        )
         return RecordTable(
-            np.concatenate([self._paths, other._paths]),
-            offsets,
-            *(np.concatenate([a, b]) for a, b in zip(self._labels(), other._labels(), strict=True)),
-            self.root,
+            np.concatenate([self._paths, other._paths]), offsets, pids, camids, viewids, self.root
         )
 
     def __repr__(self) -> str:
@@ -204,5 +204,13 @@ class RecordTable(Sequence[Record]):
         return (self._paths, self._offsets, *self._labels(), self.root)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        *arrays, root = state
-        RecordTable.__init__(self, *(np.array(a) for a in arrays), root)
+        paths, offsets, pids, camids, viewids, root = state
+        RecordTable.__init__(
+            self,
+            np.array(paths),
+            np.array(offsets),
+            np.array(pids),
+            np.array(camids),
+            np.array(viewids),
+            root,
+        )

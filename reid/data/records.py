@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from reid.data.record_table import RecordTable
 
 UNLABELLED = -1
 """pid of an image without an identity label (LUPerson, self-supervised use)."""
@@ -77,7 +80,7 @@ class ReIDDataset:
 
     @property
     def num_train_pids(self) -> int:
-        return len(np.unique(self.train.pids))
+        return len(np.unique(cast("RecordTable", self.train).pids))  # a table: __setattr__ converts
 
     @property
     def num_cameras(self) -> int:

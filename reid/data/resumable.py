@@ -33,11 +33,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sized
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.loops.progress import _ProcessedTracker
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 
@@ -67,7 +68,7 @@ class SampleKey(NamedTuple):
 
     epoch: int
     slot: int
-    index: int
+    item: int  # the dataset index
 
 
 ITEM_STREAM, STEP_STREAM, CROP_STREAM = 0, 1, 2
@@ -84,6 +85,22 @@ def item_seed(seed: int, epoch: int, slot: int, rank: int = 0, stream: int = ITE
     return int(state[0]) << 32 | int(state[1])
 
 
+def batches_processed(trainer: L.Trainer) -> int:
+    """The batches whose training step finished in the current epoch (Lightning's own restart point).
+
+    Lightning keeps the count in ``fit_loop.epoch_loop.batch_progress.current``, declared as a
+    ``_ReadyCompletedTracker`` but built as its ``_ProcessedTracker`` subclass; this is the one place that
+    reads it, and it fails by name if a Lightning release (pinned in pyproject.toml) builds it otherwise.
+    """
+    current = trainer.fit_loop.epoch_loop.batch_progress.current
+    if not isinstance(current, _ProcessedTracker):
+        raise RuntimeError(
+            f"lightning {L.__version__}: fit_loop.epoch_loop.batch_progress.current is a "
+            f"{type(current).__name__}, not the _ProcessedTracker whose 'processed' count resume relies on"
+        )
+    return int(current.processed)
+
+
 def train_position(trainer: L.Trainer) -> TrainPosition:
     """The position a checkpoint written now must record.
 
@@ -92,8 +109,7 @@ def train_position(trainer: L.Trainer) -> TrainPosition:
     ``on_train_batch_end`` includes that batch; one written at epoch end holds a full epoch, and
     Lightning then resumes at the next epoch, where the recorded position no longer applies).
     """
-    progress = trainer.fit_loop.epoch_loop.batch_progress.current
-    return TrainPosition(epoch=int(trainer.current_epoch), batches_done=int(progress.processed))
+    return TrainPosition(epoch=int(trainer.current_epoch), batches_done=batches_processed(trainer))
 
 
 class ResumableKeySampler(Sampler[SampleKey]):
@@ -173,18 +189,19 @@ class ResumableDataLoader(DataLoader):
         for method in ("set_epoch", "resume_from"):
             if not callable(getattr(sampler, method, None)):
                 raise TypeError(f"ResumableDataLoader: the sampler {type(sampler).__name__} lacks {method}()")
-        super().__init__(dataset, sampler=sampler, **kwargs)
+        super().__init__(dataset, sampler=cast(Sampler[Any], sampler), **kwargs)
+        self.positioned_sampler = sampler
         self.position = position
         self._restored: TrainPosition | None = None
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]  # a lazy iterator, not DataLoader's own
         return _StartOnFirstBatch(self._start)
 
     def _start(self) -> Iterator[Any]:
         position = self.position()
         if position is not None:
             self._check_restored(position)
-            self.sampler.resume_from(position)
+            self.positioned_sampler.resume_from(position)
         return super().__iter__()
 
     def _check_restored(self, position: TrainPosition) -> None:

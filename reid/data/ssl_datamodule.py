@@ -172,6 +172,13 @@ class SSLDataModule(L.LightningDataModule):
         self.train_records: RecordTable | None = None
         self.monitor_data: ReIDDataset | None = None
 
+    @property
+    def parsed_train_records(self) -> RecordTable:
+        """The training images, parsed by :meth:`setup` (which this calls first)."""
+        self.setup()
+        assert self.train_records is not None  # setup() sets it or raises
+        return self.train_records
+
     def setup(self, stage: str | None = None) -> None:
         """Parse the datasets once; later calls are no-ops."""
         if self.train_records is not None:
@@ -191,8 +198,8 @@ class SSLDataModule(L.LightningDataModule):
     def _check_images(self, name: str) -> None:
         """Headers of the training and monitor images, before the first step."""
         start = time.perf_counter()
-        check_image_headers(self.train_records.paths, f"{name} train")
-        checked = len(self.train_records)
+        check_image_headers(self.parsed_train_records.paths, f"{name} train")
+        checked = len(self.parsed_train_records)
         if self.monitor_data is not None:
             for split in ("query", "gallery"):
                 records = getattr(self.monitor_data, split)
@@ -219,10 +226,10 @@ class SSLDataModule(L.LightningDataModule):
         self.setup()
         world_size, rank = world_of(self)
         sampler = ResumableRandomSampler(
-            len(self.train_records), self.batch_size, self.seed, num_replicas=world_size, rank=rank
+            len(self.parsed_train_records), self.batch_size, self.seed, num_replicas=world_size, rank=rank
         )
         return ResumableDataLoader(
-            MultiCropDataset(self.train_records, self.augment, self.seed),
+            MultiCropDataset(self.parsed_train_records, self.augment, self.seed),
             batch_size=self.batch_size,
             sampler=sampler,
             position=self._train_position,

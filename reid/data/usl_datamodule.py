@@ -51,7 +51,7 @@ class UnlabelledDataModule(ReIDDataModule):
     def train_records(self) -> list[Record]:
         """The training images in dataset order, without identities."""
         self.setup()
-        return [dataclasses.replace(r, pid=UNLABELLED) for r in self.train_data.train]
+        return [dataclasses.replace(r, pid=UNLABELLED) for r in self.parsed_train_data.train]
 
     @property
     def info(self) -> DatasetInfo:
@@ -61,9 +61,10 @@ class UnlabelledDataModule(ReIDDataModule):
     def set_pseudo_labels(self, labels: np.ndarray) -> None:
         """Labels the next training pass samples from (the task calls this at each epoch start)."""
         labels = np.asarray(labels, dtype=np.int64)
-        if labels.shape != (len(self.train_data.train),):
+        if labels.shape != (len(self.parsed_train_data.train),):
             raise ValueError(
-                f"set_pseudo_labels: expected {len(self.train_data.train)} labels (one per training image), "
+                f"set_pseudo_labels: expected {len(self.parsed_train_data.train)} labels (one per training "
+                "image), "
                 f"got shape {labels.shape}"
             )
         self.pseudo_labels = labels

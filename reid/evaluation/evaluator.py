@@ -26,7 +26,7 @@ from reid.evaluation.vehicleid import evaluate_trials
 class EvalState(NamedTuple):
     """Everything seen, one row per distinct index, sorted by index."""
 
-    index: Tensor
+    indices: Tensor  # each row's dataset index
     features: Tensor
     pids: Tensor
     camids: Tensor
@@ -54,12 +54,12 @@ def gather_rows(tensor: Tensor) -> Tensor:
 
 def deduplicate(state: EvalState) -> EvalState:
     """Keep the first row of every index, sorted by index."""
-    order = torch.argsort(state.index, stable=True)
-    index = state.index[order]
+    order = torch.argsort(state.indices, stable=True)
+    index = state.indices[order]
     first = torch.ones_like(index, dtype=torch.bool)
     first[1:] = index[1:] != index[:-1]
     keep = order[first]
-    return EvalState(state.index[keep], state.features[keep], state.pids[keep], state.camids[keep])
+    return EvalState(state.indices[keep], state.features[keep], state.pids[keep], state.camids[keep])
 
 
 class ReIDEvaluator:
@@ -96,18 +96,18 @@ class ReIDEvaluator:
 
     def compute(self) -> RankResult:
         state = self.gathered_state()
-        expected = torch.arange(state.index.numel(), device=state.index.device)
-        if not torch.equal(state.index, expected) or state.index.numel() < self.num_query:
+        expected = torch.arange(state.indices.numel(), device=state.indices.device)
+        if not torch.equal(state.indices, expected) or state.indices.numel() < self.num_query:
             raise ValueError(
                 f"ReIDEvaluator: expected indices 0..N-1 covering at least the {self.num_query} queries, "
-                f"got {state.index.numel()} distinct indices ranging "
-                f"{int(state.index.min())}..{int(state.index.max())}"
+                f"got {state.indices.numel()} distinct indices ranging "
+                f"{int(state.indices.min())}..{int(state.indices.max())}"
             )
         features = state.features if state.features.dtype == torch.float64 else state.features.float()
         if self.trials:
             return evaluate_trials(features, state.pids, self.trials, self.config)
         q, g = slice(0, self.num_query), slice(self.num_query, None)
-        if state.index.numel() == self.num_query:
+        if state.indices.numel() == self.num_query:
             raise ValueError(
                 f"ReIDEvaluator: only the {self.num_query} queries were seen, the gallery is empty"
             )

@@ -154,6 +154,14 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
+def _three(values: Any, key: str) -> tuple[float, float, float]:
+    """The three channel values of ``key`` (``data.pixel_mean`` / ``data.pixel_std``) of a run config."""
+    channels = [float(v) for v in values]
+    if len(channels) != 3:
+        raise ValueError(f"{key}={channels}: expected one value per RGB channel")
+    return channels[0], channels[1], channels[2]
+
+
 def weights_digest(state: Mapping[str, Tensor]) -> str:
     """sha256 over the tensors of ``state`` (names, dtypes, shapes and bytes, in name order)."""
     digest = hashlib.sha256()
@@ -302,7 +310,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return dict(checkpoint)
 
 
-def _run_config(path: Path) -> DictConfig:
+def read_run_config(path: Path) -> DictConfig:
+    """The composed config a run saved (``.hydra/config.yaml``), without its initialisation weights file;
+    a file that is no run config is an error naming it."""
     register_resolvers()
     cfg = OmegaConf.load(path)
     if not isinstance(cfg, DictConfig) or "model" not in cfg or "data" not in cfg:
@@ -385,7 +395,7 @@ def load_trained_model(
     """
     device = parse_device(str(device))
     files = find_run_files(path, checkpoint, config)
-    cfg = _run_config(files.config)
+    cfg = read_run_config(files.config)
     saved = read_checkpoint(files.checkpoint)
     data_info = data_info_from_checkpoint(saved, files.checkpoint, num_cameras, task_class(cfg, files.config))
     evaluation = instantiate(cfg.eval)
@@ -397,8 +407,8 @@ def load_trained_model(
         data_info=data_info,
         evaluation=evaluation,
         image_size=(size[0], size[1]),
-        pixel_mean=tuple(float(v) for v in cfg.data.pixel_mean),
-        pixel_std=tuple(float(v) for v in cfg.data.pixel_std),
+        pixel_mean=_three(cfg.data.pixel_mean, "data.pixel_mean"),
+        pixel_std=_three(cfg.data.pixel_std, "data.pixel_std"),
         model_target=str(cfg.model.backbone.get("_target_", "")),
         weights_sha256=weights_digest(saved["state_dict"]),
         feature_settings={key: _plain(cfg.model.get(key)) for key in FEATURE_KEYS if key in cfg.model},

@@ -42,6 +42,8 @@ class ClusterMemory(nn.Module):
     epoch's centroids before training on its pseudo labels; ``forward`` updates the memory in training
     mode only."""
 
+    features: Tensor  # buffer [K, D], L2-normalised
+
     def __init__(
         self, temperature: float = 0.05, momentum: float = 0.2, update: MemoryUpdate = "hard"
     ) -> None:

@@ -71,6 +71,8 @@ def mean_entropy(probs: Tensor) -> Tensor:
 class TeacherCentre(nn.Module):
     """The centre c of one output stream: sharpens teacher logits and tracks their mean."""
 
+    center: Tensor  # buffer [1, K]
+
     def __init__(self, out_dim: int, momentum: float = 0.9) -> None:
         super().__init__()
         self.momentum = momentum

@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, cast
 
 import torch
 from hydra.utils import get_class, instantiate
@@ -188,12 +188,23 @@ class Objective(nn.Module):
             raise ValueError("model.loss: no loss term is set (every entry is null)")
         self.terms = nn.ModuleDict(kept)
 
+    def named_terms(self) -> list[tuple[str, LossTerm]]:
+        """``(name, term)`` of every term, in config order."""
+        return [(name, cast(LossTerm, term)) for name, term in self.terms.items()]
+
+    def term(self, name: str) -> LossTerm:
+        """The term ``name``."""
+        return cast(LossTerm, self.terms[name])
+
     def forward(self, inputs: ObjectiveInput) -> ObjectiveOutput:
-        values = {name: term(inputs) for name, term in self.terms.items()}
-        total = sum(self.terms[name].weight_at(inputs.step) * value for name, value in values.items())
+        values = {name: term(inputs) for name, term in self.named_terms()}
+        weighted = [self.term(name).weight_at(inputs.step) * value for name, value in values.items()]
+        total = weighted[0]
+        for value in weighted[1:]:  # summed in config order, as sum() did
+            total = total + value
         stats = {
             f"{name}/{key}": value.detach()
-            for name, term in self.terms.items()
+            for name, term in self.named_terms()
             for key, value in term.stats.items()
         }
         return ObjectiveOutput(total, values, stats)
@@ -204,13 +215,14 @@ class Objective(nn.Module):
         ``lr / base_lr``: under an epoch schedule (``reid.optim.set_epoch_lr``) its peak is base x factor.
         Terms with their own optimiser (:attr:`LossTerm.has_own_optimizer`) are left out."""
         groups = []
-        for name, term in self.terms.items():
+        for name, term in self.named_terms():
             if term.has_own_optimizer:
                 continue  # stepped by reid.losses.term_optimizers.TermOptimizers
             params = [p for p in term.parameters() if p.requires_grad]
             if params:
-                group = {"params": params, "lr": base_lr, "name": f"loss.{name}"} | term.param_group_options()
-                groups.append(group | {"lr_factor": group["lr"] / base_lr})
+                group: dict[str, Any] = {"params": params, "lr": base_lr, "name": f"loss.{name}"}
+                group |= term.param_group_options()
+                groups.append(group | {"lr_factor": float(group["lr"]) / base_lr})
         return groups
 
 
@@ -225,7 +237,8 @@ def build_objective(config: DictConfig | Mapping[str, Any], **dims: int) -> Obje
     node = OmegaConf.create(
         OmegaConf.to_container(config, resolve=True) if OmegaConf.is_config(config) else dict(config)
     )
-    for name, term in node.items():
+    for key, term in node.items():
+        name = str(key)
         if not isinstance(term, DictConfig) or "_target_" not in term:
             continue
         try:

@@ -17,7 +17,7 @@ Part r has its own centre c_r, updated like DINO's from the teacher's part-r out
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from torch import Tensor, nn
 
@@ -73,7 +73,7 @@ class PASSLoss(nn.Module):
 
         part_sum = student_cls.new_zeros(())
         part_pairs = 0
-        for r, centre in enumerate(self.centre_parts):
+        for r, centre in enumerate(self.centre_list):
             probs = [centre.probabilities(t, teacher_temp) for t in teacher_parts[:, r]]
             views = list(student_parts_global[:, r]) + list(student_parts_local[regions == r])
             total, pairs = cross_view_entropy(views, probs, self.student_temp)
@@ -81,10 +81,15 @@ class PASSLoss(nn.Module):
             part_pairs += pairs
 
         self.centre_cls.update(teacher_cls.flatten(0, 1))
-        for r, centre in enumerate(self.centre_parts):
+        for r, centre in enumerate(self.centre_list):
             centre.update(teacher_parts[:, r].flatten(0, 1))
         loss = (cls_sum + part_sum) / (cls_pairs + part_pairs)
         return PASSLossOutput(loss, cls_sum / cls_pairs, part_sum / max(part_pairs, 1))
+
+    @property
+    def centre_list(self) -> list[TeacherCentre]:
+        """The part centres, one per region, typed."""
+        return [cast(TeacherCentre, centre) for centre in self.centre_parts]
 
     def _check(
         self, parts_global: Tensor, parts_local: Tensor, teacher_parts: Tensor, regions: Tensor

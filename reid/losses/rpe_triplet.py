@@ -187,6 +187,31 @@ def _pick(value: object, key: str, form: str) -> object:
     return FORMS[form][key] if isinstance(value, str) and value == FORM_DEFAULT else value
 
 
+def _checked_flag(value: object, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{KEY}.{key}: expected true, false or {FORM_DEFAULT!r}, got {value!r}")
+    return value
+
+
+def _checked_margin(value: object) -> float | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, str | bool) or not isinstance(value, int | float) or not float(value) >= 0
+    ):  # NaN too
+        raise ValueError(
+            f"{KEY}.margin: expected null (soft margin), a number >= 0 (hinge) or {FORM_DEFAULT!r}, "
+            f"got {value!r}"
+        )
+    return float(value)
+
+
+def _checked_steps(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{KEY}.warmup_steps: expected an integer >= 0 or {FORM_DEFAULT!r}, got {value!r}")
+    return value
+
+
 class RPETripletTerm(LossTerm):
     """Batch-hard triplet loss on the patches' positional relation vectors (see the module docstring).
 
@@ -253,11 +278,10 @@ class RPETripletTerm(LossTerm):
                 log.info("%s.form=naive keeps its own %s (set %s apply to the other forms)",
                          KEY, {k: FORMS["naive"][k] for k in ignored}, ignored)  # fmt: skip
             given = dict.fromkeys(given, FORM_DEFAULT)
-        self.center = _pick(given["center"], "center", form)
-        self.normalize = _pick(given["normalize"], "normalize", form)
-        self.margin = _pick(given["margin"], "margin", form)
-        self.warmup_steps = _pick(given["warmup_steps"], "warmup_steps", form)
-        self._check_form_keys()
+        self.center = _checked_flag(_pick(given["center"], "center", form), "center")
+        self.normalize = _checked_flag(_pick(given["normalize"], "normalize", form), "normalize")
+        self.margin = _checked_margin(_pick(given["margin"], "margin", form))
+        self.warmup_steps = _checked_steps(_pick(given["warmup_steps"], "warmup_steps", form))
         if isinstance(num_patches, bool) or not isinstance(num_patches, int) or num_patches < 2:
             raise ValueError(
                 f"{KEY}.num_patches: expected an integer >= 2 (pairs need two), got {num_patches!r}"
@@ -272,27 +296,6 @@ class RPETripletTerm(LossTerm):
         self.layers = self._check_layers(layers)
         self.use_bias = bool(use_bias)
 
-    def _check_form_keys(self) -> None:
-        if not isinstance(self.center, bool):
-            raise ValueError(f"{KEY}.center: expected true, false or {FORM_DEFAULT!r}, got {self.center!r}")
-        if not isinstance(self.normalize, bool):
-            raise ValueError(
-                f"{KEY}.normalize: expected true, false or {FORM_DEFAULT!r}, got {self.normalize!r}"
-            )
-        if self.margin is not None and (
-            isinstance(self.margin, (str, bool)) or not float(self.margin) >= 0  # also refuses NaN
-        ):
-            raise ValueError(
-                f"{KEY}.margin: expected null (soft margin), a number >= 0 (hinge) or {FORM_DEFAULT!r}, "
-                f"got {self.margin!r}"
-            )
-        self.margin = None if self.margin is None else float(self.margin)
-        steps = self.warmup_steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(
-                f"{KEY}.warmup_steps: expected an integer >= 0 or {FORM_DEFAULT!r}, got {steps!r}"
-            )
-
     @staticmethod
     def _check_layers(layers: str | Sequence[int]) -> str | tuple[int, ...]:
         if isinstance(layers, str):
@@ -301,13 +304,14 @@ class RPETripletTerm(LossTerm):
                     f"{KEY}.layers: expected 'last', 'mean' or a list of layer indices, got {layers!r}"
                 )
             return layers
-        picked = tuple(layers) if isinstance(layers, Sequence) else ()
-        if not picked or not all(isinstance(i, int) and not isinstance(i, bool) for i in picked):
+        picked: tuple[object, ...] = tuple(layers) if isinstance(layers, Sequence) else ()
+        indices = tuple(i for i in picked if isinstance(i, int) and not isinstance(i, bool))
+        if not indices or len(indices) != len(picked):
             raise ValueError(
                 f"{KEY}.layers: expected 'last', 'mean' or a non-empty list of integer layer indices, "
                 f"got {layers!r}"
             )
-        return picked
+        return indices
 
     def weight_at(self, step: int) -> float:
         """``weight * min(1, step / warmup_steps)``: 0 at step 0, ``weight`` from ``warmup_steps`` on."""
@@ -327,10 +331,8 @@ class RPETripletTerm(LossTerm):
             ) from err
         if bias.dim() != 4:
             raise ValueError(f"{KEY}: expected aux['rel_pos_bias'] [L, heads, N, N], got {tuple(bias.shape)}")
-        if self.layers == "last":
-            return bias[-1:]
-        if self.layers == "mean":
-            return bias
+        if isinstance(self.layers, str):
+            return bias[-1:] if self.layers == "last" else bias  # "mean": every table
         depth = bias.shape[0]
         bad = [i for i in self.layers if not -depth <= i < depth]
         if bad:

@@ -45,7 +45,7 @@ class TermOptimizers:
     def build(self) -> None:
         """(Re)create the optimisers from the terms; applies state loaded before."""
         self.optimizers = {}
-        for name, term in self.objective.terms.items():
+        for name, term in self.objective.named_terms():
             optimizer = term.own_optimizer()
             if optimizer is not None:
                 self.optimizers[name] = optimizer
@@ -56,7 +56,7 @@ class TermOptimizers:
     def step(self, loss_scale: float = 1.0) -> None:
         """Scale each term's gradients by ``own_grad_scale() / loss_scale``, step, clear them."""
         for name, optimizer in self.optimizers.items():
-            term = self.objective.terms[name]
+            term = self.objective.term(name)
             grads = [
                 p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None
             ]
@@ -85,7 +85,7 @@ class TermOptimizers:
             optimizer.load_state_dict(state[name])
 
     def _expected_names(self) -> list[str]:
-        return [name for name, term in self.objective.terms.items() if term.has_own_optimizer]
+        return [name for name, term in self.objective.named_terms() if term.has_own_optimizer]
 
     def save(self, checkpoint: dict[str, Any]) -> None:
         """Write the optimisers' state into a Lightning checkpoint dict (nothing when there are none)."""

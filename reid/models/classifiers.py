@@ -81,6 +81,14 @@ class _CosineClassifier(nn.Module):
         self.weight = nn.Parameter(torch.empty(num_classes, in_dim))
         self._reset_weight()
 
+    def _reset_weight(self) -> None:
+        """Initialise ``weight`` as the classifier's official code does."""
+        raise NotImplementedError
+
+    def _margin_logits(self, cosine: Tensor, target: Tensor) -> Tensor:
+        """The logits ``[B, C]`` from ``cosine`` and the one-hot label mask ``target``."""
+        raise NotImplementedError
+
     def cosine(self, features: Tensor) -> Tensor:
         """``cos theta`` ``[B, C]`` of each feature with each class weight."""
         return F.linear(F.normalize(features), F.normalize(self.weight))

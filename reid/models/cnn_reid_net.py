@@ -47,6 +47,8 @@ class CNNReIDNet(nn.Module):
     classifier: the ID classifier factory (``reid.models.classifiers``); ``None``: the linear one.
     """
 
+    backbone: Any  # an nn.Module with forward_features, num_features, no_weight_decay (checked in __init__)
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -77,7 +79,7 @@ class CNNReIDNet(nn.Module):
         self.backbone = backbone
         self.pool = pool if pool is not None else GlobalAvgPool()
         self.neck_feat = neck_feat
-        self.global_head = BNNeckHead(backbone.num_features, num_classes, classifier)
+        self.global_head = BNNeckHead(int(self.backbone.num_features), num_classes, classifier)
 
     @property
     def branch_weights(self) -> tuple[float, ...]:

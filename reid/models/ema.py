@@ -8,7 +8,7 @@ Buffers (none in a ViT + DINO head) are copied, not averaged.
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 
 @torch.no_grad()
@@ -22,7 +22,7 @@ def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float) -> None
         missing = sorted(student_params.keys() ^ teacher_params.keys())[:5]
         raise ValueError(f"ema_update_: teacher and student parameters differ, e.g. {missing}")
     names = list(teacher_params)
-    teacher_list = [teacher_params[n] for n in names]
+    teacher_list: list[Tensor] = [teacher_params[n] for n in names]
     student_list = [student_params[n].detach() for n in names]
     torch._foreach_lerp_(teacher_list, student_list, 1.0 - momentum)
     for t_buf, s_buf in zip(teacher.buffers(), student.buffers()):

@@ -38,13 +38,13 @@ class IBN(nn.Module):
                 f"IBN: ratio={ratio} of {planes} channels leaves {half} for InstanceNorm; need at least one "
                 "channel for each of InstanceNorm and BatchNorm"
             )
-        self.half = half
+        self.instance_channels = half
         self.IN = nn.InstanceNorm2d(half, affine=True)
         self.BN = nn.BatchNorm2d(planes - half)
 
     def forward(self, x: Tensor) -> Tensor:
         """``[B, planes, H, W]`` -> same shape."""
-        instance, batch = torch.split(x, [self.half, x.shape[1] - self.half], dim=1)
+        instance, batch = torch.split(x, [self.instance_channels, x.shape[1] - self.instance_channels], dim=1)
         return torch.cat((self.IN(instance.contiguous()), self.BN(batch.contiguous())), dim=1)
 
 

@@ -28,26 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reid.models.ibn import IBN
 from reid.models.position import grid_size
 
 StemKind = Literal["patch", "ics"]
 INPUT_NORM_FLAG = "input_norm_flag"
 """Name of the buffer present exactly when ``input_norm`` is on."""
-
-
-class IBN(nn.Module):
-    """Instance-batch normalisation (Pan et al., IBN-Net, ECCV 2018): the first half of the channels is
-    instance-normalised (affine), the rest batch-normalised, then concatenated."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.half = channels // 2
-        self.IN = nn.InstanceNorm2d(self.half, affine=True)
-        self.BN = nn.BatchNorm2d(channels - self.half)
-
-    def forward(self, x: Tensor) -> Tensor:
-        first, second = torch.split(x, [self.half, x.shape[1] - self.half], dim=1)
-        return torch.cat((self.IN(first.contiguous()), self.BN(second.contiguous())), dim=1)
 
 
 def ics_stem(in_chans: int, hidden_dim: int = 64) -> nn.Sequential:

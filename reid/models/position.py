@@ -151,7 +151,7 @@ def infer_old_grid(num_patches: int, target: PatchGrid, source: str = "checkpoin
     embedding ``target``: its own grid when the counts are equal, else the single candidate of
     :func:`candidate_grids`; several or none are a ``ValueError`` naming ``model.weights_grid``."""
     if target.grid_size[0] * target.grid_size[1] == num_patches:
-        return tuple(target.grid_size)
+        return (int(target.grid_size[0]), int(target.grid_size[1]))
     img_size, patch, stride = target.img_size, target.patch_size, target.stride
     found = candidate_grids(num_patches, img_size, patch, stride)
     if len(found) == 1:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -188,10 +188,14 @@ class ReIDNet(nn.Module):
     def _necks(self, branch: GlobalBranchOutput, local_feats: tuple[Tensor, ...]) -> list[Tensor]:
         """BNNeck features only (evaluation with ``neck_feat="after"``: no classifier)."""
         if isinstance(self.global_head, ClsPartsNeckHead):
+            assert branch.parts is not None, "a cls_parts head is built with a part-token backbone"
             first = self.global_head.neck(branch.cls, branch.parts)
         else:
             first = self.global_head.neck(branch.feat)
-        return [first, *(head.neck(f) for head, f in zip(self.local_heads, local_feats, strict=True))]
+        local = (
+            cast(BNNeckHead, head).neck(f) for head, f in zip(self.local_heads, local_feats, strict=True)
+        )
+        return [first, *local]
 
     def _embedding(self, branch_feats: list[Tensor] | tuple[Tensor, ...]) -> Tensor:
         """``cat(global, local_1 / k, .., local_k / k)`` (official test feature)."""

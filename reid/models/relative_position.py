@@ -151,6 +151,8 @@ class RelativePositionBias(nn.Module):
     reordered or partial sequence, ``[heads, T', T']`` or ``[S, heads, T', T']``.
     """
 
+    index: Tensor  # buffer [T, T] into ``table``, of the natural token order on ``grid``
+
     def __init__(self, grid: Grid, num_heads: int, num_prefix: int = 1) -> None:
         super().__init__()
         rows, cols = _check_grid(grid, num_prefix)

@@ -84,7 +84,8 @@ class SEGate(nn.Module):
         self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1, bias=True)
         for conv in (self.fc1, self.fc2):  # microsoft/SNR's initialisation of these convolutions
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(conv.bias)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         squeezed = x.mean(dim=(2, 3), keepdim=True)
@@ -134,6 +135,11 @@ class SNRResNet(nn.Module):
         stages: which stages (1-4) an SNR block follows; the paper: ``(1, 2, 3, 4)``.
         reduction: ``r`` of every gate.
     """
+
+    conv1: nn.Module  # the ResNet's stem, adopted under its names
+    bn1: nn.Module
+    relu: nn.Module
+    maxpool: nn.Module
 
     def __init__(self, resnet: ResNet, stages: Sequence[int] = STAGES, reduction: int = 16) -> None:
         super().__init__()

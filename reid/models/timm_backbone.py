@@ -40,6 +40,8 @@ class TimmBackbone(nn.Module):
     camera_embed, stem_relu: the project's ViT / BoT ResNet options, accepted only unset.
     """
 
+    model: Any  # the timm model: forward_features, forward_head, num_features, set_grad_checkpointing
+
     def __init__(
         self,
         name: str,

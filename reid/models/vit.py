@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from timm.layers import trunc_normal_
@@ -218,14 +218,16 @@ class VisionTransformer(nn.Module):
         """Patch position embeddings ``[1, N, D]`` for ``grid`` (resized when it is not the model's)."""
         if grid is None or tuple(grid) == self.grid_size:
             return self.pos_embed
-        return resize_pos_embed(self.pos_embed, new_grid=tuple(grid), old_grid=self.grid_size)
+        return resize_pos_embed(
+            self.pos_embed, new_grid=(int(grid[0]), int(grid[1])), old_grid=self.grid_size
+        )
 
     def rel_pos_of(self, block: int) -> RelativePositionBias | None:
         """The relative table block ``block`` reads (the shared one, or the block's own), if any."""
         if self.rel_pos is None:
             return None
         index = block % len(self.blocks)
-        return self.rel_pos[0 if len(self.rel_pos) == 1 else index]
+        return cast(RelativePositionBias, self.rel_pos[0 if len(self.rel_pos) == 1 else index])
 
     def attn_bias(
         self, block: int, grid: Grid | None = None, positions: Tensor | None = None
@@ -240,7 +242,7 @@ class VisionTransformer(nn.Module):
         """Patch-to-patch bias of every table, ``[L, heads, N, N]`` (L = depth, or 1 when shared)."""
         if self.rel_pos is None:
             return None
-        return torch.stack([table.patch_bias(grid) for table in self.rel_pos])
+        return torch.stack([cast(RelativePositionBias, table).patch_bias(grid) for table in self.rel_pos])
 
     def _masks(self, count: int, tokens: Tensor, grid: Grid) -> list[Tensor | None]:
         if self.rel_pos is None:

@@ -373,6 +373,7 @@ def load_pretrained(
     report.missing = sorted(
         k for k in wanted if k not in mapped and not k.endswith(skipped) and k not in reinitialised
     )
-    if hasattr(model, "reset_local_branch") and not any(k.startswith("jpm.") for k in usable):
-        model.reset_local_branch()
+    reset_local_branch = getattr(model, "reset_local_branch", None)  # ReIDNet's, with a JPM branch
+    if callable(reset_local_branch) and not any(k.startswith("jpm.") for k in usable):
+        reset_local_branch()
     return report

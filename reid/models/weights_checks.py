@@ -77,7 +77,9 @@ def _likely_cause(name: str, saved: tuple[int, ...], wanted: tuple[int, ...]) ->
     return "architecture differs (depth, heads, MLP ratio or input size)"
 
 
-def backbone_of(model: nn.Module) -> tuple[nn.Module, str]:
+def backbone_of(model: nn.Module) -> tuple[Any, str]:
+    """The model's ``backbone`` and its key prefix, or the model itself (a bare backbone) and ``""``; typed
+    ``Any``: callers read the backbone family's own members (``patch_embed``, ``num_prefix_tokens``)."""
     backbone = getattr(model, "backbone", None)
     return (backbone, "backbone.") if isinstance(backbone, nn.Module) else (model, "")
 

@@ -186,7 +186,8 @@ class GalleryIndex:
             raise ValueError(
                 f"{self.spec.kind} index: {wrong} are not query-time parameters (allowed: {allowed})"
             )
-        return dataclasses.replace(self, spec=dataclasses.replace(self.spec, **search))
+        spec: Any = self.spec  # each spec kind has its own search fields, checked above
+        return dataclasses.replace(self, spec=dataclasses.replace(spec, **search))
 
     def description(self) -> dict[str, Any]:
         return {

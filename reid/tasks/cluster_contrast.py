@@ -29,12 +29,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-import lightning as L
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.types import OptimizerConfig
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
@@ -72,6 +72,8 @@ class ClusterContrastNet(nn.Module):
     source model's ``global_head.*`` is therefore not loaded).
     """
 
+    backbone: Any  # a ViT (forward_features, embed_dim) or a CNN (forward_features, num_features)
+
     def __init__(self, backbone: nn.Module, feature: Fusion = "cls", pool: nn.Module | None = None) -> None:
         super().__init__()
         if feature not in ("cls", "cls_parts_cat", "cls_parts_mean"):
@@ -90,11 +92,12 @@ class ClusterContrastNet(nn.Module):
         if feature != "cls" and num_parts < 1:
             raise ValueError(f"model.feature={feature!r} needs part tokens (model.backbone.num_parts >= 1)")
         self.backbone, self.feature, self.num_parts = backbone, feature, num_parts
+        self.embedding_dim: int
         if self.tokens:
-            self.embedding_dim = backbone.embed_dim * (2 if feature == "cls_parts_cat" else 1)
+            self.embedding_dim = int(self.backbone.embed_dim) * (2 if feature == "cls_parts_cat" else 1)
         else:
             self.pool = pool if pool is not None else GlobalAvgPool()
-            self.embedding_dim = int(backbone.num_features)
+            self.embedding_dim = int(self.backbone.num_features)
         self.neck = bnneck(self.embedding_dim)
 
     def forward(self, images: Tensor) -> Tensor:
@@ -120,7 +123,7 @@ def _broadcast(tensor: Tensor) -> Tensor:
     return tensor
 
 
-class ClusterContrastTask(RetrievalEvaluation, L.LightningModule):
+class ClusterContrastTask(RetrievalEvaluation):
     """Args:
     data_info, evaluation: as for :class:`~reid.tasks.TransReIDTask` (``num_classes`` is unused).
     backbone: ``_partial_`` config of a ViT factory (``reid.models.vit.vit_small``) or of a CNN one
@@ -153,7 +156,12 @@ class ClusterContrastTask(RetrievalEvaluation, L.LightningModule):
         weights_strict: bool = True,
     ) -> None:
         super().__init__()
-        hparams = {"backbone": backbone, "clustering": clustering, "memory": memory, "optimizer": optimizer}
+        hparams: dict[str, Any] = {
+            "backbone": backbone,
+            "clustering": clustering,
+            "memory": memory,
+            "optimizer": optimizer,
+        }
         hparams |= {"schedule": schedule, "weights_grid": weights_grid, "pool": pool}
         self.save_hyperparameters(
             {k: _plain(v) for k, v in hparams.items()}
@@ -185,10 +193,22 @@ class ClusterContrastTask(RetrievalEvaluation, L.LightningModule):
         return embedding
 
     # ---- pseudo labels --------------------------------------------------------------------
+    def _datamodule(self) -> Any:
+        """The trainer's datamodule (attached at run time): ``reid.data.usl_datamodule.USLDataModule``."""
+        return getattr(self.trainer, "datamodule", None)
+
+    def _labels(self) -> Tensor:
+        """This epoch's pseudo labels, set by :meth:`recluster` or a checkpoint before training uses them."""
+        if self.pseudo_labels is None:
+            raise RuntimeError(
+                "ClusterContrastTask: no pseudo labels yet (recluster() runs at each epoch start)"
+            )
+        return self.pseudo_labels
+
     @torch.no_grad()
     def training_features(self) -> Tensor:
         """``[N, D]`` features of the unlabelled training images in dataset order (eval mode, CPU float32)."""
-        datamodule = getattr(self.trainer, "datamodule", None)
+        datamodule = self._datamodule()
         if not callable(getattr(datamodule, "cluster_dataloader", None)):
             raise TypeError(
                 "ClusterContrastTask: needs the unlabelled datamodule (data=usl_market1501, usl_msmt17, "
@@ -207,7 +227,7 @@ class ClusterContrastTask(RetrievalEvaluation, L.LightningModule):
     def recluster(self) -> None:
         """Pseudo labels and memory for the current epoch from the current model (module docstring)."""
         features = self.training_features()
-        camids = torch.tensor([record.camid for record in self.trainer.datamodule.train_records])
+        camids = torch.tensor([record.camid for record in self._datamodule().train_records])
         found = self.clustering(features, camids)
         labels = _broadcast(torch.from_numpy(found.labels).to(self.device)).cpu()
         if int(labels.max()) < 0:
@@ -225,20 +245,20 @@ class ClusterContrastTask(RetrievalEvaluation, L.LightningModule):
         checkpoint's pseudo labels go to the sampler here, and the epoch's lr to the optimiser."""
         self._set_epoch_lr()
         if self.pseudo_labels is not None:
-            self.trainer.datamodule.set_pseudo_labels(self.pseudo_labels.numpy())
+            self._datamodule().set_pseudo_labels(self.pseudo_labels.numpy())
 
     def on_train_epoch_start(self) -> None:
         self._set_epoch_lr()
         if self.clustered_epoch != self.current_epoch or self.pseudo_labels is None:
             self.recluster()
-        self.trainer.datamodule.set_pseudo_labels(self.pseudo_labels.numpy())
-        outliers = int((self.pseudo_labels < 0).sum())
+        self._datamodule().set_pseudo_labels(self._labels().numpy())
+        outliers = int((self._labels() < 0).sum())
         self.log("train/num_clusters", float(self.memory.num_clusters), on_epoch=True, batch_size=1)
         self.log("train/num_outliers", float(outliers), on_epoch=True, batch_size=1)
 
     # ---- training -------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        labels = self.pseudo_labels.to(self.device)[batch["index"]]
+        labels = self._labels().to(self.device)[batch["index"]]
         loss = self.memory(self.net(batch["image"]), labels)
         size = batch["image"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
@@ -246,7 +266,7 @@ class ClusterContrastTask(RetrievalEvaluation, L.LightningModule):
         self.log("train/lr", float(self.trainer.optimizers[0].param_groups[0]["lr"]), batch_size=size)
         return loss
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerConfig:
         params = [p for p in self.net.parameters() if p.requires_grad]
         return {"optimizer": self.optimizer_factory([{"params": params, "lr_factor": 1.0}])}
 

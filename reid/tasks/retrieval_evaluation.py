@@ -1,27 +1,30 @@
 """Query/gallery evaluation shared by the re-ID tasks: supervised (TransReID, BoT), unsupervised (Cluster
 Contrast).
 
-A mixin for a LightningModule that has ``evaluation`` (:class:`~reid.evaluation.EvalConfig`),
-``sie_at_test`` and a ``forward(images, camids, viewids)`` giving the retrieval embedding: validation
+The base of a LightningModule that sets ``evaluation`` (:class:`~reid.evaluation.EvalConfig`) and
+``sie_at_test`` and whose ``forward(images, camids, viewids)`` gives the retrieval embedding: validation
 and test embed each target's query + gallery and rank them with :class:`~reid.evaluation.ReIDEvaluator`,
 logging ``val/mAP``, ``val/R1``, ... (``<prefix>/<target>/<metric>`` with several targets).
 """
 
 from __future__ import annotations
 
+import lightning as L
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from reid.data.reid_datamodule import EvaluationTarget
-from reid.evaluation import ReIDEvaluator
+from reid.evaluation import EvalConfig, ReIDEvaluator
 from reid.training.epochs import epochs_completed
 
 METRIC_KEYS = ("mAP", "R1", "R5", "R10", "mINP")
 
 
-class RetrievalEvaluation:
+class RetrievalEvaluation(L.LightningModule):
     """Validation/test hooks of a re-ID LightningModule (module docstring)."""
 
+    evaluation: EvalConfig  # set by the task's __init__
+    sie_at_test: bool  # whether forward() is given the cameras and views at evaluation
     evaluators: list[ReIDEvaluator]
     evaluation_names: list[str]
 

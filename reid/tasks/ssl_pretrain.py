@@ -19,11 +19,13 @@ so a resumed run reproduces the uninterrupted one bit for bit on CPU.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any, NamedTuple, cast
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
@@ -42,6 +44,22 @@ class Schedules(NamedTuple):
     weight_decay: np.ndarray
     momentum: np.ndarray
     teacher_temp: np.ndarray
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """The task's schedule keys (DINO's ``main_dino.py`` arguments of the same names)."""
+
+    epochs: int | None
+    lr: float
+    min_lr: float
+    warmup_epochs: float
+    weight_decay: float
+    weight_decay_end: float
+    momentum_teacher: float
+    teacher_temp: float
+    warmup_teacher_temp: float
+    warmup_teacher_temp_epochs: int
 
 
 class CropOutputs(NamedTuple):
@@ -68,7 +86,8 @@ def _as_factory(value: Any, key: str) -> Callable[..., Any]:
 
 def decay_groups(module: nn.Module) -> list[dict[str, Any]]:
     """DINO's two groups: weights with ndim > 1 (decayed; index 0) and biases / norms (not decayed)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, param in module.named_parameters():
         if not param.requires_grad:
             continue
@@ -132,17 +151,14 @@ class SSLPretrainTask(L.LightningModule):
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.requires_grad_(False)
         if num_parts:
-            self.criterion: nn.Module = PASSLoss(out_dim, num_parts, student_temp, center_momentum)
+            self.criterion: DINOLoss | PASSLoss = PASSLoss(out_dim, num_parts, student_temp, center_momentum)
         else:
             self.criterion = DINOLoss(out_dim, student_temp, center_momentum)
         self.optimizer_factory = optimizer
-        self.hp = {
-            "epochs": epochs, "lr": lr, "min_lr": min_lr, "warmup_epochs": warmup_epochs,
-            "weight_decay": weight_decay, "weight_decay_end": weight_decay_end,
-            "momentum_teacher": momentum_teacher, "teacher_temp": teacher_temp,
-            "warmup_teacher_temp": warmup_teacher_temp,
-            "warmup_teacher_temp_epochs": warmup_teacher_temp_epochs,
-        }  # fmt: skip
+        self.hp = ScheduleSettings(
+            epochs, lr, min_lr, warmup_epochs, weight_decay, weight_decay_end, momentum_teacher,
+            teacher_temp, warmup_teacher_temp, warmup_teacher_temp_epochs,
+        )  # fmt: skip
         self.clip_grad = clip_grad
         self.freeze_last_layer_epochs = freeze_last_layer_epochs
         self.step_seed = step_seed
@@ -157,7 +173,7 @@ class SSLPretrainTask(L.LightningModule):
     def _network(
         self, backbone: Callable[..., nn.Module], drop_path: float, *head_args: Any
     ) -> nn.ModuleDict:
-        net = backbone(num_parts=self.num_parts, drop_path_rate=drop_path)
+        net: Any = backbone(num_parts=self.num_parts, drop_path_rate=drop_path)  # the project's ViT
         if getattr(net, "num_parts", 0) != self.num_parts:
             raise ValueError(
                 f"SSLPretrainTask: backbone built with num_parts={net.num_parts}, expected {self.num_parts}"
@@ -168,24 +184,22 @@ class SSLPretrainTask(L.LightningModule):
     def build_schedules(self, batch_size: int, steps_per_epoch: int) -> Schedules:
         """The four per-step arrays for ``batch_size`` images per rank."""
         hp = self.hp
-        epochs = hp["epochs"] or self.trainer.max_epochs
+        epochs = hp.epochs or self.trainer.max_epochs
         if (epochs is None or epochs <= 0) and self.trainer.max_steps > 0:
             epochs = -(-self.trainer.max_steps // steps_per_epoch)
         if epochs is None or epochs <= 0:
             raise ValueError(
                 "SSLPretrainTask: set model.epochs, trainer.max_epochs or trainer.max_steps (schedule length)"
             )
-        peak = hp["lr"] * batch_size * self.trainer.world_size / 256.0
+        peak = hp.lr * batch_size * self.trainer.world_size / 256.0
         return Schedules(
-            lr=cosine_schedule(
-                peak, hp["min_lr"], epochs, steps_per_epoch, warmup_epochs=hp["warmup_epochs"]
-            ),
-            weight_decay=cosine_schedule(hp["weight_decay"], hp["weight_decay_end"], epochs, steps_per_epoch),
-            momentum=cosine_schedule(hp["momentum_teacher"], 1.0, epochs, steps_per_epoch),
+            lr=cosine_schedule(peak, hp.min_lr, epochs, steps_per_epoch, warmup_epochs=hp.warmup_epochs),
+            weight_decay=cosine_schedule(hp.weight_decay, hp.weight_decay_end, epochs, steps_per_epoch),
+            momentum=cosine_schedule(hp.momentum_teacher, 1.0, epochs, steps_per_epoch),
             teacher_temp=teacher_temperature_schedule(
-                hp["warmup_teacher_temp"],
-                hp["teacher_temp"],
-                hp["warmup_teacher_temp_epochs"],
+                hp.warmup_teacher_temp,
+                hp.teacher_temp,
+                hp.warmup_teacher_temp_epochs,
                 epochs,
                 steps_per_epoch,
             ),
@@ -195,16 +209,21 @@ class SSLPretrainTask(L.LightningModule):
         return float(values[min(self._step, len(values) - 1)])
 
     # ---- forward ---------------------------------------------------------------------------------
+    @staticmethod
+    def _backbone(net: nn.ModuleDict) -> Any:
+        """The ViT of a student or teacher network (``forward_features``, ``embed_dim``)."""
+        return net["backbone"]
+
     def _outputs(self, net: nn.ModuleDict, crops: list[Tensor], regions: Tensor | None) -> CropOutputs:
         """Head outputs on the global crops (CLS and all parts) and, if ``regions`` is given, the locals."""
         num_tokens = 1 + self.num_parts
         globals_ = torch.cat(crops[:2])
-        tokens = net["backbone"].forward_features(globals_)[:, :num_tokens]
+        tokens = self._backbone(net).forward_features(globals_)[:, :num_tokens]
         out_g = net["head"](tokens).unflatten(0, (2, -1))
         if regions is None or len(crops) == 2:
             return CropOutputs(out_g, None)
         local = torch.cat(crops[2:])
-        tokens = net["backbone"].forward_features(local)
+        tokens = self._backbone(net).forward_features(local)
         batch = crops[2].shape[0]
         selected = [tokens[:, 0]]
         if self.num_parts:
@@ -250,11 +269,13 @@ class SSLPretrainTask(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         self._step = self.global_step
         if self.schedules is None:
-            self.schedules = self.build_schedules(batch["index"].shape[0], self.trainer.num_training_batches)
+            self.schedules = self.build_schedules(
+                batch["index"].shape[0], int(self.trainer.num_training_batches)
+            )
         if self.step_seed is not None:
             torch.manual_seed(self.step_seed + self._step)
         lr, wd = self._schedule_value(self.schedules.lr), self._schedule_value(self.schedules.weight_decay)
-        optimizer = self.optimizers().optimizer
+        optimizer = cast(LightningOptimizer, self.optimizers()).optimizer  # the one optimiser
         for i, group in enumerate(optimizer.param_groups):
             group["lr"] = lr
             if i == 0:
@@ -267,7 +288,7 @@ class SSLPretrainTask(L.LightningModule):
                 f"SSLPretrainTask: loss is {loss.item()} at step {self._step} (epoch {self.current_epoch}, "
                 f"lr {lr:.3g}); stopping. Lower model.lr, raise model.warmup_epochs or model.clip_grad."
             )
-        log = {f"train/{name}": value.detach() for name, value in losses.items()}
+        log: dict[str, Tensor | float] = {f"train/{name}": value.detach() for name, value in losses.items()}
         log |= {"train/lr": lr, "train/wd": wd, "train/teacher_temp": temp}
         log["train/momentum"] = self._schedule_value(self.schedules.momentum)
         batch_size = batch["index"].shape[0]
@@ -299,11 +320,13 @@ class SSLPretrainTask(L.LightningModule):
                     scale = self.clip_grad / (param.grad.norm(2) + 1e-6)
                     param.grad.mul_(scale.clamp(max=1.0))
         if self.current_epoch < self.freeze_last_layer_epochs:
-            for param in self.student["head"].last_layer.parameters():
+            for param in cast(DINOHead, self.student["head"]).last_layer.parameters():
                 param.grad = None
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
+        if self.schedules is None:
+            raise RuntimeError("SSLPretrainTask: optimizer_step before training_step built the schedules")
         ema_update_(self.teacher, self.student, self._schedule_value(self.schedules.momentum))
 
     def configure_optimizers(self) -> Optimizer:
@@ -312,14 +335,14 @@ class SSLPretrainTask(L.LightningModule):
     @torch.no_grad()
     def monitor_features(self, images: Tensor) -> Tensor:
         """Teacher backbone retrieval feature: [CLS], or cat(CLS, mean(parts)) for PASS."""
-        tokens = self.teacher["backbone"].forward_features(images)
+        tokens = self._backbone(self.teacher).forward_features(images)
         if not self.num_parts:
             return tokens[:, 0]
         return torch.cat([tokens[:, 0], tokens[:, 1 : 1 + self.num_parts].mean(dim=1)], dim=1)
 
     # ---- test: the teacher's retrieval scores on the datamodule's monitor set --------------------
     def on_test_epoch_start(self) -> None:
-        num_query = getattr(self.trainer.datamodule, "num_query", 0)
+        num_query = getattr(getattr(self.trainer, "datamodule", None), "num_query", 0)  # attached at run time
         self._test_evaluator = (
             ReIDEvaluator(num_query, as_eval_config(self.evaluation)) if num_query else None
         )

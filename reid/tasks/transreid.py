@@ -18,17 +18,17 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.types import OptimizerConfig
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from reid.data.records import DatasetInfo
 from reid.evaluation import EvalConfig, ReIDEvaluator
 from reid.losses import Objective, ObjectiveInput, TermOptimizers, build_objective
-from reid.models.reid_net import ReIDModelOutput, ReIDNet
+from reid.models.reid_net import GlobalFeature, NeckFeat, ReIDModelOutput, ReIDNet
 from reid.models.weights import load_pretrained
 from reid.optim import ParamGroupConfig, build_param_groups, set_epoch_lr
 from reid.tasks.retrieval_evaluation import RetrievalEvaluation
@@ -68,7 +68,7 @@ def camera_embed_settings(sie: Mapping[str, Any] | None, data_info: DatasetInfo)
     }
 
 
-class TransReIDTask(RetrievalEvaluation, L.LightningModule):
+class TransReIDTask(RetrievalEvaluation):
     """Args:
     data_info: classes / cameras / views of the training data.
     evaluation: how retrieval is scored (metric, normalisation, flip, AQE, re-ranking).
@@ -111,8 +111,8 @@ class TransReIDTask(RetrievalEvaluation, L.LightningModule):
         optimizer: DictConfig | Mapping,
         sie: DictConfig | Mapping | None = None,
         jpm: DictConfig | Mapping | None = None,
-        neck_feat: str = "before",
-        feature: str = "cls",
+        neck_feat: NeckFeat = "before",
+        feature: GlobalFeature = "cls",
         param_groups: DictConfig | Mapping | None = None,
         schedule: DictConfig | Mapping | None = None,
         weights: str | None = None,
@@ -239,7 +239,7 @@ class TransReIDTask(RetrievalEvaluation, L.LightningModule):
         base = [g for g in groups if g.get("lr_factor", 1.0) == 1.0] or groups
         return float(base[0]["lr"])
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerConfig:
         base_lr = float(self.optimizer_factory.keywords["lr"])
         weight_decay = float(self.optimizer_factory.keywords.get("weight_decay", 0.0))
         groups = build_param_groups(self.net, base_lr, weight_decay, self.param_group_config)

@@ -24,12 +24,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from reid.data.datasets.luperson import load_luperson, resolve_folder
 from reid.data.image_dataset import ImageDataset
 from reid.data.transforms import ReIDTransforms
+from reid.models.vit import VisionTransformer
 from reid.tools.export_backbone import build_backbone, extract_backbone, load_state
 
 
@@ -53,7 +54,7 @@ def top_n(scores: Tensor, n: int) -> list[int]:
 
 def load_proxy(
     path: str | Path, prefix: str | None, img_size: Sequence[int], stride: int | None
-) -> nn.Module:
+) -> VisionTransformer:
     """A ViT proxy model from a checkpoint; ``prefix`` selects its backbone keys (None: auto)."""
     state = load_state(path)
     if prefix:
@@ -65,7 +66,7 @@ def load_proxy(
 
 @torch.no_grad()
 def embed_pairs(
-    source: nn.Module, target: nn.Module, loader: DataLoader, device: torch.device
+    source: VisionTransformer, target: VisionTransformer, loader: DataLoader, device: torch.device
 ) -> tuple[Tensor, Tensor]:
     """[CLS] features of both proxies for every image of ``loader``, in loader order."""
     source, target = source.to(device), target.to(device)

@@ -94,7 +94,7 @@ def infer_stride(state: Mapping[str, Tensor], img_size: Sequence[int], patch_siz
     count = int(state["pos_embed"].shape[1])
     recorded = tuple(int(v) for v in state[POS_GRID].tolist()) if POS_GRID in state else None
     for stride in range(patch_size, 0, -1):
-        rows, cols = grid_size(tuple(img_size), patch_size, stride)
+        rows, cols = grid_size((int(img_size[0]), int(img_size[1])), patch_size, stride)
         if (rows, cols) == recorded or (recorded is None and rows * cols == count):
             return stride
     what = f"a {recorded[0]}x{recorded[1]} grid ({POS_GRID})" if recorded else f"{count} positions"
@@ -109,7 +109,7 @@ def build_backbone(
     """A ViT shaped like ``state`` with its weights loaded (strict); ``stride`` inferred when None."""
     arch = architecture(state)
     stride = stride or infer_stride(state, img_size, int(arch["patch_size"]))
-    model = VisionTransformer(img_size=tuple(img_size), stride=stride, **arch)
+    model = VisionTransformer(img_size=(int(img_size[0]), int(img_size[1])), stride=stride, **arch)
     model.load_state_dict(state, strict=True)
     return model
 

@@ -325,17 +325,20 @@ def rank_main(argv: Sequence[str]) -> list[RankedQuery]:
         raise ValueError("--rerank / --aqe rank the whole gallery exactly; leave out --index")
     parse_device(args.device)  # the inputs are checked before the model is loaded
     queries = collect_images(args.query)
-    gallery_file = Path(args.gallery).suffix in FEATURE_SUFFIXES
-    gallery_source = read_extracted(args.gallery) if gallery_file else collect_images(args.gallery)
+    extracted = read_extracted(args.gallery) if Path(args.gallery).suffix in FEATURE_SUFFIXES else None
+    gallery_images = collect_images(args.gallery) if extracted is None else []
     model = load_trained_model(args.run, args.checkpoint, device=args.device)
     progress = not args.no_progress
     cameras = args.camids_from_names
-    if gallery_file:
-        gallery = gallery_source
-        check_gallery_file(model, args.gallery, gallery, cameras)
-    precision = args.precision or (gallery.metadata.get("precision") if gallery_file else None) or "32-true"
-    if not gallery_file:
-        gallery = embed(model, gallery_source, args.batch_size, progress, cameras, precision)
+    if extracted is not None:
+        check_gallery_file(model, args.gallery, extracted, cameras)
+    recorded = extracted.metadata.get("precision") if extracted is not None else None
+    precision = args.precision or recorded or "32-true"
+    gallery = (
+        extracted
+        if extracted is not None
+        else embed(model, gallery_images, args.batch_size, progress, cameras, precision)
+    )
     query = embed(model, queries, args.batch_size, progress, cameras, precision)
     config = evaluation_config(model, args.rerank, args.aqe)
     results = ranked_queries(query, gallery, rank(query, gallery, args, config))

@@ -48,7 +48,7 @@ from reid.dataset_options import resolve_dataset_lists
 from reid.inference import TrainedModel, add_run_arguments, load_trained_model
 from reid.inference.device import parse_device
 from reid.inference.image_files import collect_images
-from reid.inference.trained_model import find_run_files, read_checkpoint
+from reid.inference.trained_model import find_run_files, read_checkpoint, read_run_config
 from reid.tools.export_backbone import build_backbone, extract_backbone
 from reid.visualization.attention import (
     activation_map,
@@ -83,7 +83,8 @@ def _run_folder(config: Path) -> Path:
 
 def _picture_names(paths: Sequence[str], kind: str = "attention", epoch: int | None = None) -> list[str]:
     """``<kind>_<file stem>[_epoch<k>].png``, numbered when two images share a stem."""
-    names, seen = [], {}
+    names: list[str] = []
+    seen: dict[str, int] = {}
     suffix = f"_epoch{epoch}" if epoch is not None else ""
     for path in paths:
         stem = Path(path).stem
@@ -96,7 +97,7 @@ def _picture_names(paths: Sequence[str], kind: str = "attention", epoch: int | N
 class ViewedModel:
     """What the pictures are drawn from: a backbone in eval mode and its test transform."""
 
-    backbone: torch.nn.Module
+    backbone: Any  # the trained model's backbone: a ViT (blocks, attention) or a CNN
     transform: Any
     image_size: tuple[int, int]
     checkpoint: Path
@@ -113,7 +114,8 @@ def view_model(run: str, checkpoint: str | None, device: str) -> ViewedModel:
     epoch = int(read_checkpoint(files.checkpoint).get("epoch", -1)) + 1
     if str(OmegaConf.select(cfg, "model._target_", default="")).endswith("SSLPretrainTask"):
         state = extract_backbone(read_checkpoint(files.checkpoint)["state_dict"], "teacher")
-        size = tuple(int(v) for v in OmegaConf.select(cfg, "data.augment.global_size"))
+        height, width = (int(v) for v in OmegaConf.select(cfg, "data.augment.global_size"))
+        size = (height, width)
         backbone = build_backbone(state, size).to(device).eval()
         mean = tuple(float(v) for v in OmegaConf.select(cfg, "data.augment.mean", default=[0.5] * 3))
         std = tuple(float(v) for v in OmegaConf.select(cfg, "data.augment.std", default=[0.5] * 3))
@@ -185,7 +187,7 @@ def attention(
     return reports
 
 
-def _block_name(backbone: torch.nn.Module, layer: int) -> str:
+def _block_name(backbone: Any, layer: int) -> str:
     depth = len(backbone.blocks)
     return f"block {layer % depth + 1} of {depth}"
 
@@ -213,8 +215,7 @@ def ranked(
     model: TrainedModel, out: Path, worst: int, best: int, top_k: int, data_dir: str | None
 ) -> list[Path]:
     """Test the run's model on its test data with the ranked-list callback; the pictures written."""
-    register_resolvers()
-    cfg = OmegaConf.load(model.files.config)
+    cfg = read_run_config(model.files.config)
     with open_dict(cfg):
         cfg.paths.data_dir = data_dir if data_dir is not None else run_data_dir(cfg, model.files.config)
     resolve_dataset_lists(cfg)

@@ -27,7 +27,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from reid.models.weights_file import diagnose
 
-_PATH = str | os.PathLike
+_PATH = str | pathlib.Path  # lightning's checkpoint path type
 
 
 class CheckpointLoadError(RuntimeError):

@@ -20,6 +20,7 @@ import csv
 import io
 import logging
 import os
+from typing import cast
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
@@ -143,7 +144,7 @@ class ResumableCSVLogger(CSVLogger):
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = AppendingWriter(log_dir=self.log_dir)
-        return self._experiment
+        return cast(ExperimentWriter, self._experiment)  # always an AppendingWriter, set here
 
     def resume_at(self, step: int) -> None:
         """A run resumes from a checkpoint at ``step``: drop the rows logged after it (logged again)."""

@@ -51,6 +51,8 @@ class GlobalBatchNorm(_BatchNorm):
 
     @torch.no_grad()
     def _update_running_stats(self, mean: Tensor, unbiased_var: Tensor) -> None:
+        assert self.num_batches_tracked is not None and self.running_mean is not None  # track_running_stats
+        assert self.running_var is not None
         self.num_batches_tracked.add_(1)
         momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         self.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)

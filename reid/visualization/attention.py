@@ -47,7 +47,7 @@ FONT_SIZE = 11
 COLOUR_MAP = "inferno"
 
 
-def attention_weights(attn: nn.Module, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+def attention_weights(attn: Any, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
     """``softmax(q k^T * scale + mask)`` per head, ``[B, heads, T, T]``, of a timm ``Attention`` module on its
     input ``x`` ``[B, T, D]`` (the block's normed tokens), as its fused kernel computes it."""
     batch, tokens, _ = x.shape
@@ -100,7 +100,7 @@ def _maps(weights: Tensor, num_prefix: int, grid: tuple[int, int]) -> Tensor:
     return rows.reshape(weights.shape[0], num_prefix, *grid)
 
 
-def _check_choice(backbone: nn.Module, layer: int, head: int | None) -> None:
+def _check_choice(backbone: Any, layer: int, head: int | None) -> None:
     if not hasattr(backbone, "blocks") or not hasattr(backbone, "num_prefix_tokens"):
         raise TypeError(
             "attention maps need a ViT backbone (reid.models.vit.VisionTransformer), got "
@@ -117,7 +117,7 @@ def _check_choice(backbone: nn.Module, layer: int, head: int | None) -> None:
 
 @torch.no_grad()
 def block_attention(
-    backbone: nn.Module,
+    backbone: Any,
     images: Tensor,
     camids: Tensor | None = None,
     layer: int = -1,
@@ -135,13 +135,13 @@ def block_attention(
     return AttentionMaps(cls=maps[:, 0], parts=maps[:, 1:])
 
 
-def last_block_attention(backbone: nn.Module, images: Tensor, camids: Tensor | None = None) -> AttentionMaps:
+def last_block_attention(backbone: Any, images: Tensor, camids: Tensor | None = None) -> AttentionMaps:
     """:func:`block_attention` of the last block, heads averaged."""
     return block_attention(backbone, images, camids)
 
 
 @torch.no_grad()
-def head_attention(backbone: nn.Module, images: Tensor, layer: int = -1) -> Tensor:
+def head_attention(backbone: Any, images: Tensor, layer: int = -1) -> Tensor:
     """``[B, heads, R, C]``: the [CLS] map of every head in block ``layer`` (the DINO picture)."""
     _check_choice(backbone, layer, None)
     with capture_attention(backbone.blocks[layer].attn, per_head=True) as captured:
@@ -153,7 +153,7 @@ def head_attention(backbone: nn.Module, images: Tensor, layer: int = -1) -> Tens
 
 
 @torch.no_grad()
-def activation_map(backbone: nn.Module, images: Tensor) -> Tensor:
+def activation_map(backbone: Any, images: Tensor) -> Tensor:
     """``[B, h, w]``: torchreid's activation map of a CNN backbone (module docstring), summing to 1."""
     if not hasattr(backbone, "forward_features"):
         raise TypeError(

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from reid.evaluation.rank import RankResult
 
@@ -106,12 +107,20 @@ def read_map_history(metrics_csv: str | Path) -> dict[str, list[tuple[int, float
 def without_plain_copies(history: Mapping[str, Sequence[tuple[int, float]]]) -> dict[str, list]:
     """``history`` without empty series and, for a stage with per-target series, without its plain
     ``<stage>/mAP`` (a copy of the first target's)."""
-    targeted = {MAP_COLUMN.match(n)["prefix"] for n in history if MAP_COLUMN.match(n)["target"]}
+    columns = {name: _map_column(name) for name in history}
+    targeted = {column["prefix"] for column in columns.values() if column["target"]}
     return {
         name: list(points)
         for name, points in history.items()
-        if points and not (MAP_COLUMN.match(name)["target"] is None and name.split("/")[0] in targeted)
+        if points and not (columns[name]["target"] is None and name.split("/")[0] in targeted)
     }
+
+
+def _map_column(name: str) -> re.Match[str]:
+    match = MAP_COLUMN.match(name)
+    if match is None:
+        raise ValueError(f"{name!r} is no mAP series name (val/mAP, test/<target>/mAP, ...)")
+    return match
 
 
 def save_map_curve(
@@ -127,11 +136,15 @@ def save_map_curve(
     for name, points in series.items():
         epochs, values = zip(*points, strict=True)
         test = name.startswith("test/")
-        style = {"marker": "s" if test else "o", "linestyle": ":" if test else "-"}
-        axes.plot(epochs, values, label=name, color=colours[series_target(name)], **style)
+        axes.plot(
+            epochs, values, label=name, color=colours[series_target(name)],
+            marker="s" if test else "o", linestyle=":" if test else "-",
+        )  # fmt: skip
     top = max(value for points in series.values() for _, value in points if math.isfinite(value))
     axes.set(xlabel="epochs completed", ylabel="mAP (%)", title=title, ylim=(0, max(5.0, 1.1 * top)))
-    axes.xaxis.get_major_locator().set_params(integer=True)
+    locator = axes.xaxis.get_major_locator()  # matplotlib's AutoLocator, a MaxNLocator
+    if isinstance(locator, MaxNLocator):
+        locator.set_params(integer=True)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     return _save(figure, Path(path))

@@ -129,7 +129,7 @@ def test_ibn_sits_on_bn1_of_every_block_of_stages_1_to_3_only():
     for stage, planes in zip(range(1, 5), (64, 128, 256, 512)):
         for block in getattr(net, f"layer{stage}"):
             if stage < 4:
-                assert isinstance(block.bn1, IBN) and block.bn1.half == planes // 2
+                assert isinstance(block.bn1, IBN) and block.bn1.instance_channels == planes // 2
                 assert block.bn1.IN.affine and not block.bn1.IN.track_running_stats
                 assert block.bn1.BN.num_features == planes - planes // 2
             else:
@@ -151,7 +151,7 @@ def test_ibn_normalises_the_first_half_per_image_and_the_rest_per_batch():
         rest.var((0, 2, 3), unbiased=False, keepdim=True) + 1e-5
     )
     torch.testing.assert_close(out, torch.cat((per_image, per_batch), 1), rtol=1e-5, atol=1e-5)
-    assert IBN(5).half == 2  # int(planes * 0.5), the official rounding
+    assert IBN(5).instance_channels == 2  # int(planes * 0.5), the official rounding
     with pytest.raises(ValueError, match="ratio=0.1 of 5 channels"):
         IBN(5, ratio=0.1)
 

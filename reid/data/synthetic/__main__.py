@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from reid.data.synthetic.duke_tree import DukeSpec, generate_duke_tree, is_complete_duke_tree
@@ -68,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     root = Path(args.root).expanduser()
+    spec: LUPersonSpec | DukeSpec | SyntheticSpec
+    generate: Callable[..., Path]
     if args.luperson:
         spec = LUPersonSpec(args.images, args.scenes, args.identities, args.seed)
         complete, generate = is_complete_luperson_tree(root, spec), generate_luperson_tree

@@ -60,7 +60,7 @@ from reid.data.synthetic.render import (
     encode_jpeg,
     sample_pose,
 )
-from reid.data.synthetic.tree import MARKER_NAME, publish_tree, register_generator
+from reid.data.synthetic.tree import MARKER_NAME, holds_finished_tree, publish_tree, register_generator
 
 GENERATOR = "reid.data.synthetic.duke"
 FORMAT_VERSION = 1
@@ -203,16 +203,8 @@ register_generator(GENERATOR, _generated_files)
 
 def is_complete_duke_tree(root: Path, spec: DukeSpec) -> bool:
     """True if ``root`` holds a finished synthetic Duke tree generated with exactly ``spec``."""
-    marker = Path(root) / MARKER_NAME
-    if not marker.is_file():
-        return False
-    try:
-        content = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
     splits = (TRAIN_FOLDER, QUERY_FOLDER, GALLERY_FOLDER)
-    folders = all((Path(root) / DUKE_FOLDER / split).is_dir() for split in splits)
-    return folders and content == _marker_content(spec)
+    return holds_finished_tree(root, _marker_content(spec), [f"{DUKE_FOLDER}/{split}" for split in splits])
 
 
 def _write_tree(folder: Path, spec: DukeSpec) -> None:

@@ -42,7 +42,7 @@ from reid.data.synthetic.render import (
     encode_jpeg,
     sample_pose,
 )
-from reid.data.synthetic.tree import MARKER_NAME, publish_tree, register_generator
+from reid.data.synthetic.tree import MARKER_NAME, holds_finished_tree, publish_tree, register_generator
 
 GENERATOR = "reid.data.synthetic.luperson"
 FORMAT_VERSION = 1
@@ -186,14 +186,7 @@ register_generator(GENERATOR, _generated_files)
 
 def is_complete_luperson_tree(root: Path, spec: LUPersonSpec) -> bool:
     """True if ``root`` holds a finished synthetic LUPerson tree generated with exactly ``spec``."""
-    marker = Path(root) / MARKER_NAME
-    if not marker.is_file():
-        return False
-    try:
-        content = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return content == _marker_content(spec)
+    return holds_finished_tree(root, _marker_content(spec))
 
 
 def _write_tree(folder: Path, spec: LUPersonSpec) -> None:

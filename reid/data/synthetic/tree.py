@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -55,17 +55,24 @@ def _marker_content(spec: SyntheticSpec) -> dict:
     return {"generator": "reid.data.synthetic", "format_version": FORMAT_VERSION, **spec.as_dict()}
 
 
-def is_complete_tree(root: Path, spec: SyntheticSpec) -> bool:
-    """True if ``root`` holds a finished tree generated with exactly ``spec``."""
-    marker = root / MARKER_NAME
+def holds_finished_tree(
+    root: str | Path, marker_content: Mapping[str, Any], folders: Sequence[str] = ()
+) -> bool:
+    """True if ``root`` holds a finished generated tree: its marker (written last) reads ``marker_content``
+    and each of ``folders`` is there. Every synthetic generator decides reuse by this."""
+    marker = Path(root) / MARKER_NAME
     if not marker.is_file():
         return False
     try:
         content = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    folders = all((root / f).is_dir() for f in (TRAIN_FOLDER, QUERY_FOLDER, GALLERY_FOLDER))
-    return folders and content == _marker_content(spec)
+    return content == marker_content and all((Path(root) / folder).is_dir() for folder in folders)
+
+
+def is_complete_tree(root: Path, spec: SyntheticSpec) -> bool:
+    """True if ``root`` holds a finished tree generated with exactly ``spec``."""
+    return holds_finished_tree(root, _marker_content(spec), (TRAIN_FOLDER, QUERY_FOLDER, GALLERY_FOLDER))
 
 
 class _Renderer:
