@@ -125,10 +125,10 @@ def measured_build(build: Callable[[], Sequence[Record]]) -> tuple[Sequence[Reco
 
 def first_batch_seconds(root: Path, keep: Path) -> tuple[float, float]:
     """Seconds from the keep-list to the first pretraining batch, and of the setup part alone."""
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
     from hydra.utils import instantiate
 
-    from reid.config import CONFIG_DIR
+    from reid.config_store import hydra_context
 
     overrides = [
         "experiment=dino_lup",
@@ -137,7 +137,7 @@ def first_batch_seconds(root: Path, keep: Path) -> tuple[float, float]:
         "data.check_images=false",
         "data.num_workers=2",
     ]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with hydra_context():
         cfg = compose("run", overrides=overrides)
     start = time.perf_counter()
     datamodule = instantiate(cfg.data)

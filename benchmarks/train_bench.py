@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_bench_doc import write_section
 
 from reid.config import CONFIG_DIR, register_resolvers
+from reid.config_store import compose_option
 from reid.data.records import DatasetInfo
 from reid.evaluation import EvalConfig
 
@@ -91,13 +92,8 @@ FAMILIES = {
 
 
 def model_node(name: str) -> DictConfig:
-    """conf/model/<name>.yaml merged over its ``defaults`` chain (``- base`` then ``- _self_``)."""
-    node = OmegaConf.load(CONFIG_DIR / "model" / f"{name}.yaml")
-    if "defaults" not in node:
-        return node
-    bases = [d for d in node.defaults if d != "_self_"]
-    own = {k: v for k, v in node.items() if k != "defaults"}
-    return OmegaConf.merge(*(model_node(base) for base in bases), own)
+    """conf/model/<name>.yaml as Hydra composes it (its bases and schema applied)."""
+    return compose_option("model", name)
 
 
 def supervised_task(model: str, image_size: tuple[int, int] = (256, 128), **overrides) -> L.LightningModule:

@@ -1,6 +1,5 @@
-"""Checks of the composed run config before anything is built: each bad value is refused with the key,
-the value given and what was expected (``data.batch_size=abc`` would otherwise fail deep inside the
-sampler, ``trainer.max_epochs=abc`` inside Lightning, after the dataset was parsed).
+"""Checks of the composed run config before anything is built, for settings that only make sense together
+(a key of the wrong name or type already failed at compose time: ``reid.config_store``).
 
 :class:`RecordRunSettings` writes the settings a resume must keep (seed, batch size, epochs, ...)
 into every checkpoint, and :func:`warn_on_changed_settings` lists the ones a resume changed.
@@ -12,17 +11,13 @@ its place, with a logged line: N CPU processes normalise with the global batch's
 
 from __future__ import annotations
 
-import inspect
 import logging
-import numbers
-from collections.abc import Callable, Mapping
-from typing import TypeGuard
+from collections.abc import Mapping
 
 import lightning as L
 import torch
-from hydra.utils import get_object as _locate
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger("reid")
 
@@ -33,49 +28,11 @@ class ConfigValueError(ValueError):
     """A config value of the wrong type or range; the message names the key and what was expected."""
 
 
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> TypeGuard[float]:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-_Rule = tuple[Callable[[object], bool], str]
-_POSITIVE_INT: _Rule = (lambda v: _is_int(v) and v > 0, "a positive integer")
-_RULES: dict[str, _Rule] = {
-    "seed": (_is_int, "an integer"),
-    "data.batch_size": _POSITIVE_INT,
-    "data.test_batch_size": _POSITIVE_INT,
-    "data.num_instances": _POSITIVE_INT,
-    "data.num_workers": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "data.image_size": (
-        lambda v: (
-            isinstance(v, ListConfig | list | tuple) and len(v) == 2 and all(_is_int(s) and s > 0 for s in v)
-        ),
-        "[height, width]: two positive integers",
-    ),
-    "trainer.max_epochs": (
-        lambda v: v is None or (_is_int(v) and v >= -1),
-        "an integer >= -1 (-1: no limit)",
-    ),
-    "trainer.max_steps": (lambda v: _is_int(v) and v >= -1, "an integer >= -1 (-1: no limit)"),
-    "model.optimizer.lr": (lambda v: _is_number(v) and v > 0, "a positive number"),
-}
-"""Keys checked when the config has them (the SSL datamodule, for one, has no ``num_instances``)."""
-
-
 def check_config(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigValueError` for the first bad value of :data:`_RULES` or a ``model`` key its
-    task does not take; under DDP on CPU ``trainer.sync_batchnorm`` uses ``GlobalBatchNormSync`` (logged)."""
-    for key, (valid, expected) in _RULES.items():
-        value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
-        if value is _ABSENT:
-            continue
-        if not valid(value):
-            shown = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
-            raise ConfigValueError(f"{key}={shown!r} ({type(value).__name__}): expected {expected}")
-    _model_keys_are_task_parameters(cfg)
+    """Raise :class:`ConfigValueError` for settings that only make sense together (the weights selection
+    and its validation split, fp16 on CPU); under DDP on CPU ``trainer.sync_batchnorm`` uses
+    ``GlobalBatchNormSync`` (logged). Keys and types are checked at compose time by the group schemas
+    (``reid.config_store``), ranges by the constructors that take them."""
     _selection_has_a_validation_split(cfg)
     _cpu_ddp_global_batchnorm(cfg)
     _fp16_with_a_scaler_on_cpu(cfg)
@@ -101,32 +58,6 @@ def _selection_has_a_validation_split(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor", default=None) != "val/mAP":
         raise ConfigValueError(
             "test_weights=best needs callbacks.model_checkpoint.monitor=val/mAP (selection=best sets it)"
-        )
-
-
-_SPECIAL_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
-
-
-def _model_keys_are_task_parameters(cfg: DictConfig) -> None:
-    """Every key of ``cfg.model`` must be a parameter of its ``_target_`` (the task): a key the task does
-    not take, such as ``model/classifier=arcface`` under a self-supervised or clustering model or a
-    ``+model.<typo>=...``, is named with the task's parameters instead of failing in its constructor."""
-    model = cfg.get("model")
-    if not isinstance(model, DictConfig) or not isinstance(model.get("_target_"), str):
-        return
-    try:
-        task = _locate(model._target_)
-        parameters = inspect.signature(task).parameters
-    except (ImportError, AttributeError, TypeError, ValueError):
-        return  # an unknown target is reported by instantiate itself, with its import error
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    unknown = [str(key) for key in model if key not in _SPECIAL_KEYS and key not in parameters]
-    if unknown:
-        taken = ", ".join(name for name in parameters if name not in ("data_info", "evaluation"))
-        raise ConfigValueError(
-            f"model.{unknown[0]}: {model._target_} takes no '{unknown[0]}' (its keys: {taken}); drop it or "
-            "pick a model that has it"
         )
 
 

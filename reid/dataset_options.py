@@ -13,17 +13,14 @@ composes. ``null`` (the default) evaluates on the training dataset, and trains o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from reid.config import CONFIG_DIR
 from reid.config_checks import ConfigValueError
-from reid.data.datasets.registry import store_dataset_configs
+from reid.config_store import compose_option, hydra_context
 
 TEST_KEY = "data.test_datasets"
 TRAIN_KEY = "data.extra_train_datasets"
@@ -33,29 +30,16 @@ _ONCE = {TEST_KEY: "each target is evaluated once", TRAIN_KEY: "each source is a
 _EXAMPLE = {TEST_KEY: "[dukemtmc,msmt17]", TRAIN_KEY: "[dukemtmc]"}
 
 
-@contextmanager
-def _hydra(config_dir: Path) -> Iterator[None]:
-    """The running Hydra app's config search path, or ``config_dir`` outside one (tests, tools); the
-    registered datasets are in the ConfigStore either way."""
-    store_dataset_configs()
-    if GlobalHydra.instance().is_initialized():
-        yield
-        return
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        yield
-
-
 def dataset_options(config_dir: Path = CONFIG_DIR) -> list[str]:
     """The ``dataset`` group's option names, sorted: the registered datasets
     (:mod:`reid.data.datasets.registry`) and the ``conf/dataset/`` presets (the synthetic people)."""
-    with _hydra(config_dir):
+    with hydra_context(config_dir):
         return sorted(GlobalHydra.instance().config_loader().get_group_options(GROUP))
 
 
 def compose_dataset_option(name: str, config_dir: Path = CONFIG_DIR) -> DictConfig:
     """The loader config of the ``dataset`` option ``name`` (interpolations left unresolved)."""
-    with _hydra(config_dir):
-        return compose(config_name=f"{GROUP}/{name}")[GROUP]
+    return compose_option(GROUP, name, config_dir)
 
 
 def resolve_test_datasets(cfg: DictConfig, config_dir: Path = CONFIG_DIR) -> None:

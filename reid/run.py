@@ -38,7 +38,7 @@ from omegaconf.errors import InterpolationKeyError
 
 from reid.config import CONFIG_DIR, register_resolvers
 from reid.config_checks import RecordRunSettings, check_config, run_settings, warn_on_changed_settings
-from reid.data.datasets.registry import store_dataset_configs
+from reid.config_store import check_group_keys, store_configs
 from reid.dataset_options import resolve_dataset_lists
 from reid.models.weights_checks import check_finite, state_differences
 from reid.results import by_target
@@ -49,7 +49,7 @@ from reid.training.run_lock import RunFolderLock, is_first_process
 
 log = logging.getLogger("reid")
 register_resolvers()
-store_dataset_configs()  # the registered datasets' `dataset` group options, before Hydra composes
+store_configs()  # the group schemas and the registered datasets, before Hydra composes
 
 
 def _not_a_tip(record: logging.LogRecord) -> bool:
@@ -285,6 +285,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Fit and/or test as ``cfg`` says; returns the summary written to ``results.json``. The run folder is
     locked for the run's duration (``reid.training.run_lock``): a second run into it fails at start."""
     check_config(cfg)
+    check_group_keys(cfg)
     resolve_dataset_lists(cfg)
     lock = RunFolderLock(cfg.paths.output_dir)
     if is_first_process():

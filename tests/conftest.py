@@ -11,10 +11,10 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
 from reid.config import CONFIG_DIR, register_resolvers
-from reid.data.datasets.registry import store_dataset_configs
+from reid.config_store import store_configs
 
 register_resolvers()
-store_dataset_configs()  # the registered datasets, as reid.run stores them before composing
+store_configs()  # the group schemas and the registered datasets, as reid.run stores them before composing
 
 TINY_RUN = [
     "data=synthetic_tiny",

@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from reid.config import CONFIG_DIR
+from reid.config_store import compose_option
 from reid.data.records import DatasetInfo
 from reid.data.synthetic import generate_market_tree
 from reid.data.synthetic.luperson_tree import generate_luperson_tree
@@ -134,7 +135,7 @@ def _task(**model):
     from hydra.utils import instantiate
 
     cfg = OmegaConf.create({"data": {"image_size": [32, 16]}})
-    cfg.model = OmegaConf.load(CONFIG_DIR / "model" / "vit_tiny.yaml")
+    cfg.model = compose_option("model", "vit_tiny")
     cfg.model.backbone.update(depth=2, embed_dim=DIM, num_heads=2)
     for key, value in model.items():
         OmegaConf.update(cfg, f"model.{key}", value, force_add=True)
@@ -318,53 +319,54 @@ def _composed(tmp: Path, *overrides: str):
     return cfg
 
 
-_BAD_CONFIG = {  # override -> what the message must say besides the override itself
-    "data.batch_size=abc": "expected a positive integer",
-    "data.batch_size=0": "expected a positive integer",
-    "data.test_batch_size=0": "expected a positive integer",
-    "trainer.max_epochs=abc": "expected an integer >= -1",
-    "seed=abc": "expected an integer",
-    "data.image_size=[64]": "expected [height, width]: two positive integers",
-    "model.optimizer.lr=abc": "expected a positive number",
+_COMPOSE_ERRORS = {  # override -> what Hydra's message (with its cause) must say: the group schemas
+    "data.batch_size=abc": ["data.batch_size", "'abc' of type 'str' could not be converted to Integer"],
+    "trainer.max_epochs=abc": ["trainer.max_epochs", "'abc' of type 'str' could not be converted to Integer"],
+    "seed=abc": ["seed", "'abc' of type 'str' could not be converted to Integer"],
+    "data.image_size=[64,abc]": ["data.image_size", "'abc' of type 'str' could not be converted to Integer"],
+    # Cluster Contrast has no ID classifier: model/classifier=arcface is a key its task does not take
+    "model/classifier=arcface": ["model.classifier", "Key 'classifier' not in 'ClusterContrastTask'"],
+}
+_RANGE_ERRORS = {  # override -> the constructor's message, which names the key and the value
+    # `+` force-adds a key past the schema: reid.run checks the group's keys before building anything
+    "+model.neck_feats=after": "model.neck_feats: TransReIDTask takes no 'neck_feats' (its keys: backbone, ",
+    "data.batch_size=0": "data.batch_size=0: expected a positive integer (images per step)",
+    "data.test_batch_size=0": "data.test_batch_size=0: expected a positive integer (images per step)",
+    "data.num_instances=-2": "data.num_instances=-2: expected a positive integer",
+    "data.image_size=[64]": "data.image_size=[64]: expected [height, width]: two positive integers",
+    "model.optimizer.lr=-0.1": "model.optimizer.lr=-0.1: expected a positive number",
+    "trainer.max_epochs=-3": "`max_epochs` must be a non-negative integer or -1. You passed in -3",
 }
 
 
-def _bad_config(override: str) -> Case:
+def _compose_error(override: str) -> Case:
     def build(tmp: Path):
-        from reid.config_checks import ConfigValueError
-        from reid.run import run
+        from hydra.errors import ConfigCompositionException
 
-        cfg = _composed(tmp, override)
-        key, value = override.split("=")
-        shown = f"{key}={[64]!r}" if value == "[64]" else f"{key}={value if value == '0' else repr(value)}"
-        return lambda: run(cfg), ConfigValueError, [shown, _BAD_CONFIG[override]]
+        extra = (
+            ("model=cluster_contrast_tiny", "data=usl_synthetic_tiny")
+            if override.startswith("model/")
+            else ()
+        )
+        return lambda: _composed(tmp, *extra, override), ConfigCompositionException, _COMPOSE_ERRORS[override]
 
     return build
 
 
-for _override in _BAD_CONFIG:
-    case(f"config {_override}")(_bad_config(_override))
+def _range_error(override: str) -> Case:
+    def build(tmp: Path):
+        from reid.run import run
+
+        cfg = _composed(tmp, override)
+        return lambda: run(cfg), Exception, [_RANGE_ERRORS[override]]
+
+    return build
 
 
-@case("a model key its task does not take")
-def _unknown_model_key(tmp: Path):
-    """``model/classifier=arcface`` under Cluster Contrast (no ID classifier), and a typo'd key: named with
-    the task's keys before the task is built (reid.config_checks)."""
-    from reid.config_checks import ConfigValueError
-    from reid.run import run
-
-    cfg = _composed(tmp, "model=cluster_contrast_tiny", "data=usl_synthetic_tiny", "model/classifier=arcface")
-    expected = ["model.classifier", "ClusterContrastTask takes no", "clustering"]
-    return lambda: run(cfg), ConfigValueError, expected
-
-
-@case("a typo in a model key")
-def _model_key_typo(tmp: Path):
-    from reid.config_checks import ConfigValueError
-    from reid.run import run
-
-    cfg = _composed(tmp, "+model.neck_feats=after")
-    return lambda: run(cfg), ConfigValueError, ["model.neck_feats", "takes no 'neck_feats'", "neck_feat"]
+for _override in _COMPOSE_ERRORS:
+    case(f"config {_override}")(_compose_error(_override))
+for _override in _RANGE_ERRORS:
+    case(f"config {_override}")(_range_error(_override))
 
 
 @case("disk full while saving a checkpoint")
@@ -614,7 +616,11 @@ def test_bad_input_gets_an_error_naming_it(tmp_path, name):
     action, kind, fragments = CASES[name](tmp_path)
     with pytest.raises(kind) as error:
         action()
-    message = str(error.value)
+    causes, cause = [], error.value
+    while cause is not None:  # Hydra's composition errors carry OmegaConf's message as their cause
+        causes.append(str(cause))
+        cause = cause.__cause__
+    message = " | ".join(causes)
     missing = [fragment for fragment in fragments if fragment not in message]
     assert not missing, f"{missing} not in: {message}"
     assert "weights_only=False" not in message and "weights_only` set to `False" not in message

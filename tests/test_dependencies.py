@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"reid.training", "reid.clustering", "reid.visualization"},
     {"reid.tasks"},
     {"reid.callbacks", "reid.inference"},
-    {"reid.search", "reid.dataset_options", "reid.api"},
+    {"reid.search", "reid.dataset_options", "reid.config_store", "reid.api"},
     {"reid.run", "reid.tools"},  # the entry points: the command lines
 ]
 """Lowest first. A package may import its own layer's and lower layers' packages."""

@@ -38,6 +38,7 @@ from reid.data.resumable import (
     train_position,
 )
 from reid.data.samplers import IdentitySampler
+from reid.data.setting_checks import require_image_size, require_int
 from reid.data.transforms import ReIDTransforms
 from reid.data.validation_split import hold_out_identities
 
@@ -125,21 +126,16 @@ class ReIDDataModule(L.LightningDataModule):
         decode_check_max_images: int = 100_000,
     ) -> None:
         super().__init__()
-        if not isinstance(decode_check_max_images, int) or decode_check_max_images < 0:
-            raise ValueError(
-                f"data.decode_check_max_images={decode_check_max_images!r}: expected an integer >= 0"
-            )
-        self.decode_check_max_images = decode_check_max_images
+        self.decode_check_max_images = require_int("decode_check_max_images", decode_check_max_images, 0)
         for key, value in (("batch_size", batch_size), ("test_batch_size", test_batch_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"data.{key}={value!r}: expected a positive integer (images per step)")
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"data.num_workers={num_workers!r}: expected an integer >= 0")
+            require_int(key, value, 1, "images per step")
+        require_int("num_instances", num_instances, 1, "images per identity in a batch")
+        require_int("num_workers", num_workers, 0)
         self.min_image_side = min_image_side
         self.load_dataset = dataset
         self.load_test_datasets = _target_loaders(test_datasets)
         self.load_extra_train_datasets = source_loaders(extra_train_datasets)
-        self.image_size = tuple(image_size)
+        self.image_size = require_image_size("image_size", image_size)
         self.batch_size = batch_size
         self.num_instances = num_instances
         self.test_batch_size = test_batch_size
@@ -148,9 +144,7 @@ class ReIDDataModule(L.LightningDataModule):
         self.pixel_std = tuple(pixel_std)
         self.transforms = transforms if transforms is not None else ReIDTransforms()
         self.seed = seed
-        if not isinstance(val_identities, int) or isinstance(val_identities, bool) or val_identities < 0:
-            raise ValueError(f"data.val_identities={val_identities!r}: expected an integer >= 0")
-        self.val_identities = val_identities
+        self.val_identities = require_int("val_identities", val_identities, 0)
         self.val_data: ReIDDataset | None = None
         """The held-out validation identities' query and gallery (``val_identities > 0``)."""
         self.train_data: ReIDDataset | None = None

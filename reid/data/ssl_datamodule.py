@@ -33,6 +33,7 @@ from reid.data.multicrop import MultiCropAugmentation
 from reid.data.record_table import RecordTable
 from reid.data.records import Record, ReIDDataset
 from reid.data.resumable import CROP_STREAM, ResumableDataLoader, TrainPosition, item_seed, train_position
+from reid.data.setting_checks import require_image_size, require_int
 
 log = logging.getLogger(__name__)
 
@@ -157,15 +158,18 @@ class SSLDataModule(L.LightningDataModule):
         decode_check_max_images: int = 100_000,
     ) -> None:
         super().__init__()
+        require_int("batch_size", batch_size, 1, "images per step")
+        require_int("monitor_batch_size", monitor_batch_size, 1, "images per step")
+        require_int("num_workers", num_workers, 0)
         self.check_images = check_images
-        self.decode_check_max_images = decode_check_max_images
+        self.decode_check_max_images = require_int("decode_check_max_images", decode_check_max_images, 0)
         self.load_dataset = dataset
         self.load_monitor_dataset = monitor_dataset
         self.augment = augment
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
-        self.monitor_image_size = tuple(monitor_image_size)
+        self.monitor_image_size = require_image_size("monitor_image_size", monitor_image_size)
         self.monitor_batch_size = monitor_batch_size
         self.pixel_mean = tuple(pixel_mean)
         self.pixel_std = tuple(pixel_std)

@@ -23,6 +23,7 @@ from reid.data.pseudo_label_sampler import PseudoLabelSampler
 from reid.data.records import UNLABELLED, DatasetInfo, Record
 from reid.data.reid_datamodule import ReIDDataModule
 from reid.data.resumable import ItemSeededDataset, ResumableDataLoader, ResumableKeySampler
+from reid.data.setting_checks import require_int
 
 
 class UnlabelledDataModule(ReIDDataModule):
@@ -38,11 +39,7 @@ class UnlabelledDataModule(ReIDDataModule):
                 "labels, so none are held out to choose weights on; report the last epoch (selection=last)"
             )
         super().__init__(*args, **kwargs)
-        if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
-            raise ValueError(
-                f"data.iterations={iterations!r}: expected a positive integer (batches per epoch)"
-            )
-        self.iterations = iterations
+        self.iterations = require_int("iterations", iterations, 1, "batches per epoch")
         self._cluster_loader: DataLoader | None = None
         self.pseudo_labels: np.ndarray | None = None
         """The task's latest pseudo labels, one per :attr:`train_records` entry (-1 = outlier)."""

@@ -15,6 +15,15 @@ from typing import Any
 from torch import nn
 
 
+def checked_base_lr(optimizer: Any, key: str = "model.optimizer.lr") -> float:
+    """The base lr of an optimiser factory (a ``functools.partial`` with ``lr``), checked positive: a
+    ValueError names ``key`` before any parameter group is built."""
+    lr = getattr(optimizer, "keywords", {}).get("lr")
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
+        raise ValueError(f"{key}={lr!r}: expected a positive number (the base learning rate)")
+    return float(lr)
+
+
 @dataclass(frozen=True)
 class ParamGroupConfig:
     """How parameters are split into optimiser groups.

@@ -46,6 +46,7 @@ from reid.models.heads import bnneck
 from reid.models.pooling import GlobalAvgPool
 from reid.models.weights import load_pretrained
 from reid.optim import set_epoch_lr
+from reid.optim.param_groups import checked_base_lr
 from reid.tasks.retrieval_evaluation import RetrievalEvaluation
 
 Fusion = Literal["cls", "cls_parts_cat", "cls_parts_mean"]
@@ -175,6 +176,7 @@ class ClusterContrastTask(RetrievalEvaluation):
         self.clustering: Clustering = instantiate(clustering)
         self.memory: ClusterMemory = instantiate(memory)
         self.optimizer_factory = instantiate(optimizer)
+        checked_base_lr(self.optimizer_factory)  # a bad model.optimizer.lr fails here, before data is read
         self.schedule = instantiate(schedule) if schedule is not None else None
         self.pseudo_labels: Tensor | None = None  # [N] long, CPU: this epoch's labels (-1 = outlier)
         self.clustered_epoch = -1  # the epoch ``pseudo_labels`` and the memory were made for
@@ -272,7 +274,7 @@ class ClusterContrastTask(RetrievalEvaluation):
 
     def _set_epoch_lr(self) -> None:
         if self.schedule is not None:
-            base_lr = float(self.optimizer_factory.keywords["lr"])
+            base_lr = checked_base_lr(self.optimizer_factory)
             optimizer = self.trainer.optimizers[0]
             set_epoch_lr(optimizer, self.schedule, self.current_epoch, base_lr, self.trainer.max_epochs)
 

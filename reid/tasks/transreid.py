@@ -31,6 +31,7 @@ from reid.losses import Objective, ObjectiveInput, TermOptimizers, build_objecti
 from reid.models.reid_net import GlobalFeature, NeckFeat, ReIDModelOutput, ReIDNet
 from reid.models.weights import load_pretrained
 from reid.optim import ParamGroupConfig, build_param_groups, set_epoch_lr
+from reid.optim.param_groups import checked_base_lr
 from reid.tasks.retrieval_evaluation import RetrievalEvaluation
 
 
@@ -151,6 +152,7 @@ class TransReIDTask(RetrievalEvaluation):
         self.objective: Objective = build_objective(loss, **dims)
         self.term_optimizers = TermOptimizers(self.objective)  # terms with their own optimiser (BoT centres)
         self.optimizer_factory = instantiate(optimizer)
+        checked_base_lr(self.optimizer_factory)  # a bad model.optimizer.lr fails here, before data is read
         self.param_group_config = ParamGroupConfig(**(_plain(param_groups) or {}))
         self.schedule = instantiate(schedule) if schedule is not None else None
         self.evaluators: list[ReIDEvaluator] = []  # one per evaluation dataloader, during evaluation
@@ -240,7 +242,7 @@ class TransReIDTask(RetrievalEvaluation):
         return float(base[0]["lr"])
 
     def configure_optimizers(self) -> OptimizerConfig:
-        base_lr = float(self.optimizer_factory.keywords["lr"])
+        base_lr = checked_base_lr(self.optimizer_factory)
         weight_decay = float(self.optimizer_factory.keywords.get("weight_decay", 0.0))
         groups = build_param_groups(self.net, base_lr, weight_decay, self.param_group_config)
         groups += self.objective.param_groups(base_lr)
@@ -260,7 +262,7 @@ class TransReIDTask(RetrievalEvaluation):
 
     def _set_epoch_lr(self, progress: float = 0.0) -> None:
         if self.schedule is not None:
-            base_lr = float(self.optimizer_factory.keywords["lr"])
+            base_lr = checked_base_lr(self.optimizer_factory)
             optimizer, epoch = self.trainer.optimizers[0], self.current_epoch + progress
             set_epoch_lr(optimizer, self.schedule, epoch, base_lr, self.trainer.max_epochs)
 

@@ -40,14 +40,19 @@ def debugging() -> bool:
 
 
 def take_debug_flag(argv: list[str]) -> list[str]:
-    """``argv`` without ``--debug``; its presence sets ``REID_DEBUG=1`` for this process and its children."""
+    """``argv`` without ``--debug``; its presence sets ``REID_DEBUG=1`` for this process and its children
+    (and ``HYDRA_FULL_ERROR=1``: Hydra then prints the whole traceback of an error composing or building)."""
     if DEBUG_FLAG in argv:
         os.environ[DEBUG_ENV] = "1"
+        os.environ["HYDRA_FULL_ERROR"] = "1"
     return [arg for arg in argv if arg != DEBUG_FLAG]
 
 
 def one_line(error: BaseException) -> str:
-    """The error's own message (a KeyError's without the quotes ``str`` adds)."""
+    """The error's own message (a KeyError's without the quotes ``str`` adds; for an object Hydra could not
+    build, the message of what its constructor raised, which names the key)."""
+    if isinstance(error, InstantiationException) and isinstance(error.__cause__, BAD_INPUT):
+        return one_line(error.__cause__)
     if isinstance(error, KeyError) and error.args:
         return str(error.args[0])
     return str(error).strip() or type(error).__name__

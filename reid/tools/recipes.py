@@ -309,10 +309,10 @@ def compose_experiment(name: str) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
 
     from reid.config import register_resolvers
-    from reid.data.datasets.registry import store_dataset_configs
+    from reid.config_store import store_configs
 
     register_resolvers()
-    store_dataset_configs()
+    store_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name="run", overrides=[f"experiment={name}", "paths.root_dir=."])

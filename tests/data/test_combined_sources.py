@@ -228,7 +228,7 @@ def test_a_tiny_multi_source_run_trains_on_both_and_evaluates_on_the_first(compo
     ID classifier of the checkpoint has 16 outputs, the run logs both sources and is evaluated on
     synthetic_tiny's own query (flat results)."""
     cfg = compose_config(
-        *TINY_RUN, f"{KEY}=[synthetic_duke_tiny]", "trainer.max_epochs=1", "+trainer.limit_train_batches=2"
+        *TINY_RUN, f"{KEY}=[synthetic_duke_tiny]", "trainer.max_epochs=1", "trainer.limit_train_batches=2"
     )
     with caplog.at_level(logging.INFO, logger="reid"):
         summary = run(cfg)

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from reid.config import CONFIG_DIR
+from reid.config_store import compose_option
 from reid.data.records import DatasetInfo
 from reid.evaluation import EvalConfig
 from reid.models import ReIDNet, vit_tiny
@@ -179,7 +179,7 @@ def test_exported_backbone_carries_the_grid(tmp_path):
 def test_the_task_passes_model_weights_grid_to_the_loader(tmp_path):
     path = _timm_file(_vit(*AMBIGUOUS), tmp_path / "w.pth")
     cfg = OmegaConf.create({"data": {"image_size": [256, 128]}})
-    cfg.model = OmegaConf.load(CONFIG_DIR / "model" / "vit_tiny.yaml")
+    cfg.model = compose_option("model", "vit_tiny")
     assert cfg.model.weights_grid is None  # the default: record, else an unambiguous inference
     cfg.model.backbone.update(depth=1, embed_dim=DIM, num_heads=2)
     cfg.model.weights, cfg.model.weights_grid = str(path), [18, 8]

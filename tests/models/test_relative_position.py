@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from timm.models import beit
 
-from reid.config import CONFIG_DIR
+from reid.config_store import compose_option
 from reid.data.records import DatasetInfo
 from reid.evaluation import EvalConfig
 from reid.models import ReIDNet, vit_tiny
@@ -429,7 +429,7 @@ def test_exported_architecture_records_the_bias(config, tables):
 # ---- the task ---------------------------------------------------------------------------------------
 def _task(**model):
     cfg = OmegaConf.create({"data": {"image_size": [48, 32]}})
-    cfg.model = OmegaConf.load(CONFIG_DIR / "model" / "vit_tiny.yaml")
+    cfg.model = compose_option("model", "vit_tiny")
     assert cfg.model.backbone.rel_pos_bias is None  # off by default
     cfg.model.backbone.update({"depth": 2, "embed_dim": DIM, "num_heads": HEADS})
     for key, value in {"schedule": None, **model}.items():

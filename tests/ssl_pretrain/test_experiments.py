@@ -48,7 +48,7 @@ def test_fine_tuning_experiments_load_the_exported_backbone(
 def test_tiny_pretraining_runs_through_reid_run(compose_config, experiment: str, model: str) -> None:
     cfg = compose_config(
         f"experiment={experiment}", f"model={model}", "data=synthetic_ssl", "trainer=cpu", "logger=csv",
-        "data.num_workers=0", "data.batch_size=8", "+trainer.max_steps=2", "trainer.max_epochs=1",
+        "data.num_workers=0", "data.batch_size=8", "trainer.max_steps=2", "trainer.max_epochs=1",
         "test=true", "callbacks.progress_bar=null", "trainer.enable_model_summary=false", *TINY_SSL_DATA,
     )  # fmt: skip
     summary = run(cfg)

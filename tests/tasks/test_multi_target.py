@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
-from reid.config import CONFIG_DIR
+from reid.config_store import compose_option
 from reid.data.records import DatasetInfo, Record, ReIDDataset, Trial
 from reid.data.reid_datamodule import ReIDDataModule
 from reid.evaluation import EvalConfig
@@ -28,7 +28,7 @@ KEYS = ("mAP", "R1", "R5", "R10", "mINP", "num_valid_queries", "num_queries")
 
 
 def _task() -> TransReIDTask:
-    model = OmegaConf.load(CONFIG_DIR / "model" / "vit_tiny.yaml")
+    model = compose_option("model", "vit_tiny")
     model.backbone.depth, model.backbone.embed_dim, model.backbone.num_heads = 1, 32, 2
     cfg = OmegaConf.create({"data": {"image_size": IMAGE_SIZE}, "model": model})
     torch.manual_seed(0)

@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
-from reid.config import CONFIG_DIR
+from reid.config_store import compose_option
 from reid.data.records import DatasetInfo, Record, ReIDDataset
 from reid.data.reid_datamodule import ReIDDataModule
 from reid.evaluation import EvalConfig
@@ -24,7 +24,7 @@ IMAGE_SIZE = [32, 16]  # a 2 x 1 patch grid at patch 16 / stride 16
 
 def _task(evaluation: EvalConfig | None = None, info: DatasetInfo | None = None, **model) -> TransReIDTask:
     cfg = OmegaConf.create({"data": {"image_size": IMAGE_SIZE}})
-    cfg.model = OmegaConf.load(CONFIG_DIR / "model" / "vit_tiny.yaml")
+    cfg.model = compose_option("model", "vit_tiny")
     cfg.model.backbone.depth = 2
     cfg.model.backbone.embed_dim = 48
     cfg.model.backbone.num_heads = 2

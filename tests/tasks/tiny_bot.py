@@ -7,7 +7,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from reid.config import CONFIG_DIR
+from reid.config_store import compose_option
 from reid.data.records import DatasetInfo
 from reid.evaluation import EvalConfig
 from reid.tasks import TransReIDTask
@@ -18,9 +18,7 @@ IMAGE_SIZE = [64, 32]
 def tiny_bot_task(num_classes: int = 4, **model) -> TransReIDTask:
     """``model.<key>=value`` for each keyword (dotted keys), seeded; 2 cameras."""
     cfg = OmegaConf.create({"data": {"image_size": IMAGE_SIZE}})
-    base = OmegaConf.load(CONFIG_DIR / "model" / "bot_r50.yaml")
-    tiny = OmegaConf.load(CONFIG_DIR / "model" / "bot_tiny.yaml")
-    cfg.model = OmegaConf.merge(base, {k: v for k, v in tiny.items() if k != "defaults"})
+    cfg.model = compose_option("model", "bot_tiny")
     for key, value in model.items():
         OmegaConf.update(cfg, f"model.{key}", value, force_add=True)
     torch.manual_seed(0)

@@ -31,7 +31,7 @@ from tests.tasks.test_cluster_contrast import USL_DEMO
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
 TINY = ["+model.backbone.depth=1", "+model.backbone.embed_dim=32", "+model.backbone.num_heads=2"]
 STEPS = [
-    "+trainer.max_steps=3",
+    "trainer.max_steps=3",
     "test=false",
     "evaluate_before_fit=false",
     "callbacks.progress_bar=null",

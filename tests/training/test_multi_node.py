@@ -30,7 +30,7 @@ def test_two_torchrun_nodes_finish_with_identical_weights(tmp_path, tiny_data_di
         "+callbacks.weights._target_=tests.training.callbacks.FinalWeights",
         f"+callbacks.weights.folder={out}",
     ]
-    assert "+trainer.max_steps=3" in STEPS
+    assert "trainer.max_steps=3" in STEPS
     env = {**os.environ, "PYTHONPATH": str(CONFIG_DIR.parent)}
     nodes = [
         subprocess.Popen(

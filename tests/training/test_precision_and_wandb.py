@@ -114,7 +114,7 @@ def test_bf16_mixed_dino_pretraining_on_cpu(compose_config):
         "trainer.precision=bf16-mixed",
         "data.num_workers=0",
         "data.batch_size=8",
-        "+trainer.max_steps=3",
+        "trainer.max_steps=3",
         "trainer.max_epochs=1",
         "callbacks.progress_bar=null",
         "callbacks.knn_monitor=null",
