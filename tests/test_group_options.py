@@ -25,17 +25,29 @@ from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from reid.config import CONFIG_DIR
+from reid.config_store import hydra_context
 from reid.run import OptionMismatchError, check_options_fit
 from tests.conftest import TINY_MARKET, TINY_RUN, TINY_SSL_DATA
 from tests.data import trees
 
 GROUPS = ("data", "dataset", "model", "trainer", "logger", "callbacks", "eval", "paths")
-OPTIONS = [
-    (group, path.stem)
-    for group in GROUPS
-    for path in sorted((CONFIG_DIR / group).glob("*.yaml"))
-    if not path.stem.startswith("_")
-]
+
+
+def _group_options() -> list[tuple[str, str]]:
+    """Every option Hydra offers in each group: the files of conf/ and what the ConfigStore holds (the
+    registered datasets); ``_``-prefixed bases are not options."""
+    GlobalHydra.instance().clear()
+    with hydra_context():
+        loader = GlobalHydra.instance().config_loader()
+        return [
+            (group, option)
+            for group in GROUPS
+            for option in sorted(loader.get_group_options(group))
+            if not option.startswith("_")
+        ]
+
+
+OPTIONS = _group_options()
 BASE = [item for item in TINY_RUN if not item.startswith("data=")]  # data: the run.yaml default
 SMALL_DATA = ["data.image_size=[64,32]", "data.batch_size=4", "data.num_instances=2", "data.num_workers=0"]
 SMALL_SYNTHETIC = [f"data.dataset.{key}={value}" for key, value in TINY_MARKET.items()]
@@ -74,10 +86,8 @@ def _alone(group: str, option: str) -> dict:
 
 
 def _target(group: str, option: str) -> str:
-    """The option's ``_target_``, from its file or the same-group file its defaults list extends."""
-    node = OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml")
-    parents = [entry for entry in node.get("defaults", []) if isinstance(entry, str) and "/" not in entry]
-    return str(node.get("_target_") or next((_target(group, p) for p in parents if p != "_self_"), ""))
+    """The option's ``_target_``, as it composes on its own."""
+    return str(_composed_alone(group, option).get("_target_", ""))
 
 
 def _is_ssl(group: str, option: str) -> bool:
@@ -150,6 +160,8 @@ def data_dir(tiny_data_dir: Path) -> Path:
         root / "my_reid_data", {**splits, "gallery": market["bounding_box_test"]}, trees.market_name
     )
     trees.write_luperson(root, [f"scene{s}/{i}.jpg" for s in range(2) for i in range(4)])
+    cuhk03 = {"bounding_box_train": [(3, 1), (3, 2), (8, 1), (8, 2)], "query": [(700, 1)]}
+    trees.write_cuhk03_np(root, {**cuhk03, "bounding_box_test": [(700, 2), (701, 1)]})
     return root
 
 
