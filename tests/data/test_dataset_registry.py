@@ -21,6 +21,7 @@ import pytest
 from hydra.utils import get_method, instantiate
 from omegaconf import OmegaConf
 
+from reid.config_store import compose_option
 from reid.data.datasets.errors import DatasetFormatError
 from reid.data.datasets.registry import MODULES_VARIABLE, register_dataset, registered_datasets
 from reid.data.records import ReIDDataset
@@ -68,6 +69,19 @@ def test_the_configs_keep_the_values_the_yaml_files_had() -> None:
     folder = compose_dataset_option("folder")
     assert folder.name_pattern == r"(?P<pid>-?\d+)_c(?P<camid>\d+)" and folder.labels_csv is None
     assert compose_dataset_option("veri776").missing_view == "drop"
+
+
+def test_a_labelled_dataset_is_also_a_data_option_with_its_settings():
+    """data=<name> without a conf/data file: the supervised datamodule on the registered loader."""
+    veri = compose_option("data", "veri776")
+    assert veri._target_ == "reid.data.reid_datamodule.ReIDDataModule" and list(veri.image_size) == [256, 256]
+    assert veri.dataset._target_ == "reid.data.datasets.veri776.load_veri776"
+    cuhk03 = compose_option("data", "cuhk03_np")
+    assert list(cuhk03.image_size) == [256, 128] and cuhk03.dataset.boxes == "detected"
+    options = set(dataset_options())
+    assert {"market1501", "cuhk03_np", "luperson"} <= options
+    with pytest.raises(Exception, match="luperson"):  # unlabelled: data=luperson_ssl is its datamodule
+        compose_option("data", "luperson")
 
 
 def test_a_registered_config_instantiates_to_its_loader(tmp_path: Path) -> None:

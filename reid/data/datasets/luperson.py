@@ -103,7 +103,7 @@ def read_keep_list(keep_list: Path, folder: Path, keep_num: int | None = None) -
     return RecordTable.from_paths(entries, root=os.path.join(str(base), ""))
 
 
-@register_dataset("luperson", folder="LUPerson")
+@register_dataset("luperson", folder="LUPerson", datamodule=None)  # unlabelled: data=luperson_ssl
 def load_luperson(
     root: str | Path, keep_list: str | Path | None = None, keep_num: int | None = None
 ) -> ReIDDataset:

@@ -6,7 +6,8 @@ A parser module decorates its loader with :func:`register_dataset`; the registry
   ``{_target_: <the loader>, _partial_: true, root: ${paths.data_dir}/<folder>, <keyword: default>...}``
   (every keyword parameter of the loader with its default, unless ``config`` gives another), so that
   ``dataset@data.dataset=<name>``, ``data.test_datasets=[<name>]`` and ``data.extra_train_datasets=[<name>]``
-  find it with no YAML file;
+  find it with no YAML file; and, in the ``data`` group, ``data=<name>``: the supervised datamodule
+  (``conf/data/_reid_base.yaml``) on it, with the ``datamodule`` settings it registers;
 - to the tools: its file-name format (``name_format``) lets ``python -m reid.tools.extract`` label images of
   that dataset by their names (:mod:`reid.inference.name_labels`).
 
@@ -27,13 +28,16 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from reid.data.datasets.market_layout import NameFormat
 from reid.data.records import ReIDDataset
 
 GROUP = "dataset"
-"""The Hydra config group the registered datasets are stored in."""
+"""The Hydra config group the registered datasets' loaders are stored in."""
+DATA_GROUP = "data"
+"""The group of their ``data=<name>`` options (the supervised datamodule on the dataset)."""
 MODULES_VARIABLE = "REID_DATASET_MODULES"
 ENTRY_POINT_GROUP = "reid.datasets"
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -52,6 +56,7 @@ class RegisteredDataset:
     folder: str
     name_format: NameFormat | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
+    datamodule: Mapping[str, Any] | None = field(default_factory=dict)
 
     @property
     def target(self) -> str:
@@ -77,12 +82,25 @@ class RegisteredDataset:
         }
         return node | options | dict(self.config)
 
+    def data_node(self) -> dict[str, Any] | None:
+        """The ``data=<name>`` option: the supervised datamodule (``conf/data/_reid_base.yaml``) on this
+        dataset, with :attr:`datamodule`'s settings; ``None`` for a dataset without one (unlabelled)."""
+        if self.datamodule is None:
+            return None
+        defaults = ["_reid_base", {f"/{GROUP}@dataset": self.name}, "_self_"]
+        return {"defaults": defaults, **self.datamodule}
+
 
 _REGISTRY: dict[str, RegisteredDataset] = {}
 
 
 def register_dataset(
-    name: str, *, folder: str, name_format: NameFormat | None = None, config: Mapping[str, Any] | None = None
+    name: str,
+    *,
+    folder: str,
+    name_format: NameFormat | None = None,
+    config: Mapping[str, Any] | None = None,
+    datamodule: Mapping[str, Any] | None = MappingProxyType({}),
 ) -> Callable[[Loader], Loader]:
     """Decorator: register the decorated ``load_<name>(root, **options) -> ReIDDataset`` under ``name``.
 
@@ -91,6 +109,8 @@ def register_dataset(
         folder: the dataset's folder under ``paths.data_dir`` (its official release name).
         name_format: how its file names encode identity and camera, for the tools; ``None`` if they do not.
         config: config values other than the loader's keyword defaults (e.g. a default regex).
+        datamodule: settings of its ``data=<name>`` option over the supervised datamodule's (e.g. a vehicle
+            dataset's ``image_size: [256, 256]``); ``None``: no such option (an unlabelled dataset).
 
     Raises:
         ValueError: a malformed name, or a name another loader has registered.
@@ -101,7 +121,8 @@ def register_dataset(
         )
 
     def register(loader: Loader) -> Loader:
-        entry = RegisteredDataset(name, loader, folder, name_format, dict(config or {}))
+        settings = None if datamodule is None else dict(datamodule)
+        entry = RegisteredDataset(name, loader, folder, name_format, dict(config or {}), settings)
         previous = _REGISTRY.get(name)
         if previous is not None and previous.target != entry.target:
             raise ValueError(
@@ -154,3 +175,6 @@ def store_dataset_configs() -> None:
     store = ConfigStore.instance()
     for entry in registered_datasets().values():
         store.store(group=GROUP, name=entry.name, node=entry.config_node(), provider="reid")
+        data = entry.data_node()
+        if data is not None:
+            store.store(group=DATA_GROUP, name=entry.name, node=data, provider="reid")

@@ -102,7 +102,7 @@ def find_test_list(split_dir: Path, test_size: int) -> Path:
     return path
 
 
-@register_dataset("vehicleid", folder="VehicleID_V1.0")
+@register_dataset("vehicleid", folder="VehicleID_V1.0", datamodule={"image_size": [256, 256]})
 def load_vehicleid(
     root: str | Path, test_size: int = 800, num_trials: int = 10, seed: int = 0
 ) -> ReIDDataset:

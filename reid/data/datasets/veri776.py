@@ -93,7 +93,7 @@ def attach_views(records: list[Record], views: dict[str, int], missing_view: str
     return labelled
 
 
-@register_dataset("veri776", folder="VeRi", name_format=NAME_FORMAT)
+@register_dataset("veri776", folder="VeRi", name_format=NAME_FORMAT, datamodule={"image_size": [256, 256]})
 def load_veri776(
     root: str | Path, view_files: Sequence[str | Path] | None = None, missing_view: str = "drop"
 ) -> ReIDDataset:
