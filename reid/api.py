@@ -29,7 +29,7 @@ from torch import Tensor
 from reid.evaluation import evaluate as evaluate_features
 from reid.inference import TrainedModel, extract_features, extraction, load_trained_model
 from reid.inference.image_files import collect_images
-from reid.inference.name_labels import NameLabel, label_from_name
+from reid.inference.name_labels import NameLabel, labels_from_names
 from reid.search.exact import exact_top_k
 
 __all__ = ["Embedding", "Hit", "embed", "evaluate", "load_model", "search"]
@@ -70,7 +70,7 @@ def embed(
     evaluates them; an SIE model camera-free unless ``camids_from_names`` (every name must then carry a
     camera the model was built for)."""
     paths = collect_images(str(images)) if isinstance(images, str | Path) else [str(p) for p in images]
-    labels = [label_from_name(path) for path in paths]
+    labels = labels_from_names(paths)
     camids = extraction.camids_from_names(model, paths, labels) if camids_from_names else None
     result = extract_features(
         model, paths, camids, batch_size=batch_size, progress=progress, precision=precision

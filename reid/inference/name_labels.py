@@ -10,6 +10,7 @@ name of no format, or with an id out of its format's range, has no label.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from reid.data.datasets.errors import DatasetFormatError
@@ -37,10 +38,17 @@ class NameLabel:
     dataset: str
 
 
-def label_from_name(path: str) -> NameLabel | None:
-    """The label of ``path``'s file name under the first format it matches, else ``None``."""
+def labels_from_names(paths: Sequence[str]) -> list[NameLabel | None]:
+    """:func:`label_from_name` of every path; the registered formats are looked up once, not per image."""
+    formats = name_formats()
+    return [label_from_name(path, formats) for path in paths]
+
+
+def label_from_name(path: str, formats: Mapping[str, NameFormat] | None = None) -> NameLabel | None:
+    """The label of ``path``'s file name under the first of ``formats`` (default: :func:`name_formats`) it
+    matches, else ``None``."""
     name = os.path.basename(path)
-    for dataset, fmt in name_formats().items():
+    for dataset, fmt in (name_formats() if formats is None else formats).items():
         if fmt.pattern.fullmatch(name) is None:
             continue
         try:

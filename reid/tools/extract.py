@@ -42,7 +42,7 @@ from reid.inference import Extraction, TrainedModel, add_run_arguments, extract_
 from reid.inference.device import parse_device
 from reid.inference.extraction import AUTOCAST_DTYPES, camera_mode, camids_from_names
 from reid.inference.image_files import collect_images
-from reid.inference.name_labels import NameLabel, label_from_name
+from reid.inference.name_labels import NameLabel, labels_from_names
 from reid.search.extracted import output_paths
 
 
@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> Extraction:
     output_paths(args.output)
     paths = collect_images(args.images)
     model = load_trained_model(args.run, args.checkpoint, args.config, args.num_cameras, args.device)
-    labels = {path: label_from_name(path) for path in paths}
+    labels = dict(zip(paths, labels_from_names(paths), strict=True))
     camids = camids_from_names(model, paths, [labels[p] for p in paths]) if args.camids_from_names else None
     result = extract_features(
         model,
