@@ -49,7 +49,6 @@ from reid.training.run_lock import RunFolderLock, is_first_process
 
 log = logging.getLogger("reid")
 register_resolvers()
-store_configs()  # the group schemas and the registered datasets, before Hydra composes
 
 
 def _not_a_tip(record: logging.LogRecord) -> bool:
@@ -456,7 +455,9 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     import sys
 
-    from reid.tools.cli import take_debug_flag
+    from reid.tools.cli import bad_input_exits, take_debug_flag
 
     sys.argv[1:] = take_debug_flag(sys.argv[1:])
+    with bad_input_exits("python -m reid.run"):  # a dataset module that cannot be imported: one line
+        store_configs()  # the group schemas and the registered datasets, before Hydra composes
     main()

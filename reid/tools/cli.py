@@ -23,12 +23,13 @@ from hydra.errors import InstantiationException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf.errors import OmegaConfBaseException
 
+from reid.data.datasets.registry import DatasetModuleError
 from reid.training.checkpoint_io import CheckpointLoadError
 from reid.training.run_lock import RunFolderBusyError
 
 BAD_INPUT: tuple[type[BaseException], ...] = (
     ValueError, OSError, KeyError, CheckpointLoadError, RunFolderBusyError, InstantiationException,
-    OmegaConfBaseException, MisconfigurationException,
+    OmegaConfBaseException, MisconfigurationException, DatasetModuleError,
 )  # fmt: skip
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "REID_DEBUG"

@@ -45,6 +45,10 @@ _NAME = re.compile(r"[a-z][a-z0-9_]*")
 Loader = TypeVar("Loader", bound=Callable[..., ReIDDataset])
 
 
+class DatasetModuleError(ImportError):
+    """A module named by ``REID_DATASET_MODULES`` or a ``reid.datasets`` entry point cannot be imported."""
+
+
 @dataclass(frozen=True)
 class RegisteredDataset:
     """A dataset as registered: its config ``name``, its ``loader`` (``loader(root, **options)``), the
@@ -145,8 +149,8 @@ def discover() -> None:
     """Import every module that may register a dataset (idempotent: Python imports a module once).
 
     Raises:
-        ImportError: a module of ``REID_DATASET_MODULES`` or of an entry point cannot be imported; the message
-            names the variable or the entry point group.
+        DatasetModuleError: a module of ``REID_DATASET_MODULES`` or of an entry point cannot be imported;
+            the message names the variable or the entry point group.
     """
     package = importlib.import_module(__name__.rpartition(".")[0])
     for module in pkgutil.iter_modules(package.__path__):
@@ -155,7 +159,7 @@ def discover() -> None:
         try:
             importlib.import_module(name)
         except ImportError as error:
-            raise ImportError(
+            raise DatasetModuleError(
                 f"dataset module {name!r} (from {MODULES_VARIABLE} or the {ENTRY_POINT_GROUP!r} entry "
                 f"points) cannot be imported: {error}"
             ) from error
