@@ -199,9 +199,7 @@ class Objective(nn.Module):
     def forward(self, inputs: ObjectiveInput) -> ObjectiveOutput:
         values = {name: term(inputs) for name, term in self.named_terms()}
         weighted = [self.term(name).weight_at(inputs.step) * value for name, value in values.items()]
-        total = weighted[0]
-        for value in weighted[1:]:  # summed in config order, as sum() did
-            total = total + value
+        total = sum(weighted[1:], weighted[0])  # summed in config order
         stats = {
             f"{name}/{key}": value.detach()
             for name, term in self.named_terms()
