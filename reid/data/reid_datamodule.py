@@ -262,7 +262,6 @@ class ReIDDataModule(L.LightningDataModule):
         return [EvaluationTarget("", len(self.val_data.query), ())]
 
     def train_dataloader(self) -> ResumableDataLoader:
-        self.setup()
         world_size, rank = world_of(self)
         records = self.parsed_train_data.train
         transform = self.transforms.train(self.image_size, self.pixel_mean, self.pixel_std)

@@ -227,7 +227,6 @@ class SSLDataModule(L.LightningDataModule):
         return len(self.monitor_data.query) if self.monitor_data else 0
 
     def train_dataloader(self) -> ResumableDataLoader:
-        self.setup()
         world_size, rank = world_of(self)
         sampler = ResumableRandomSampler(
             len(self.parsed_train_records), self.batch_size, self.seed, num_replicas=world_size, rank=rank

@@ -47,7 +47,6 @@ class UnlabelledDataModule(ReIDDataModule):
     @property
     def train_records(self) -> list[Record]:
         """The training images in dataset order, without identities."""
-        self.setup()
         return [dataclasses.replace(r, pid=UNLABELLED) for r in self.parsed_train_data.train]
 
     @property
