@@ -41,6 +41,7 @@ from reid.config import CONFIG_DIR, register_resolvers
 from reid.config_store import compose_option
 from reid.data.records import DatasetInfo
 from reid.evaluation import EvalConfig
+from reid.tasks.from_config import build_task
 
 INFO = DatasetInfo(num_classes=751, num_cameras=6, num_views=1)
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
@@ -103,7 +104,7 @@ def supervised_task(model: str, image_size: tuple[int, int] = (256, 128), **over
     cfg.model.weights = None
     for key, value in overrides.items():
         OmegaConf.update(cfg.model, key, value, force_add=True)
-    return instantiate(cfg.model, data_info=INFO, evaluation=EvalConfig(), _recursive_=False)
+    return build_task(cfg.model, INFO, EvalConfig())
 
 
 def pk_batch(batch: int, image_size: tuple[int, int] = (256, 128)) -> dict[str, torch.Tensor]:

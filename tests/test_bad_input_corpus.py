@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
@@ -36,6 +35,7 @@ from reid.evaluation import EvalConfig
 from reid.models import ReIDNet, vit_tiny
 from reid.models.weights import load_pretrained
 from reid.run import check_output_dir, check_run_checkpoint
+from reid.tasks.from_config import build_task
 
 DIM = 24
 Case = Callable[[Path], tuple[Callable[[], object], type[BaseException], list[str]]]
@@ -120,7 +120,7 @@ def _width(tmp: Path):
 
 @case("model.weights='' (empty string)")
 def _empty_weights_key(tmp: Path):
-    return lambda: _task(weights=""), InstantiationException, ["model.weights=''", "model.weights=null"]
+    return lambda: _task(weights=""), ValueError, ["model.weights=''", "model.weights=null"]
 
 
 @case("partial file through the task without weights_strict=false")
@@ -128,11 +128,10 @@ def _task_strict(tmp: Path):
     state = {k: v for k, v in _vit().state_dict().items() if not k.startswith("blocks.1.")}
     torch.save(state, tmp / "half.pth")
     expected = ["half.pth", "fills 19 of 31", "model.weights_strict=false"]
-    return lambda: _task(weights=str(tmp / "half.pth")), InstantiationException, expected
+    return lambda: _task(weights=str(tmp / "half.pth")), ValueError, expected
 
 
 def _task(**model):
-    from hydra.utils import instantiate
 
     cfg = OmegaConf.create({"data": {"image_size": [32, 16]}})
     cfg.model = compose_option("model", "vit_tiny")
@@ -140,7 +139,7 @@ def _task(**model):
     for key, value in model.items():
         OmegaConf.update(cfg, f"model.{key}", value, force_add=True)
     info = DatasetInfo(num_classes=3, num_cameras=2, num_views=1)
-    return instantiate(cfg.model, data_info=info, evaluation=EvalConfig(), _recursive_=False)
+    return build_task(cfg.model, info, EvalConfig())
 
 
 # ---- item 5: files that cannot be read --------------------------------------------------------

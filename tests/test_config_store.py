@@ -21,7 +21,8 @@ from omegaconf import MISSING, OmegaConf
 
 from reid.config import CONFIG_DIR
 from reid.config_checks import ConfigValueError
-from reid.config_store import check_group_keys, field_type, schema_of
+from reid.config_schema import field_type, schema_of
+from reid.config_store import check_group_keys
 
 
 @pytest.mark.parametrize(

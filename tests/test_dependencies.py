@@ -13,7 +13,7 @@ from reid.config import CONFIG_DIR
 
 PACKAGE = CONFIG_DIR.parent / "reid"
 LAYERS: list[set[str]] = [
-    {"reid.config", "reid.config_checks", "reid.distributed", "reid.results"},
+    {"reid.config", "reid.config_checks", "reid.config_schema", "reid.distributed", "reid.results"},
     {"reid.data", "reid.models", "reid.optim"},
     {"reid.losses", "reid.evaluation"},
     {"reid.training", "reid.clustering", "reid.visualization"},

@@ -30,6 +30,7 @@ from reid.data.records import DatasetInfo
 from reid.evaluation import EvalConfig
 from reid.models.vit import vit_tiny
 from reid.optim import set_epoch_lr
+from reid.tasks.from_config import build_task
 from tests.official import schedulers as official
 
 
@@ -262,7 +263,7 @@ def _tiny_task(model_config: DictConfig, num_views: int = 2):
         model.backbone._target_ = "reid.models.resnet.resnet_tiny"
     model.weights = None
     info = DatasetInfo(num_classes=6, num_cameras=3, num_views=num_views)
-    return instantiate(model, data_info=info, evaluation=EvalConfig(), _recursive_=False)
+    return build_task(model, info, EvalConfig())
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL))
@@ -403,7 +404,7 @@ def test_bot_experiment_has_the_official_center_loss(name, composed):
     model.backbone._target_ = "reid.models.resnet.resnet_tiny"
     model.weights = None
     info = DatasetInfo(num_classes=6, num_cameras=3, num_views=1)
-    task = instantiate(model, data_info=info, evaluation=EvalConfig(), _recursive_=False)
+    task = build_task(model, info, EvalConfig())
     term = task.objective.terms["center"]
     assert term.loss.centers.shape == (6, 128)  # randn(num_classes, feat_dim), feat_dim = the net's
     assert term.own_grad_scale() == pytest.approx(1 / want.weight)
@@ -463,7 +464,7 @@ def test_pretraining_schedules_equal_the_official_arrays_at_every_iteration(name
     model = cfg.model.copy()
     OmegaConf.set_struct(model, False)
     model.backbone._target_, model.backbone.depth, model.out_dim = "reid.models.vit.vit_tiny", 1, 64
-    task = instantiate(model, _recursive_=False)
+    task = build_task(model, None, None)
     world, per_epoch = 8, 3  # --nproc_per_node=8; 3 iterations an epoch keep the arrays small
     task.trainer = SimpleNamespace(max_epochs=cfg.trainer.max_epochs, max_steps=-1, world_size=world)
     got = task.build_schedules(batch_size=cfg.data.batch_size, steps_per_epoch=per_epoch)
@@ -526,7 +527,7 @@ def test_384_experiment_loads_a_256x128_lup_checkpoint(name, stem, parts, compos
     model.backbone.depth = 1
     model.weights = str(tmp_path / "lup.pth")
     info = DatasetInfo(num_classes=6, num_cameras=3, num_views=1)
-    backbone = instantiate(model, data_info=info, evaluation=EvalConfig(), _recursive_=False).net.backbone
+    backbone = build_task(model, info, EvalConfig()).net.backbone
     assert backbone.grid_size == (24, 8)
     patches = official["pos_embed"][:, -128:]
     grid = patches.reshape(1, 16, 8, -1).permute(0, 3, 1, 2)
@@ -572,7 +573,7 @@ def test_rpe_triplet_experiment_builds_the_soft_term_and_the_bias(name, composed
     model.backbone.depth = 2
     model.weights = None
     info = DatasetInfo(num_classes=6, num_cameras=3, num_views=1)
-    task = instantiate(model, data_info=info, evaluation=EvalConfig(), _recursive_=False)
+    task = build_task(model, info, EvalConfig())
     term = task.objective.terms["rpe_triplet"]
     assert (term.selection, term.center, term.normalize, term.margin, term.warmup_steps) == (
         "soft",

@@ -26,6 +26,7 @@ from omegaconf import OmegaConf, open_dict
 from reid.config import CONFIG_DIR
 from reid.data.records import DatasetInfo
 from reid.evaluation import EvalConfig
+from reid.tasks.from_config import build_task
 
 
 class Official(NamedTuple):
@@ -104,7 +105,7 @@ def test_resnet50_usl_matches_the_official_readme_command(compose_config):
     assert (cfg.trainer.max_epochs, cfg.trainer.check_val_every_n_epoch) == (50, 10)
     assert Path(model.weights).name == "resnet50-0676ba61.pth" and cfg.published is None
     info = DatasetInfo(num_classes=0, num_cameras=6, num_views=1)
-    task = instantiate(model, data_info=info, evaluation=EvalConfig(), weights=None, _recursive_=False)
+    task = build_task(model, info, EvalConfig(), weights=None)
     assert task.net.embedding_dim == 2048 and task.net.backbone.layer4[0].conv2.stride == (1, 1)
 
 

@@ -11,7 +11,6 @@ Under DDP each rank embeds every ``world_size``-th batch; the evaluator gathers 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
@@ -19,7 +18,6 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from reid.evaluation import EvalConfig, ReIDEvaluator
-from reid.evaluation.config import as_eval_config
 from reid.evaluation.evaluator import update_with_batch
 
 if TYPE_CHECKING:
@@ -30,17 +28,17 @@ class KNNMonitor(L.Callback):
     """Args:
     every_n_epochs: run after epochs n, 2n, ... and after the last epoch.
     at_start: also run before the first step (the initialisation's score, logged at step 0).
-    evaluation: an :class:`EvalConfig` (or mapping); defaults to ``pl_module.evaluation``, else cosine.
+    evaluation: an :class:`EvalConfig`; defaults to ``pl_module.evaluation``, else cosine.
     """
 
     def __init__(
-        self, every_n_epochs: int = 10, at_start: bool = True, evaluation: EvalConfig | Mapping | None = None
+        self, every_n_epochs: int = 10, at_start: bool = True, evaluation: EvalConfig | None = None
     ) -> None:
         if every_n_epochs < 1:
             raise ValueError(f"KNNMonitor: every_n_epochs must be >= 1, got {every_n_epochs}")
         self.every_n_epochs = every_n_epochs
         self.at_start = at_start
-        self.evaluation = EvalConfig(**evaluation) if isinstance(evaluation, Mapping) else evaluation
+        self.evaluation = evaluation
         self.history: list[tuple[int, dict[str, float]]] = []  # (global step, metrics)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -66,7 +64,7 @@ class KNNMonitor(L.Callback):
         if loader is None:
             rank_zero_info("KNNMonitor: the datamodule has no monitor_dataset; skipping the retrieval check")
             return {}
-        config = self.evaluation or as_eval_config(getattr(pl_module, "evaluation", None))
+        config = self.evaluation or getattr(pl_module, "evaluation", None) or EvalConfig(metric="cosine")
         evaluator = ReIDEvaluator(datamodule.num_query, config)
         was_training = pl_module.training
         pl_module.eval()  # batch-norm layers (ICS stem) use, and keep, their running statistics

@@ -40,7 +40,6 @@ from PIL import Image
 
 from reid.data.records import Record
 from reid.evaluation import EvalConfig, RankResult, ReIDEvaluator
-from reid.evaluation.config import as_eval_config
 from reid.evaluation.evaluator import EvalState
 from reid.training.epochs import epochs_completed
 from reid.visualization.curves import (
@@ -176,7 +175,7 @@ class RankedListPictures(L.Callback):
     # ---- the pictures -------------------------------------------------------------------------
     def _hold(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         evaluators = list(getattr(pl_module, "evaluators", None) or [])
-        config = getattr(pl_module, "evaluation", None)  # an EvalConfig, or its DictConfig (Hydra kwargs)
+        config = getattr(pl_module, "evaluation", None)  # the task's EvalConfig
         if not evaluators or config is None:
             return
         datamodule = getattr(trainer, "datamodule", None)
@@ -184,7 +183,7 @@ class RankedListPictures(L.Callback):
         if len(targets) != len(evaluators):
             targets = list(getattr(pl_module, "evaluation_names", None) or [""] * len(evaluators))
         epoch = epochs_completed(trainer) if self.epoch is None else self.epoch
-        self._held = _HeldEvaluation(evaluators, targets, as_eval_config(config), epoch)
+        self._held = _HeldEvaluation(evaluators, targets, config, epoch)
 
     def _draw(self, trainer: L.Trainer, stage: str) -> None:
         held, self._held = self._held, None  # the features are released when this returns

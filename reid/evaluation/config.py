@@ -6,9 +6,7 @@ the offending key and value, not after an hour of training.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 METRICS = ("euclidean", "cosine")
 
@@ -56,16 +54,6 @@ class RerankConfig:
         object.__setattr__(self, "lambda_value", float(self.lambda_value))
 
 
-def _as_nested(value: Any, cls: type, key: str) -> Any:
-    """Accept an instance, None, or a mapping (plain dict / DictConfig without ``_target_``)."""
-    if value is None or isinstance(value, cls):
-        return value
-    if isinstance(value, Mapping):
-        fields = {str(k): v for k, v in value.items() if str(k) != "_target_"}
-        return cls(**fields)
-    raise ValueError(f"eval.{key}: expected a {cls.__name__}, a mapping or null, got {type(value).__name__}")
-
-
 @dataclass(frozen=True)
 class EvalConfig:
     """How query/gallery features become metrics.
@@ -100,14 +88,9 @@ class EvalConfig:
         object.__setattr__(self, "chunk_size", int(self.chunk_size))
         object.__setattr__(self, "normalize", bool(self.normalize))
         object.__setattr__(self, "flip", bool(self.flip))
-        object.__setattr__(self, "aqe", _as_nested(self.aqe, AQEConfig, "aqe"))
-        object.__setattr__(self, "rerank", _as_nested(self.rerank, RerankConfig, "rerank"))
-
-
-def as_eval_config(value: Any) -> EvalConfig:
-    """An :class:`EvalConfig` from an instance or mapping; None gives cosine on normalised features."""
-    if isinstance(value, EvalConfig):
-        return value
-    if isinstance(value, Mapping):
-        return EvalConfig(**{str(k): v for k, v in value.items() if str(k) != "_target_"})
-    return EvalConfig(metric="cosine", normalize=True)
+        for key, kind in (("aqe", AQEConfig), ("rerank", RerankConfig)):
+            value = getattr(self, key)
+            _require(
+                value is None or isinstance(value, kind),
+                f"eval.{key}: expected a {kind.__name__} or null, got {type(value).__name__}",
+            )

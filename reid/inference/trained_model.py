@@ -29,7 +29,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from hydra.utils import get_class, instantiate
@@ -45,6 +45,7 @@ from reid.models.sie import CameraEmbedConfig
 from reid.models.weights_checks import state_differences
 from reid.tasks import TransReIDTask
 from reid.tasks.cluster_contrast import ClusterContrastTask
+from reid.tasks.from_config import build_task
 from reid.training.checkpoint_io import AtomicCheckpointIO
 
 CONFIG_FILE = Path(".hydra") / "config.yaml"
@@ -319,7 +320,23 @@ def read_run_config(path: Path) -> DictConfig:
         raise ValueError(f"{path}: expected the composed config of a run (with `model` and `data` nodes)")
     with open_dict(cfg):
         cfg.model.weights = None  # the initialisation file is not needed: the checkpoint holds every tensor
+        _sized_terms_as_partials(cfg)
     return cfg
+
+
+def _sized_terms_as_partials(cfg: DictConfig) -> None:
+    """In place: a loss term whose class needs the model's sizes (``LossTerm.model_dims``: BoT's center
+    term) and that a run saved without ``_partial_`` (before issue 32, the task wrote the sizes into the
+    config) becomes the partial the task completes now."""
+    loss = OmegaConf.select(cfg, "model.loss")
+    for term in loss.values() if isinstance(loss, DictConfig) else ():
+        if isinstance(term, DictConfig) and isinstance(term.get("_target_"), str) and "_partial_" not in term:
+            try:
+                needs_sizes = bool(getattr(get_class(term._target_), "model_dims", ()))
+            except (ImportError, ValueError):
+                continue  # building the task reports the bad _target_ with its own message
+            if needs_sizes:
+                term._partial_ = True
 
 
 def task_class(cfg: DictConfig, config: Path) -> type[RetrievalTask]:
@@ -341,7 +358,7 @@ def task_class(cfg: DictConfig, config: Path) -> type[RetrievalTask]:
     return found
 
 
-def build_task(
+def restore_task(
     cfg: DictConfig,
     state: Mapping[str, Tensor],
     data_info: DatasetInfo,
@@ -354,7 +371,7 @@ def build_task(
     The comparison is strict: a Cluster Contrast task's memory is a non-persistent buffer (refilled from
     the centroids every epoch), so neither side's state holds it."""
     task_class(cfg, files.config)
-    task = instantiate(cfg.model, data_info=data_info, evaluation=evaluation, _recursive_=False)
+    task = cast(RetrievalTask, build_task(cfg.model, data_info, evaluation))  # task_class checked it
     differences = state_differences(state, task.state_dict())
     if differences:
         raise ValueError(
@@ -399,7 +416,7 @@ def load_trained_model(
     saved = read_checkpoint(files.checkpoint)
     data_info = data_info_from_checkpoint(saved, files.checkpoint, num_cameras, task_class(cfg, files.config))
     evaluation = instantiate(cfg.eval)
-    task = build_task(cfg, saved["state_dict"], data_info, evaluation, files).to(device)
+    task = restore_task(cfg, saved["state_dict"], data_info, evaluation, files).to(device)
     size = [int(v) for v in cfg.data.image_size]
     return TrainedModel(
         task=task,

@@ -13,7 +13,6 @@ from reid.losses.objective import (
     ObjectiveInput,
     ObjectiveOutput,
     TripletTerm,
-    build_objective,
 )
 from reid.losses.rpe_triplet import RPETripletTerm
 from reid.losses.term_optimizers import TermOptimizers
@@ -42,7 +41,6 @@ __all__ = [
     "TermOptimizers",
     "TripletLoss",
     "TripletTerm",
-    "build_objective",
     "hard_example_indices",
     "hard_example_mining",
     "pairwise_euclidean",

@@ -25,14 +25,11 @@ decay, no schedule) steps them after the gradients of the weighted total are mul
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-
 import torch
 from torch import Tensor, nn
 
 from reid.losses.objective import LossTerm, ObjectiveInput
-
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+from reid.optim import OptimizerFactory
 
 
 class CenterLoss(nn.Module):
@@ -77,8 +74,9 @@ class CenterTerm(LossTerm):
     """The center loss on the global feature ``feats[0]`` before the BNNeck, as an objective term.
 
     Args:
-        num_classes, feat_dim: filled by the task from the data and the net (``model_dims``, see
-            :func:`~reid.losses.objective.build_objective`): the training identities and the net's
+        num_classes, feat_dim: filled by the task from the data and the net (``model_dims``: the config
+            gives the term as a partial, see :meth:`~reid.losses.objective.Objective.bind_model`): the
+            training identities and the net's
             ``embedding_dim``, the global feature's width for single-branch nets (BoT's ``CNNReIDNet``, a
             ViT without JPM; a JPM net is refused at the first step). A value set in the config must agree.
         weight: ``CENTER_LOSS_WEIGHT`` (0.0005).

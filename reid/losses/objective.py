@@ -11,13 +11,14 @@ trains any parameters a term holds, in a group of their own (:meth:`Objective.pa
 the term brings its own optimiser (``optimizer=``: BoT's centre SGD), which the task steps beside its
 own once per optimiser step (:class:`reid.losses.term_optimizers.TermOptimizers`). A term that needs
 sizes of the model (a center loss's ``num_classes`` x ``feat_dim`` centres) names them in
-``model_dims`` and :func:`build_objective` fills them from the task. Adding a loss means a term module
-and a config entry::
+``model_dims`` and is given as a partial (``_partial_: true``); the task completes it with
+:meth:`Objective.bind_model` once its net exists. Adding a loss means a term module and a config entry::
 
     loss:
       _target_: reid.losses.Objective
       id:  {_target_: reid.losses.IDTerm, weight: 1.0, label_smoothing: 0.0}
       tri: {_target_: reid.losses.TripletTerm, weight: 1.0, margin: null}
+      center: {_target_: reid.losses.CenterTerm, _partial_: true, weight: 5.0e-4}
 
 A term set to ``null`` in the config is left out (``model.loss.tri=null``).
 
@@ -33,18 +34,18 @@ logits after it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple, cast
 
 import torch
-from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from reid.losses.id_loss import IDLoss
 from reid.losses.triplet import TripletLoss
+from reid.optim import OptimizerFactory
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,9 @@ class LossTerm(nn.Module):
     the base learning rate, no weight decay). ``optimizer`` (a ``_partial_`` optimiser, called with the
     parameters) gives them an optimiser of their own instead (:meth:`own_optimizer`), stepped on their
     gradients times :meth:`own_grad_scale`. ``model_dims`` names constructor arguments the task fills
-    from the model (:func:`build_objective`). A term may report diagnostics of its last forward by
-    filling ``self.stats`` (name -> scalar); they reach the log as ``train/<term>/<name>``.
+    from the model: the term comes as a partial, :meth:`Objective.bind_model` completes it. A term may
+    report diagnostics of its last forward by filling ``self.stats`` (name -> scalar); they reach the log
+    as ``train/<term>/<name>``.
     """
 
     model_dims: ClassVar[tuple[str, ...]] = ()
@@ -111,7 +113,7 @@ class LossTerm(nn.Module):
     def __init__(
         self,
         weight: float = 1.0,
-        optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None = None,
+        optimizer: OptimizerFactory | None = None,
     ) -> None:
         super().__init__()
         self.weight = float(weight)
@@ -169,27 +171,79 @@ class TripletTerm(LossTerm):
         return sum(w * self.loss(f, inputs.labels) for w, f in zip(inputs.branch_weights, inputs.feats))
 
 
+TermFactory = Callable[..., "LossTerm"]
+"""A loss term still missing model sizes: a ``functools.partial`` of a :class:`LossTerm` class, or the
+class."""
+
+
+def _term_class(value: Any) -> type[LossTerm] | None:
+    """The :class:`LossTerm` class a factory builds (a partial of it, or the class), else None."""
+    func = value.func if isinstance(value, functools.partial) else value
+    return func if isinstance(func, type) and issubclass(func, LossTerm) else None
+
+
 class Objective(nn.Module):
     """``L = sum_t w_t(step) L_t`` over named :class:`LossTerm` s (``None`` entries are dropped).
 
-    Raises at construction when no term is left or a term is not a :class:`LossTerm`, naming it.
+    A term is a built :class:`LossTerm` or a :data:`TermFactory` that :meth:`bind_model` completes with
+    the model sizes its class names in ``model_dims``. Raises at construction when no term is left or a
+    term is neither, naming it.
     """
 
-    def __init__(self, **terms: LossTerm | None) -> None:
+    def __init__(self, **terms: LossTerm | TermFactory | None) -> None:
         super().__init__()
         kept = {name: term for name, term in terms.items() if term is not None}
         for name, term in kept.items():
-            if not isinstance(term, LossTerm):
+            if not isinstance(term, LossTerm) and _term_class(term) is None:
                 raise TypeError(
                     f"model.loss.{name}: expected a loss term (reid.losses.LossTerm, e.g. "
-                    f"reid.losses.IDTerm), got {type(term).__name__}"
+                    f"reid.losses.IDTerm) or a partial of one, got {type(term).__name__}"
                 )
         if not kept:
             raise ValueError("model.loss: no loss term is set (every entry is null)")
-        self.terms = nn.ModuleDict(kept)
+        self.terms = nn.ModuleDict({name: term for name, term in kept.items() if isinstance(term, LossTerm)})
+        self._unbound: dict[str, TermFactory] = {
+            name: term for name, term in kept.items() if not isinstance(term, LossTerm)
+        }
+        self._order = list(kept)
+
+    def bind_model(self, **dims: int) -> Objective:
+        """Build the factory terms, each given the sizes of the model its class's ``model_dims`` names (the
+        task passes ``num_classes`` and ``feat_dim``); returns ``self``.
+
+        A size the partial already sets must equal the model's, else a ValueError names the key
+        (``model.loss.center.feat_dim=2048, but ...``); a term needing a size the task does not give is an
+        error naming both.
+        """
+        for name, factory in self._unbound.items():
+            term_class = _term_class(factory)
+            assert term_class is not None  # checked in __init__
+            given = factory.keywords if isinstance(factory, functools.partial) else {}
+            sizes: dict[str, int] = {}
+            for dim in term_class.model_dims:
+                if dim not in dims:
+                    raise ValueError(
+                        f"model.loss.{name}: {term_class.__name__} needs '{dim}' from the model, the task "
+                        f"gives {sorted(dims)}"
+                    )
+                if given.get(dim) is not None and int(given[dim]) != int(dims[dim]):
+                    raise ValueError(
+                        f"model.loss.{name}.{dim}={given[dim]}, but the model's is {dims[dim]}; leave "
+                        f"model.loss.{name}.{dim} unset to take the model's"
+                    )
+                sizes[dim] = int(dims[dim])
+            self.terms[name] = factory(**sizes)
+        self.terms = nn.ModuleDict({name: self.terms[name] for name in self._order})
+        self._unbound = {}
+        return self
 
     def named_terms(self) -> list[tuple[str, LossTerm]]:
-        """``(name, term)`` of every term, in config order."""
+        """``(name, term)`` of every term, in config order; an error while a factory term is unbound."""
+        if self._unbound:
+            raise RuntimeError(
+                f"Objective: terms {sorted(self._unbound)} still need the model's sizes; call "
+                "bind_model(num_classes=..., feat_dim=...) first (the task does)"
+            )
         return [(name, cast(LossTerm, term)) for name, term in self.terms.items()]
 
     def term(self, name: str) -> LossTerm:
@@ -222,38 +276,3 @@ class Objective(nn.Module):
                 group |= term.param_group_options()
                 groups.append(group | {"lr_factor": float(group["lr"]) / base_lr})
         return groups
-
-
-def build_objective(config: DictConfig | Mapping[str, Any], **dims: int) -> Objective:
-    """Instantiate the ``model.loss`` config, giving each term the model sizes its class names in
-    ``LossTerm.model_dims`` (the task passes ``num_classes`` and ``feat_dim``).
-
-    A size the config leaves out (or sets to null) is filled; one it sets must equal the model's, else a
-    ValueError names the key (``model.loss.center.feat_dim=2048, but ...``). A term needing a size the
-    task does not give is an error naming both.
-    """
-    node = OmegaConf.create(
-        OmegaConf.to_container(config, resolve=True) if OmegaConf.is_config(config) else dict(config)
-    )
-    for key, term in node.items():
-        name = str(key)
-        if not isinstance(term, DictConfig) or "_target_" not in term:
-            continue
-        try:
-            needs = getattr(get_class(term._target_), "model_dims", ())
-        except (ImportError, ValueError):
-            continue  # instantiate() below reports a bad _target_ with Hydra's own message
-        for dim in needs:
-            if dim not in dims:
-                raise ValueError(
-                    f"model.loss.{name}: {term._target_} needs '{dim}' from the model, the task gives "
-                    f"{sorted(dims)}"
-                )
-            given = term.get(dim)
-            if given is not None and int(given) != int(dims[dim]):
-                raise ValueError(
-                    f"model.loss.{name}.{dim}={given}, but the model's is {dims[dim]}; leave "
-                    f"model.loss.{name}.{dim} unset to take the model's"
-                )
-            term[dim] = int(dims[dim])
-    return instantiate(node)

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from reid.models.classifiers import ClassifierFactory
 from reid.models.heads import BNNeckHead
+from reid.models.jpm import JPMConfig
 from reid.models.pooling import GlobalAvgPool
 from reid.models.reid_net import NeckFeat, ReIDModelOutput
 
@@ -55,7 +56,7 @@ class CNNReIDNet(nn.Module):
         num_classes: int,
         pool: nn.Module | None = None,
         neck_feat: NeckFeat = "after",
-        jpm: Mapping[str, Any] | None = None,
+        jpm: JPMConfig | None = None,
         feature: str = "cls",
         classifier: ClassifierFactory | None = None,
     ) -> None:

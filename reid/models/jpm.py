@@ -27,9 +27,7 @@ shared one (passed to ``forward``).
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -53,20 +51,6 @@ class JPMConfig:
                 f"JPMConfig: shift ({self.shift}), groups ({self.groups}) and num_local ({self.num_local}) "
                 "must all be >= 1"
             )
-
-
-def as_jpm_config(value: JPMConfig | Mapping[str, Any] | None) -> JPMConfig | None:
-    """Accept a config, a dict (Hydra) or ``None`` (no JPM)."""
-    if value is None or isinstance(value, JPMConfig):
-        return value
-    if isinstance(value, Mapping):
-        unknown = set(value) - {"shift", "groups", "num_local", "shuffle"}
-        if unknown:
-            raise ValueError(
-                f"jpm: unknown keys {sorted(unknown)}; expected shift, groups, num_local, shuffle"
-            )
-        return JPMConfig(**{str(k): v for k, v in value.items()})
-    raise TypeError(f"jpm: expected JPMConfig, a mapping or None, got {type(value)}")
 
 
 def shift_shuffle_order(

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple, cast
+from typing import Literal, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from reid.models.classifiers import ClassifierFactory
 from reid.models.heads import BNNeckHead, ClsPartsNeckHead, NeckOutput
-from reid.models.jpm import JigsawPatchModule, JPMConfig, as_jpm_config
+from reid.models.jpm import JigsawPatchModule, JPMConfig
 from reid.models.relative_position import Grid, RelativePositionBias
 from reid.models.vit import VisionTransformer
 
@@ -73,7 +73,7 @@ class ReIDNet(nn.Module):
         self,
         backbone: VisionTransformer,
         num_classes: int,
-        jpm: JPMConfig | Mapping[str, Any] | None = None,
+        jpm: JPMConfig | None = None,
         neck_feat: NeckFeat = "before",
         feature: GlobalFeature = "cls",
         classifier: ClassifierFactory | None = None,
@@ -94,7 +94,9 @@ class ReIDNet(nn.Module):
         self.backbone = backbone
         self.neck_feat = neck_feat
         self.feature = feature
-        self.jpm_config = as_jpm_config(jpm)
+        if jpm is not None and not isinstance(jpm, JPMConfig):
+            raise TypeError(f"ReIDNet: jpm must be a reid.models.jpm.JPMConfig or None, got {type(jpm)}")
+        self.jpm_config = jpm
         dim = backbone.embed_dim
         self.global_head: BNNeckHead | ClsPartsNeckHead = (
             BNNeckHead(dim, num_classes, classifier)

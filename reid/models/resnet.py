@@ -30,7 +30,7 @@ The recompute runs the stage's BatchNorms in training mode a second time; their 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -40,6 +40,7 @@ from torch.utils.checkpoint import checkpoint
 from torchvision.models import resnet as tv
 
 from reid.models.ibn import with_ibn_a
+from reid.models.sie import CameraEmbedConfig
 
 Block = type[tv.BasicBlock] | type[tv.Bottleneck]
 STANDARD_WIDTHS = (64, 128, 256, 512)
@@ -93,7 +94,7 @@ class ResNet(tv.ResNet):
         last_stride: int = 1,
         zero_init_residual: bool = False,
         norm_layer: Callable[[int], nn.Module] | None = None,
-        camera_embed: Mapping[str, Any] | None = None,
+        camera_embed: CameraEmbedConfig | None = None,
         grad_checkpointing: bool = False,
         stem_relu: bool = True,
     ) -> None:

@@ -18,9 +18,7 @@ closer than dropping the term would.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from timm.layers import trunc_normal_
@@ -68,21 +66,29 @@ class CameraEmbedConfig:
         return rows * cols if self.enabled else 0
 
 
-def as_camera_embed_config(value: CameraEmbedConfig | Mapping[str, Any] | None) -> CameraEmbedConfig | None:
-    """Accept a config, a dict (Hydra) or ``None``; returns ``None`` when no side is used."""
-    if value is None:
-        return None
-    if isinstance(value, Mapping):
-        unknown = set(value) - {"num_cameras", "num_views", "coefficient", "init_std"}
-        if unknown:
-            raise ValueError(
-                f"camera_embed: unknown keys {sorted(unknown)}; "
-                "expected num_cameras, num_views, coefficient, init_std"
-            )
-        value = CameraEmbedConfig(**{str(k): v for k, v in value.items()})
-    if not isinstance(value, CameraEmbedConfig):
-        raise TypeError(f"camera_embed: expected CameraEmbedConfig, a mapping or None, got {type(value)}")
-    return value if value.enabled else None
+@dataclass(frozen=True)
+class SIEConfig:
+    """Which side information a TransReID model embeds (``model.sie``): cameras (``SIE_CAMERA``, person
+    data) and/or viewpoints (``SIE_VIEW``, VeRi), with coefficient lambda (``SIE_COE``, 3.0) and the table's
+    init std (0.02 official; 0 starts every camera at the same offset). The counts come from the data
+    (:meth:`camera_embed`); a side with a single value is dropped by the backbone."""
+
+    camera: bool = False
+    view: bool = False
+    coefficient: float = 3.0
+    init_std: float = 0.02
+
+    def camera_embed(self, num_cameras: int, num_views: int) -> CameraEmbedConfig | None:
+        """The backbone's table for data with ``num_cameras`` cameras and ``num_views`` views, or None when
+        neither side is on."""
+        if not self.camera and not self.view:
+            return None
+        return CameraEmbedConfig(
+            num_cameras=num_cameras if self.camera else 0,
+            num_views=num_views if self.view else 0,
+            coefficient=float(self.coefficient),
+            init_std=float(self.init_std),
+        )
 
 
 def new_sie_table(config: CameraEmbedConfig, dim: int) -> nn.Parameter:

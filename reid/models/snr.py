@@ -38,6 +38,7 @@ from typing import Any, Literal, NamedTuple
 from torch import Tensor, nn
 
 from reid.models.resnet import ResNet, resnet50
+from reid.models.sie import CameraEmbedConfig
 
 STAGES = (1, 2, 3, 4)
 SNRFeature = Literal["normalized", "enhanced", "contaminated"]
@@ -197,7 +198,7 @@ def snr_resnet(
     resnet: Callable[..., ResNet] = resnet50,
     stages: Sequence[int] = STAGES,
     reduction: int = 16,
-    camera_embed: Mapping[str, Any] | None = None,
+    camera_embed: CameraEmbedConfig | None = None,
     **resnet_kwargs: Any,
 ) -> SNRResNet:
     """The backbone factory of ``conf/model/snr_r50.yaml`` (``_partial_``; the task calls it with

@@ -61,7 +61,7 @@ from reid.models.relative_position import (
     attention_mask,
     run_block,
 )
-from reid.models.sie import CameraEmbedConfig, as_camera_embed_config, new_sie_table, sie_offsets
+from reid.models.sie import CameraEmbedConfig, new_sie_table, sie_offsets
 
 
 class TokensOnGrid(NamedTuple):
@@ -94,7 +94,7 @@ class VisionTransformer(nn.Module):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         num_parts: int = 0,
-        camera_embed: CameraEmbedConfig | Mapping[str, Any] | None = None,
+        camera_embed: CameraEmbedConfig | None = None,
         stem: StemKind = "patch",
         input_norm: bool = False,
         stem_dim: int = 64,
@@ -127,7 +127,11 @@ class VisionTransformer(nn.Module):
             self.part_pos = nn.Parameter(torch.zeros(1, num_parts, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, embed_dim))
         self.register_buffer(POS_GRID, torch.tensor(self.grid_size, dtype=torch.long))
-        self.camera_embed = as_camera_embed_config(camera_embed)
+        if camera_embed is not None and not isinstance(camera_embed, CameraEmbedConfig):
+            raise TypeError(
+                f"camera_embed: expected a CameraEmbedConfig (reid.models.sie), got {camera_embed}"
+            )
+        self.camera_embed = camera_embed if camera_embed is not None and camera_embed.enabled else None
         if self.camera_embed is not None:
             self.sie_embed = new_sie_table(self.camera_embed, embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)

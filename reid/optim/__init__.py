@@ -7,11 +7,12 @@ from reid.optim.epoch_schedules import (
     WarmupMultiStepLR,
     set_epoch_lr,
 )
-from reid.optim.param_groups import ParamGroupConfig, build_param_groups
+from reid.optim.param_groups import OptimizerFactory, ParamGroupConfig, build_param_groups
 from reid.optim.schedules import cosine_schedule
 
 __all__ = [
     "EpochSchedule",
+    "OptimizerFactory",
     "ParamGroupConfig",
     "StepDecayLR",
     "TimmCosineLR",

@@ -9,10 +9,16 @@ decay; ``exempt_norm_and_tokens`` switches that on.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
+
+OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
+"""An optimiser class with its settings bound (``functools.partial(torch.optim.SGD, lr=0.008,
+momentum=0.9)``), called with the parameters or parameter groups."""
 
 
 def checked_base_lr(optimizer: Any, key: str = "model.optimizer.lr") -> float:

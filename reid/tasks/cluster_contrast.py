@@ -26,16 +26,14 @@ run killed mid-epoch resumes on the same clusters and memory instead of re-clust
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.types import OptimizerConfig
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from reid.clustering import Clustering, cluster_centroids
@@ -45,16 +43,12 @@ from reid.losses.cluster_memory import ClusterMemory
 from reid.models.heads import bnneck
 from reid.models.pooling import GlobalAvgPool
 from reid.models.weights import load_pretrained
-from reid.optim import set_epoch_lr
+from reid.optim import EpochSchedule, OptimizerFactory, set_epoch_lr
 from reid.optim.param_groups import checked_base_lr
 from reid.tasks.retrieval_evaluation import RetrievalEvaluation
 
 Fusion = Literal["cls", "cls_parts_cat", "cls_parts_mean"]
 STATE_KEY = "cluster_contrast"
-
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 class ClusterContrastNet(nn.Module):
@@ -127,17 +121,17 @@ def _broadcast(tensor: Tensor) -> Tensor:
 class ClusterContrastTask(RetrievalEvaluation):
     """Args:
     data_info, evaluation: as for :class:`~reid.tasks.TransReIDTask` (``num_classes`` is unused).
-    backbone: ``_partial_`` config of a ViT factory (``reid.models.vit.vit_small``) or of a CNN one
-        (``reid.models.resnet.resnet50``, ``reid.models.snr.snr_resnet``).
-    clustering: config of a :class:`~reid.clustering.Clustering` (``conf/model/clustering``:
+    backbone: a ViT factory (a partial of ``reid.models.vit.vit_small``) or a CNN one
+        (``reid.models.resnet.resnet50``, ``reid.models.snr.snr_resnet``), called with no arguments.
+    clustering: a :class:`~reid.clustering.Clustering` (``conf/model/clustering``:
         :class:`~reid.clustering.JaccardDBSCAN`, :class:`~reid.clustering.KnnInfomap`).
-    memory: config of :class:`~reid.losses.cluster_memory.ClusterMemory` (temperature, momentum, update).
-    optimizer: ``_partial_`` optimiser; every trainable parameter in one group at its ``lr`` and
+    memory: the :class:`~reid.losses.cluster_memory.ClusterMemory` (temperature, momentum, update).
+    optimizer: an optimiser factory; every trainable parameter in one group at its ``lr`` and
         ``weight_decay`` (official: SGD 3.5e-4, momentum 0.9, weight decay 5e-4).
-    schedule: config of an epoch schedule (``reid.optim.epoch_schedules``; official: ``StepDecayLR``, x0.1
-        every 20 epochs, stepped after each epoch), or None.
+    schedule: an epoch schedule (``reid.optim.epoch_schedules``; official: ``StepDecayLR``, x0.1 every 20
+        epochs, stepped after each epoch), or None.
     feature: see :class:`ClusterContrastNet`.
-    pool: config of a CNN's global pooling (``reid.models.pooling``); None = average pooling.
+    pool: a CNN's global pooling module (``reid.models.pooling``); None = average pooling.
     weights, weights_grid, weights_strict: as for :class:`~reid.tasks.TransReIDTask`.
     """
 
@@ -145,46 +139,34 @@ class ClusterContrastTask(RetrievalEvaluation):
         self,
         data_info: DatasetInfo,
         evaluation: EvalConfig,
-        backbone: DictConfig | Mapping,
-        clustering: DictConfig | Mapping,
-        memory: DictConfig | Mapping,
-        optimizer: DictConfig | Mapping,
-        schedule: DictConfig | Mapping | None = None,
+        backbone: Callable[[], nn.Module],
+        clustering: Clustering,
+        memory: ClusterMemory,
+        optimizer: OptimizerFactory,
+        schedule: EpochSchedule | None = None,
         feature: Fusion = "cls",
-        pool: DictConfig | Mapping | None = None,
+        pool: nn.Module | None = None,
         weights: str | None = None,
         weights_grid: Sequence[int] | None = None,
         weights_strict: bool = True,
     ) -> None:
         super().__init__()
-        hparams: dict[str, Any] = {
-            "backbone": backbone,
-            "clustering": clustering,
-            "memory": memory,
-            "optimizer": optimizer,
-        }
-        hparams |= {"schedule": schedule, "weights_grid": weights_grid, "pool": pool}
-        self.save_hyperparameters(
-            {k: _plain(v) for k, v in hparams.items()}
-            | {"feature": feature, "weights": weights, "weights_strict": weights_strict}
-        )
         self.data_info, self.evaluation = data_info, evaluation
         self.sie_at_test = False  # no side information: the evaluation embeds images alone
-        self.net = ClusterContrastNet(
-            instantiate(backbone)(), feature, instantiate(pool) if pool is not None else None
-        )
-        self.clustering: Clustering = instantiate(clustering)
-        self.memory: ClusterMemory = instantiate(memory)
-        self.optimizer_factory = instantiate(optimizer)
+        self.net = ClusterContrastNet(backbone(), feature, pool)
+        self.clustering = clustering
+        self.memory = memory
+        self.optimizer_factory = optimizer
         checked_base_lr(self.optimizer_factory)  # a bad model.optimizer.lr fails here, before data is read
-        self.schedule = instantiate(schedule) if schedule is not None else None
+        self.schedule = schedule
         self.pseudo_labels: Tensor | None = None  # [N] long, CPU: this epoch's labels (-1 = outlier)
         self.clustered_epoch = -1  # the epoch ``pseudo_labels`` and the memory were made for
         self.evaluators, self.evaluation_names = [], []
         if weights is not None:
             if not str(weights).strip():
                 raise ValueError(f"model.weights={weights!r} names no file: set null or a checkpoint path")
-            report = load_pretrained(self.net, weights, old_grid=_plain(weights_grid), strict=weights_strict)
+            grid = list(weights_grid) if weights_grid is not None else None
+            report = load_pretrained(self.net, weights, old_grid=grid, strict=weights_strict)
             (rank_zero_warn if report.partial else rank_zero_info)(report.summary())
 
     def forward(self, images: Tensor, camids: Tensor | None = None, viewids: Tensor | None = None) -> Tensor:

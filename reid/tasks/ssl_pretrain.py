@@ -29,8 +29,8 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from reid.evaluation import ReIDEvaluator
-from reid.evaluation.config import as_eval_config
+from reid.data.records import DatasetInfo
+from reid.evaluation import EvalConfig, ReIDEvaluator
 from reid.evaluation.evaluator import update_with_batch
 from reid.losses.dino import DINOLoss, mean_entropy, teacher_temperature_schedule
 from reid.losses.pass_loss import PASSLoss
@@ -67,21 +67,6 @@ class CropOutputs(NamedTuple):
 
     globals: Tensor
     locals: Tensor | None
-
-
-def _as_factory(value: Any, key: str) -> Callable[..., Any]:
-    """A callable as is; a Hydra node (``reid.run`` instantiates tasks with ``_recursive_=False``) built
-    into its partial."""
-    if callable(value):
-        return value
-    from hydra.utils import instantiate
-
-    factory = instantiate(value, _partial_=True)
-    if not callable(factory):
-        raise ValueError(
-            f"SSLPretrainTask: model.{key} must build a callable (a _partial_ _target_), got {value!r}"
-        )
-    return factory
 
 
 def decay_groups(module: nn.Module) -> list[dict[str, Any]]:
@@ -136,14 +121,13 @@ class SSLPretrainTask(L.LightningModule):
         clip_grad: float = 3.0,
         freeze_last_layer_epochs: int = 1,
         step_seed: int | None = 0,
-        data_info: Any = None,
-        evaluation: Any = None,
+        data_info: DatasetInfo | None = None,
+        evaluation: EvalConfig | None = None,
     ) -> None:
         super().__init__()
         if num_parts < 0:
             raise ValueError(f"SSLPretrainTask: num_parts must be >= 0, got {num_parts}")
         self.num_parts = num_parts
-        backbone, optimizer = _as_factory(backbone, "backbone"), _as_factory(optimizer, "optimizer")
         self.student = self._network(
             backbone, drop_path_rate, out_dim, hidden_dim, bottleneck_dim, norm_last_layer
         )
@@ -162,7 +146,7 @@ class SSLPretrainTask(L.LightningModule):
         self.clip_grad = clip_grad
         self.freeze_last_layer_epochs = freeze_last_layer_epochs
         self.step_seed = step_seed
-        self.evaluation = evaluation
+        self.evaluation = evaluation if evaluation is not None else EvalConfig(metric="cosine")
         self.schedules: Schedules | None = None
         self._step = 0
         self._test_evaluator: ReIDEvaluator | None = None
@@ -343,9 +327,7 @@ class SSLPretrainTask(L.LightningModule):
     # ---- test: the teacher's retrieval scores on the datamodule's monitor set --------------------
     def on_test_epoch_start(self) -> None:
         num_query = getattr(getattr(self.trainer, "datamodule", None), "num_query", 0)  # attached at run time
-        self._test_evaluator = (
-            ReIDEvaluator(num_query, as_eval_config(self.evaluation)) if num_query else None
-        )
+        self._test_evaluator = ReIDEvaluator(num_query, self.evaluation) if num_query else None
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         if self._test_evaluator is not None:

@@ -7,37 +7,32 @@ gallery images and ranks them with ``reid.evaluation.ReIDEvaluator``. Optimiser,
 groups are built here from the ``_partial_`` configs; the lr schedule (``reid.optim.epoch_schedules``)
 sets every group's lr at the start of each epoch.
 
-Built by ``reid/run.py`` as ``instantiate(cfg.model, data_info=..., evaluation=...,
-_recursive_=False)``, so the sub-configs arrive as DictConfigs and are instantiated here (the
-backbone needs the camera/view counts of the data).
+Built by :func:`reid.tasks.from_config.build_task` from ``conf/model``: every argument arrives built, the
+parts that need the data or the net as partials the task completes (the backbone is called with the
+data's camera/view counts, the net with the identity count, loss terms with the net's sizes).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.types import OptimizerConfig
-from omegaconf import DictConfig, OmegaConf
-from torch import Tensor
+from torch import Tensor, nn
 
 from reid.data.records import DatasetInfo
 from reid.evaluation import EvalConfig, ReIDEvaluator
-from reid.losses import Objective, ObjectiveInput, TermOptimizers, build_objective
+from reid.losses import Objective, ObjectiveInput, TermOptimizers
+from reid.models.jpm import JPMConfig
 from reid.models.reid_net import GlobalFeature, NeckFeat, ReIDModelOutput, ReIDNet
+from reid.models.sie import SIEConfig
 from reid.models.weights import load_pretrained
-from reid.optim import ParamGroupConfig, build_param_groups, set_epoch_lr
+from reid.optim import EpochSchedule, OptimizerFactory, ParamGroupConfig, build_param_groups, set_epoch_lr
 from reid.optim.param_groups import checked_base_lr
 from reid.tasks.retrieval_evaluation import RetrievalEvaluation
-
-
-def _plain(node: Any) -> Any:
-    """DictConfig/ListConfig -> plain containers; other values unchanged."""
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 def _is_classifier(key: str) -> bool:
@@ -46,58 +41,37 @@ def _is_classifier(key: str) -> bool:
     return key.startswith("objective.") or key.rsplit(".", 2)[-2].startswith("classifier")
 
 
-def camera_embed_settings(sie: Mapping[str, Any] | None, data_info: DatasetInfo) -> dict[str, Any] | None:
-    """``model.sie`` ({camera, view, coefficient}) + the data's counts -> the backbone's ``camera_embed``.
-
-    TransReID embeds cameras for person data (``SIE_CAMERA``) and cameras and views for VeRi
-    (``SIE_VIEW``); a side with a single value is dropped by the backbone.
-    """
-    if not sie:
-        return None
-    unknown = set(sie) - {"camera", "view", "coefficient", "init_std"}
-    if unknown:
-        raise ValueError(
-            f"model.sie: unknown keys {sorted(unknown)}; expected camera, view, coefficient, init_std"
-        )
-    if not sie.get("camera", False) and not sie.get("view", False):
-        return None
-    return {
-        "num_cameras": data_info.num_cameras if sie.get("camera", False) else 0,
-        "num_views": data_info.num_views if sie.get("view", False) else 0,
-        "coefficient": float(sie.get("coefficient", 3.0)),
-        "init_std": float(sie.get("init_std", 0.02)),
-    }
-
-
 class TransReIDTask(RetrievalEvaluation):
     """Args:
     data_info: classes / cameras / views of the training data.
     evaluation: how retrieval is scored (metric, normalisation, flip, AQE, re-ranking).
-    backbone: ``_partial_`` config of a backbone factory (``reid.models.vit``, ``reid.models.resnet``),
-        called with ``camera_embed=`` (``None`` unless ``sie`` is set).
-    sie: ``{camera: bool, view: bool, coefficient: float, init_std: float}`` side-information embedding
-        settings (``init_std`` of the table: 0.02 official, 0 = every camera starts at the same offset).
-    jpm: ``{shift, groups, num_local}`` or ``None`` (no jigsaw branches).
+    backbone: a backbone factory (``functools.partial`` of ``reid.models.vit.vit_base``,
+        ``reid.models.resnet.resnet50``, ...), called with ``camera_embed=`` (``None`` unless ``sie`` is on).
+    sie: which side information is embedded (:class:`~reid.models.sie.SIEConfig`: camera, view,
+        coefficient, init_std), or ``None``.
+    jpm: :class:`~reid.models.jpm.JPMConfig` (shift, groups, num_local) or ``None`` (no jigsaw branches).
     neck_feat: ``"before"`` | ``"after"`` the BNNeck for the retrieval feature.
     feature: ``"cls"`` | ``"cls_parts"`` (PASS fine-tuning).
-    loss: config of an :class:`~reid.losses.Objective` (its terms by name; parameters of terms are trained).
-    optimizer: ``_partial_`` optimiser config whose ``lr`` / ``weight_decay`` are the base values.
-    param_groups: :class:`ParamGroupConfig` fields.
-    schedule: config of an epoch schedule (``reid.optim.epoch_schedules``: ``TimmCosineLR`` for the
-        TransReID family, ``WarmupMultiStepLR`` for BoT), or None: the optimiser's lr throughout.
+    loss: an :class:`~reid.losses.Objective` (its terms by name; parameters of terms are trained; a term
+        given as a partial is completed with the model's sizes, :meth:`~reid.losses.Objective.bind_model`).
+    optimizer: an optimiser factory (``functools.partial(torch.optim.SGD, lr=..., ...)``) whose ``lr`` /
+        ``weight_decay`` are the base values; called with the parameter groups.
+    param_groups: :class:`ParamGroupConfig`, or None: its defaults.
+    schedule: an epoch schedule (``reid.optim.epoch_schedules``: ``TimmCosineLR`` for the TransReID
+        family, ``WarmupMultiStepLR`` for BoT), or None: the optimiser's lr throughout.
     weights: path of a checkpoint to initialise from (see ``reid.models.weights``), or None.
     weights_grid: ``[rows, cols]`` of the checkpoint's patch position grid (TransReID-SSL's
         ``PRETRAIN_HW_RATIO``), or None: the grid recorded in the checkpoint, else the one the
         position count allows (``reid.models.position.checkpoint_grid``), else an error. ViT only.
     weights_strict: a ``weights`` file that fills less than the backbone is an error (``False``: the
         matching tensors are loaded, the rest keeps its initialisation, with a warning).
-    net: ``_partial_`` config of the network class, called as ``net(backbone, num_classes, jpm=...,
+    net: a factory of the network (a partial of its class), called as ``net(backbone, num_classes, jpm=...,
         neck_feat=..., feature=..., classifier=...)``; ``None`` means :class:`ReIDNet` (ViT backbones). CNN
         backbones take ``reid.models.cnn_reid_net.CNNReIDNet``, which refuses JPM and part features.
-    classifier: config of the ID classifier of every head (``reid.models.classifiers``, e.g.
-        ``{_target_: reid.models.classifiers.ArcFace, scale: 30, margin: 0.5}``; built as a partial and
-        called per head with ``(in_dim, num_classes)``; ``conf/model/classifier``), or ``None``: the
-        linear one. The training labels reach it through ``net(..., labels)``.
+    classifier: a factory of the ID classifier of every head (a partial of a ``reid.models.classifiers``
+        class, e.g. ``functools.partial(ArcFace, scale=30, margin=0.5)``; ``conf/model/classifier``), called
+        per head with ``(in_dim, num_classes)``, or ``None``: the linear one. The training labels reach it
+        through ``net(..., labels)``.
     sie_at_test: give SIE the query/gallery images' camera (and view) ids at evaluation (official);
         ``False`` evaluates in the camera-free mode (mean embedding, ``reid.models.sie``), as a
         deployed model must when an image's camera is unknown.
@@ -107,54 +81,44 @@ class TransReIDTask(RetrievalEvaluation):
         self,
         data_info: DatasetInfo,
         evaluation: EvalConfig,
-        backbone: DictConfig | Mapping,
-        loss: DictConfig | Mapping,
-        optimizer: DictConfig | Mapping,
-        sie: DictConfig | Mapping | None = None,
-        jpm: DictConfig | Mapping | None = None,
+        backbone: Callable[..., nn.Module],
+        loss: Objective,
+        optimizer: OptimizerFactory,
+        sie: SIEConfig | None = None,
+        jpm: JPMConfig | None = None,
         neck_feat: NeckFeat = "before",
         feature: GlobalFeature = "cls",
-        param_groups: DictConfig | Mapping | None = None,
-        schedule: DictConfig | Mapping | None = None,
+        param_groups: ParamGroupConfig | None = None,
+        schedule: EpochSchedule | None = None,
         weights: str | None = None,
-        net: DictConfig | Mapping | None = None,
+        net: Callable[..., nn.Module] | None = None,
         sie_at_test: bool = True,
         weights_grid: Sequence[int] | None = None,
         weights_strict: bool = True,
-        classifier: DictConfig | Mapping | None = None,
+        classifier: Callable[[int, int], nn.Module] | None = None,
     ) -> None:
         super().__init__()
-        # plain containers only, so Lightning checkpoints load with torch.load(weights_only=True)
-        hparams = {"backbone": backbone, "loss": loss, "optimizer": optimizer, "sie": sie, "jpm": jpm}
-        hparams |= {"param_groups": param_groups, "schedule": schedule, "net": net, "classifier": classifier}
-        self.save_hyperparameters(
-            {k: _plain(v) for k, v in hparams.items()}
-            | {"neck_feat": neck_feat, "feature": feature, "weights": weights, "sie_at_test": sie_at_test}
-            | {"weights_grid": _plain(weights_grid), "weights_strict": weights_strict}
-        )
-        self.weights_grid = _plain(weights_grid)
+        self.weights_grid = list(weights_grid) if weights_grid is not None else None
         self.weights_strict = bool(weights_strict)
         self.data_info = data_info
         self.sie_at_test = sie_at_test
         self.evaluation = evaluation
-        build_backbone = instantiate(backbone)
-        net_backbone = build_backbone(camera_embed=camera_embed_settings(_plain(sie), data_info))
-        build_net = instantiate(net) if net is not None else ReIDNet
+        camera_embed = sie.camera_embed(data_info.num_cameras, data_info.num_views) if sie else None
+        build_net: Callable[..., Any] = net if net is not None else ReIDNet  # ReIDNet, CNNReIDNet
         self.net = build_net(
-            net_backbone,
+            backbone(camera_embed=camera_embed),
             data_info.num_classes,
-            jpm=_plain(jpm),
+            jpm=jpm,
             neck_feat=neck_feat,
             feature=feature,
-            classifier=instantiate(classifier, _partial_=True) if classifier is not None else None,
+            classifier=classifier,
         )
-        dims = {"num_classes": data_info.num_classes, "feat_dim": self.net.embedding_dim}
-        self.objective: Objective = build_objective(loss, **dims)
+        self.objective = loss.bind_model(num_classes=data_info.num_classes, feat_dim=self.net.embedding_dim)
         self.term_optimizers = TermOptimizers(self.objective)  # terms with their own optimiser (BoT centres)
-        self.optimizer_factory = instantiate(optimizer)
+        self.optimizer_factory = optimizer
         checked_base_lr(self.optimizer_factory)  # a bad model.optimizer.lr fails here, before data is read
-        self.param_group_config = ParamGroupConfig(**(_plain(param_groups) or {}))
-        self.schedule = instantiate(schedule) if schedule is not None else None
+        self.param_group_config = param_groups if param_groups is not None else ParamGroupConfig()
+        self.schedule = schedule
         self.evaluators: list[ReIDEvaluator] = []  # one per evaluation dataloader, during evaluation
         self.evaluation_names: list[str] = []
         if weights is not None:
@@ -243,7 +207,7 @@ class TransReIDTask(RetrievalEvaluation):
 
     def configure_optimizers(self) -> OptimizerConfig:
         base_lr = checked_base_lr(self.optimizer_factory)
-        weight_decay = float(self.optimizer_factory.keywords.get("weight_decay", 0.0))
+        weight_decay = float(getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0))
         groups = build_param_groups(self.net, base_lr, weight_decay, self.param_group_config)
         groups += self.objective.param_groups(base_lr)
         optimizer = self.optimizer_factory(groups)

@@ -26,10 +26,14 @@ def test_presets_instantiate_with_anchor_values():
     assert transreid.aqe is None and transreid.rerank == RerankConfig(k1=50, k2=15, lambda_value=0.3)
 
 
-def test_lists_and_mappings_are_converted():
-    config = EvalConfig(ranks=[1, 3], max_rank=5, rerank={"k1": 4, "k2": 2})
+def test_lists_are_converted_and_nested_settings_are_their_dataclasses():
+    """The config path builds ``eval.rerank`` into a RerankConfig (its schema gives the node that
+    ``_target_``, reid.config_store); a plain mapping is refused, naming the key."""
+    config = EvalConfig(ranks=[1, 3], max_rank=5, rerank=RerankConfig(k1=4, k2=2))
     assert config.ranks == (1, 3) and config.rerank == RerankConfig(k1=4, k2=2, lambda_value=0.3)
     hash(config)  # frozen and hashable: usable as a key
+    with pytest.raises(ValueError, match="eval.rerank: expected a RerankConfig or null, got dict"):
+        EvalConfig(rerank={"k1": 4, "k2": 2})
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from reid.evaluation import AQEConfig, EvalConfig, RerankConfig, distance_chunks, evaluate
 from reid.evaluation.pipeline import prepare_features
 from reid.evaluation.rerank import rerank_distance_chunks
+from reid.tasks.from_config import build_task
 from tests.conftest import TINY_RUN, TINY_SSL_DATA
 
 CUDA = torch.cuda.is_available()
@@ -58,9 +59,7 @@ def fit_few_steps(cfg: DictConfig, accelerator: str, precision: str, steps: int 
     """``steps`` optimiser steps of the task and datamodule ``cfg`` describes, under ``precision``."""
     L.seed_everything(0)
     datamodule = instantiate(cfg.data)
-    task = instantiate(
-        cfg.model, data_info=datamodule.info, evaluation=instantiate(cfg.eval), _recursive_=False
-    )
+    task = build_task(cfg.model, datamodule.info, instantiate(cfg.eval))
     before = {n: p.detach().clone() for n, p in task.named_parameters() if p.requires_grad}
     recorder = _LossRecorder()
     trainer = L.Trainer(

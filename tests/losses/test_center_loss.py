@@ -15,16 +15,22 @@ CENTER_LOSS_WEIGHT; optimizer_center.step()``; ``optimizer_center`` is checkpoin
 from __future__ import annotations
 
 import copy
+import functools
 
 import lightning as L
 import pytest
 import torch
+from hydra import compose
 from hydra.errors import InstantiationException
 from lightning.pytorch.plugins import MixedPrecision
 
-from reid.losses import CenterLoss, CenterTerm, Objective, ObjectiveInput, TermOptimizers, build_objective
+from reid.config_store import hydra_context
+from reid.data.records import DatasetInfo
+from reid.evaluation import EvalConfig
+from reid.losses import CenterLoss, CenterTerm, IDTerm, Objective, ObjectiveInput, TermOptimizers, TripletTerm
 from reid.losses.term_optimizers import CHECKPOINT_KEY
 from reid.tasks import TransReIDTask
+from reid.tasks.from_config import build_task
 from tests.tasks.tiny_bot import bot_batch, tiny_bot_task
 
 CENTER = "objective.terms.center.loss.centers"
@@ -102,21 +108,34 @@ def test_the_term_reads_the_global_feature_and_refuses_another_width():
         CenterTerm(4, 6, weight=0.0, optimizer=torch.optim.SGD)
 
 
-def test_build_objective_fills_the_model_sizes_and_names_a_wrong_one():
-    config = {
-        "_target_": "reid.losses.Objective",
-        "id": {"_target_": "reid.losses.IDTerm"},
-        "center": {"_target_": "reid.losses.CenterTerm", "weight": 0.0005},
-    }
-    objective = build_objective(config, num_classes=5, feat_dim=12)
-    assert objective.terms["center"].loss.centers.shape == (5, 12)
-    agreeing = {**config, "center": {**config["center"], "feat_dim": 12}}
-    assert build_objective(agreeing, num_classes=5, feat_dim=12).terms["center"].loss.feat_dim == 12
-    wrong = {**config, "center": {**config["center"], "feat_dim": 2048}}
+def test_bind_model_completes_a_partial_term_with_the_model_sizes_and_names_a_wrong_one():
+    """A term whose class names ``model_dims`` comes as a partial (``_partial_: true`` in the config) and
+    the task completes it; order and the built terms are kept, a size the partial sets must agree."""
+    objective = Objective(id=IDTerm(), center=functools.partial(CenterTerm, weight=0.0005), tri=TripletTerm())
+    with pytest.raises(RuntimeError, match=r"\['center'\] still need the model's sizes"):
+        objective.named_terms()
+    assert objective.bind_model(num_classes=5, feat_dim=12) is objective
+    assert [name for name, _ in objective.named_terms()] == ["id", "center", "tri"]
+    assert objective.term("center").loss.centers.shape == (5, 12)
+    agreeing = Objective(center=functools.partial(CenterTerm, feat_dim=12))
+    assert agreeing.bind_model(num_classes=5, feat_dim=12).term("center").loss.feat_dim == 12
+    wrong = Objective(center=functools.partial(CenterTerm, feat_dim=2048))
     with pytest.raises(ValueError, match=r"model\.loss\.center\.feat_dim=2048, but the model's is 12"):
-        build_objective(wrong, num_classes=5, feat_dim=12)
+        wrong.bind_model(num_classes=5, feat_dim=12)
     with pytest.raises(ValueError, match=r"model\.loss\.center: .*needs 'feat_dim'"):
-        build_objective(config, num_classes=5)
+        Objective(center=CenterTerm).bind_model(num_classes=5)
+    with pytest.raises(TypeError, match=r"model\.loss\.ce: expected a loss term .* or a partial of one"):
+        Objective(ce=torch.nn.CrossEntropyLoss())
+
+
+def test_the_center_term_of_the_bot_config_is_completed_by_the_task():
+    """conf/model/bot_r50.yaml gives the center term as a partial; built through the config path (as
+    ``reid.run`` builds it) its centres are the identities x the net's width."""
+    with hydra_context():
+        cfg = compose("run", overrides=["experiment=bot_r50_market", "model.weights=null"])
+    cfg.model.backbone._target_ = "reid.models.resnet.resnet_tiny"
+    task = build_task(cfg.model, DatasetInfo(7, 2, 1), EvalConfig())
+    assert task.objective.term("center").loss.centers.shape == (7, task.net.embedding_dim)
 
 
 def test_term_optimizer_steps_on_the_unweighted_gradient_and_unscales_fp16():

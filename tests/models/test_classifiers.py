@@ -35,6 +35,7 @@ from reid.models.classifiers import (
     LinearClassifier,
 )
 from reid.models.heads import BNNeckHead
+from reid.models.jpm import JPMConfig
 from reid.models.weights import load_pretrained
 from reid.run import run
 from tests.conftest import TINY_RUN
@@ -104,8 +105,14 @@ def _inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(B, D, generator=g, dtype=torch.float64), torch.randint(0, C, (B,), generator=g)
 
 
-def _double(module: nn.Module) -> nn.Module:
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    """Every test builds its heads from the same draws (their weights come from torch's global RNG): the
+    value tests need rows on both sides of their branches, which a random initialisation may not give."""
     torch.manual_seed(0)
+
+
+def _double(module: nn.Module) -> nn.Module:
     return module.double()
 
 
@@ -311,7 +318,7 @@ def _vit(seed: int = 0):
 
 
 def test_every_head_of_a_jpm_net_gets_the_classifier_with_the_labels():
-    jpm = {"shift": 1, "groups": 2, "num_local": 2}
+    jpm = JPMConfig(shift=1, groups=2, num_local=2)
     net = ReIDNet(_vit(), C, jpm=jpm, classifier=lambda d, c: ArcFace(d, c, scale=30.0, margin=0.5)).train()
     heads = [net.global_head, *net.local_heads]
     assert all(isinstance(head.classifier, ArcFace) for head in heads)
@@ -340,7 +347,7 @@ def test_the_pass_cls_parts_head_gets_the_classifier_on_its_2d_feature():
 
 
 def test_state_dict_keys_and_shapes_do_not_depend_on_the_classifier():
-    jpm = {"shift": 1, "groups": 2, "num_local": 2}
+    jpm = JPMConfig(shift=1, groups=2, num_local=2)
     linear = ReIDNet(_vit(), C, jpm=jpm).state_dict()
     for build in (ArcFace, CosFace, AMSoftmax, Circle, CircleSoftmax):
         margin = ReIDNet(_vit(), C, jpm=jpm, classifier=build).state_dict()
@@ -379,7 +386,7 @@ def test_an_official_transreid_checkpoint_loads_with_any_classifier(tmp_path, bu
 
 
 def test_bot_task_builds_the_configured_classifier_and_trains_it_with_the_labels():
-    config = {"_target_": "reid.models.classifiers.CosFace", "scale": 16.0, "margin": 0.35}  # no _partial_
+    config = {"_target_": "reid.models.classifiers.CosFace", "_partial_": True, "scale": 16.0, "margin": 0.35}
     task = tiny_bot_task(classifier=config).train()
     head = task.net.global_head.classifier
     assert isinstance(head, CosFace) and (head.scale, head.margin) == (16.0, 0.35)
@@ -390,6 +397,10 @@ def test_bot_task_builds_the_configured_classifier_and_trains_it_with_the_labels
     task.training_step(batch, 0).backward()
     assert len(seen) == 1 and torch.equal(seen[0], batch["pid"])
     assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
+    # the task completes the classifier per head: a config that builds it whole has no sizes to build with
+    whole = {key: value for key, value in config.items() if key != "_partial_"}
+    with pytest.raises(InstantiationException, match=r"(?s)missing 2 required .*full_key: classifier"):
+        tiny_bot_task(classifier=whole)
 
 
 def test_a_bad_classifier_value_fails_at_construction_naming_the_key():

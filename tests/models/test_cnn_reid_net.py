@@ -7,6 +7,7 @@ from torch import nn
 from reid.losses import IDLoss, TripletLoss
 from reid.models import ReIDNet
 from reid.models.cnn_reid_net import CNNReIDNet
+from reid.models.jpm import JPMConfig
 from reid.models.pooling import GeneralizedMeanPool, GlobalAvgPool
 from reid.models.reid_net import ReIDModelOutput
 from reid.models.resnet import resnet_tiny
@@ -77,7 +78,7 @@ def test_eval_embedding_is_the_feature_after_or_before_the_bnneck():
 
 def test_vit_only_options_are_refused_with_a_clear_error():
     with pytest.raises(ValueError, match="model.jpm"):
-        _net(jpm={"shift": 5, "groups": 2, "num_local": 4})
+        _net(jpm=JPMConfig(shift=5, groups=2, num_local=4))
     with pytest.raises(ValueError, match="cls_parts"):
         _net(feature="cls_parts")
     with pytest.raises(ValueError, match="neck_feat"):

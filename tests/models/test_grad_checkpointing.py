@@ -23,6 +23,7 @@ from torch.utils.checkpoint import checkpoint
 from reid.models.jpm import JPMConfig
 from reid.models.reid_net import ReIDNet
 from reid.models.resnet import resnet_tiny, resnet_tiny_ibn_a
+from reid.models.sie import CameraEmbedConfig
 from reid.models.snr import snr_resnet
 from reid.models.vit import VisionTransformer, vit_tiny
 from reid.run import run
@@ -83,7 +84,10 @@ def test_same_loss_and_gradients_transreid_sie_jpm():
     own copy of it (``jpm.py``) are checkpointed too."""
     torch.manual_seed(0)
     backbone = vit_tiny(
-        camera_embed={"num_cameras": 3, "num_views": 2}, rel_pos_bias={"shared": False}, **TINY, **NOISY
+        camera_embed=CameraEmbedConfig(num_cameras=3, num_views=2),
+        rel_pos_bias={"shared": False},
+        **TINY,
+        **NOISY,
     )
     net = ReIDNet(backbone, 7, jpm=JPMConfig(shift=2, groups=2, num_local=2))
     _randomise_tables(net)

@@ -35,6 +35,7 @@ from torch import nn
 
 from reid.models.jpm import JPMConfig
 from reid.models.reid_net import ReIDNet
+from reid.models.sie import CameraEmbedConfig
 from reid.models.vit import vit_base, vit_small
 
 OFFICIAL_TRANSREID_JPM_SIE = 103_653_352
@@ -61,7 +62,7 @@ def _unused_official(dim: int, num_heads: int, with_last_block: bool) -> int:
 def test_transreid_vit_base_jpm_sie_market():
     with torch.device("meta"):
         backbone = vit_base(
-            stride=12, drop_path_rate=0.1, camera_embed={"num_cameras": 6, "coefficient": 3.0}
+            stride=12, drop_path_rate=0.1, camera_embed=CameraEmbedConfig(num_cameras=6, coefficient=3.0)
         )
         net = ReIDNet(backbone, num_classes=751, jpm=JPMConfig(shift=5, groups=2, num_local=4))
     assert backbone.pos_embed.shape[1] + backbone.cls_pos.shape[1] == 211  # 21 x 10 patches + [CLS]

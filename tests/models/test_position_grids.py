@@ -5,7 +5,6 @@ positions, loaded at 384x128 was resized from a 30 x 7 grid)."""
 import pytest
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -19,6 +18,7 @@ from reid.models.patch_embed import OverlapPatchEmbed
 from reid.models.position import candidate_grids, infer_old_grid, resize_pos_embed
 from reid.models.resnet import resnet_tiny
 from reid.models.weights import load_pretrained
+from reid.tasks.from_config import build_task
 from reid.tools.export_backbone import build_backbone, export_backbone, load_state
 
 DIM = 8
@@ -184,11 +184,11 @@ def test_the_task_passes_model_weights_grid_to_the_loader(tmp_path):
     cfg.model.backbone.update(depth=1, embed_dim=DIM, num_heads=2)
     cfg.model.weights, cfg.model.weights_grid = str(path), [18, 8]
     info = DatasetInfo(num_classes=3, num_cameras=2, num_views=1)
-    task = instantiate(cfg.model, data_info=info, evaluation=EvalConfig(), _recursive_=False)
+    task = build_task(cfg.model, info, EvalConfig())
     assert task.hparams["weights_grid"] == [18, 8]
     source = _vit(*AMBIGUOUS)
     expected = resize_pos_embed(source.pos_embed.detach(), (16, 8), (18, 8))
     torch.testing.assert_close(task.net.backbone.pos_embed.detach(), expected)
     cfg.model.weights_grid = None
     with pytest.raises((InstantiationException, ValueError), match="model.weights_grid"):
-        instantiate(cfg.model, data_info=info, evaluation=EvalConfig(), _recursive_=False)
+        build_task(cfg.model, info, EvalConfig())

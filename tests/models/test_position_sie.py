@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from reid.models.position import grid_size, resize_pos_embed
-from reid.models.sie import CameraEmbedConfig, as_camera_embed_config, sie_offsets
+from reid.models.sie import CameraEmbedConfig, SIEConfig, sie_offsets
 from reid.models.vit import vit_tiny
 
 
@@ -82,16 +82,18 @@ def test_sie_camera_free_mode_uses_mean_embedding():
 
 
 def test_sie_single_side_and_disabled_configs():
-    assert as_camera_embed_config({"num_cameras": 1, "num_views": 1}) is None
-    cams = as_camera_embed_config({"num_cameras": 6})
-    assert cams is not None and cams.table_size == 6
+    """A table with one camera and one view embeds nothing: the backbone drops it; SIEConfig (model.sie)
+    gives the counts of the sides it turns on."""
+    assert vit_tiny(camera_embed=CameraEmbedConfig(num_cameras=1, num_views=1)).camera_embed is None
+    cams = SIEConfig(camera=True).camera_embed(num_cameras=6, num_views=4)
+    assert cams is not None and cams.table_size == 6 and SIEConfig().camera_embed(6, 4) is None
     views = CameraEmbedConfig(num_cameras=1, num_views=4, coefficient=1.0)
     table = torch.randn(4, 1, 3)
     torch.testing.assert_close(
         sie_offsets(table, views, torch.tensor([0, 0]), torch.tensor([3, 1])), table[[3, 1]]
     )
-    with pytest.raises(ValueError, match="unknown keys"):
-        as_camera_embed_config({"cameras": 6})
+    with pytest.raises(TypeError, match="camera_embed: expected a CameraEmbedConfig"):
+        vit_tiny(camera_embed={"num_cameras": 6})
 
 
 def test_sie_rejects_out_of_range_ids():
@@ -104,7 +106,7 @@ def test_sie_is_added_to_cls_and_patch_tokens_only_by_the_coefficient():
     torch.manual_seed(0)
     kw = {"img_size": (32, 16), "patch_size": 8, "stride": 8, "depth": 1, "embed_dim": 48}
     plain = vit_tiny(**kw)
-    with_sie = vit_tiny(camera_embed={"num_cameras": 4, "coefficient": 3.0}, **kw)
+    with_sie = vit_tiny(camera_embed=CameraEmbedConfig(num_cameras=4, coefficient=3.0), **kw)
     with_sie.load_state_dict(plain.state_dict(), strict=False)
     images = torch.randn(2, 3, 32, 16)
     camids = torch.tensor([3, 1])
@@ -124,4 +126,4 @@ def test_sie_table_init_std_official_and_zero():
     assert float(zero.abs().max()) == 0.0
     with pytest.raises(ValueError, match="init_std"):
         CameraEmbedConfig(num_cameras=6, init_std=-1.0)
-    assert as_camera_embed_config({"num_cameras": 6, "init_std": 0.0}).init_std == 0.0
+    assert CameraEmbedConfig(num_cameras=6, init_std=0.0).init_std == 0.0

@@ -6,6 +6,7 @@ import torch
 from reid.models.heads import BNNeckHead, ClsPartsNeckHead
 from reid.models.jpm import JPMConfig
 from reid.models.reid_net import ReIDNet
+from reid.models.sie import CameraEmbedConfig
 from reid.models.vit import vit_tiny
 
 TINY = {"img_size": (32, 16), "patch_size": 8, "stride": 6, "depth": 2, "embed_dim": 48}  # 5 x 2 = 10 patches
@@ -13,7 +14,7 @@ NUM_CLASSES = 7
 
 
 def _net(jpm=None, num_parts=0, feature="cls", neck_feat="before", sie=True, drop_path_rate=0.0):
-    camera_embed = {"num_cameras": 3, "num_views": 2} if sie else None
+    camera_embed = CameraEmbedConfig(num_cameras=3, num_views=2) if sie else None
     backbone = vit_tiny(num_parts=num_parts, camera_embed=camera_embed, drop_path_rate=drop_path_rate, **TINY)
     return ReIDNet(backbone, NUM_CLASSES, jpm=jpm, neck_feat=neck_feat, feature=feature)
 
@@ -54,7 +55,7 @@ def test_cls_parts_head_is_per_token_bnneck():
     [
         (None, 0, "cls", (48,)),
         (JPMConfig(num_local=4), 0, "cls", (48,) * 5),
-        ({"shift": 2, "groups": 2, "num_local": 2}, 3, "cls", (48,) * 3),
+        (JPMConfig(shift=2, groups=2, num_local=2), 3, "cls", (48,) * 3),
         (None, 3, "cls_parts", (96,)),
         (JPMConfig(num_local=2), 2, "cls_parts", (96, 48, 48)),
     ],

@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from timm.models import beit
 
@@ -25,6 +24,7 @@ from reid.models.relative_position import (
     resize_relative_table,
 )
 from reid.models.weights import load_pretrained
+from reid.tasks.from_config import build_task
 from reid.tools.export_backbone import architecture, build_backbone
 
 DIM, HEADS, DEPTH = 24, 2, 2
@@ -161,7 +161,7 @@ def test_zero_tables_compute_the_plain_vit(shared):
 
 @pytest.mark.parametrize("shared", [False, True])
 def test_gradients_reach_every_table(shared):
-    net = _net(rel_pos_bias={"shared": shared}, jpm={"shift": 2, "groups": 2, "num_local": 2}).train()
+    net = _net(rel_pos_bias={"shared": shared}, jpm=JPMConfig(shift=2, groups=2, num_local=2)).train()
     out = net(torch.randn(4, 3, 48, 32))
     sum(f.pow(2).sum() for f in out.feats).backward()
     tables = [(n, p) for n, p in net.named_parameters() if n.endswith("table")]
@@ -174,7 +174,7 @@ def test_gradients_reach_every_table(shared):
 
 
 def test_no_weight_decay_lists_the_tables():
-    net = _net(rel_pos_bias={"shared": False}, jpm={"shift": 2, "groups": 2, "num_local": 2})
+    net = _net(rel_pos_bias={"shared": False}, jpm=JPMConfig(shift=2, groups=2, num_local=2))
     names = net.no_weight_decay()
     assert {"backbone.rel_pos.0.table", "backbone.rel_pos.1.table", "jpm.rel_pos.table"} <= names
     assert not any("rel_pos" in n for n in _net().no_weight_decay())
@@ -214,7 +214,7 @@ def test_fused_attention_receives_the_bias_as_mask(monkeypatch, shared):
 
 def test_bf16_autocast_casts_the_mask(monkeypatch):
     """Under autocast the mask has the queries' dtype (CUDA's SDPA refuses a float32 mask for bf16 q)."""
-    net = _net(rel_pos_bias={"shared": False}, jpm={"shift": 2, "groups": 2, "num_local": 2}).train()
+    net = _net(rel_pos_bias={"shared": False}, jpm=JPMConfig(shift=2, groups=2, num_local=2)).train()
     spy = _SpySDPA(monkeypatch)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = net(torch.randn(2, 3, 48, 32))
@@ -256,7 +256,7 @@ def test_jpm_local_bias_follows_original_positions(num_parts):
 
 
 def test_jpm_table_copy_per_layer_and_shared_table():
-    jpm_cfg = {"shift": 2, "groups": 2, "num_local": 2}
+    jpm_cfg = JPMConfig(shift=2, groups=2, num_local=2)
     per_layer = _net(rel_pos_bias={"shared": False}, jpm=jpm_cfg)
     _randomise_tables(per_layer.backbone)
     assert not torch.equal(per_layer.jpm.rel_pos.table, per_layer.backbone.rel_pos[-1].table)
@@ -371,7 +371,7 @@ def test_checkpoint_without_tables_loads_as_the_plain_model(tmp_path, layout):
     """ImageNet (timm layout), PASS (4 prefix tokens) or one of our older exports (reid layout, no tables):
     the tables stay zero, are reported as missing, and the model computes what the plain model loaded
     from the same file computes."""
-    jpm = {"shift": 2, "groups": 2, "num_local": 2}
+    jpm = JPMConfig(shift=2, groups=2, num_local=2)
     kw = {"num_parts": 3} if layout == "pass" else {}
     source = _net(seed=7, jpm=jpm, **kw)
     states = {"timm": lambda: _timm_state(source.backbone), "pass": lambda: _pass_state(source.backbone)}
@@ -395,11 +395,11 @@ def test_checkpoint_without_tables_loads_as_the_plain_model(tmp_path, layout):
 
 def test_own_checkpoint_tables_are_resized_to_the_new_grid(tmp_path):
     source = _net(
-        (32, 32), seed=3, rel_pos_bias={"shared": False}, jpm={"shift": 1, "groups": 2, "num_local": 2}
+        (32, 32), seed=3, rel_pos_bias={"shared": False}, jpm=JPMConfig(shift=1, groups=2, num_local=2)
     )
     _randomise_tables(source)
     torch.save(source.state_dict(), tmp_path / "own.pth")  # records pos_grid 2 x 2
-    target = _net((48, 32), rel_pos_bias={"shared": False}, jpm={"shift": 1, "groups": 2, "num_local": 2})
+    target = _net((48, 32), rel_pos_bias={"shared": False}, jpm=JPMConfig(shift=1, groups=2, num_local=2))
     report = load_pretrained(target, tmp_path / "own.pth")
     for key in ("backbone.rel_pos.0.table", "backbone.rel_pos.1.table", "jpm.rel_pos.table"):
         assert any(line.startswith(f"{key} 2x2 -> 3x2") for line in report.resized), report.resized
@@ -436,7 +436,7 @@ def _task(**model):
         OmegaConf.update(cfg, f"model.{key}", value, force_add=True)
     torch.manual_seed(0)
     info = DatasetInfo(num_classes=4, num_cameras=2, num_views=1)
-    return instantiate(cfg.model, data_info=info, evaluation=EvalConfig(), _recursive_=False)
+    return build_task(cfg.model, info, EvalConfig())
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import torchvision
 
 from reid.models.cnn_reid_net import CNNReIDNet
 from reid.models.resnet import ResNet, resnet18, resnet50, resnet_tiny
+from reid.models.sie import CameraEmbedConfig
 from reid.models.weights import detect_layout, load_pretrained
 
 
@@ -45,7 +46,7 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="last_stride"):
         resnet_tiny(last_stride=3)
     with pytest.raises(ValueError, match="model.sie"):
-        resnet_tiny(camera_embed={"num_cameras": 6, "num_views": 0, "coefficient": 3.0})
+        resnet_tiny(camera_embed=CameraEmbedConfig(num_cameras=6, num_views=0, coefficient=3.0))
     with pytest.raises(ValueError, match="4 stages"):
         ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1])
 

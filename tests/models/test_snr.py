@@ -22,6 +22,7 @@ from torchvision.models import resnet as tv
 from reid.losses import CausalityTerm, IDLoss, ObjectiveInput, TripletLoss
 from reid.models.cnn_reid_net import CNNReIDNet
 from reid.models.resnet import ResNet, resnet50, resnet_tiny, resnet_tiny_ibn_a
+from reid.models.sie import CameraEmbedConfig
 from reid.models.snr import SNRBlock, SNRResNet, snr_resnet, stage_feature_name
 from reid.models.weights import backbone_keys, load_pretrained
 from reid.run import run
@@ -158,7 +159,7 @@ def test_snr_resnet_keeps_resnet_keys_and_works_around_any_resnet():
     # the Hydra factory: ResNet keyword arguments go through, so does the ResNet's SIE refusal
     assert snr_resnet(resnet_tiny, last_stride=2).forward_features(_images(2)).shape == (2, 128, 2, 1)
     with pytest.raises(ValueError, match="model.sie=null"):
-        snr_resnet(resnet_tiny, camera_embed={"num_cameras": 3})
+        snr_resnet(resnet_tiny, camera_embed=CameraEmbedConfig(num_cameras=3))
 
 
 def test_every_parameter_gets_a_gradient_through_the_losses():

@@ -5,6 +5,7 @@ import torch
 
 from reid.models.patch_embed import IBN
 from reid.models.position import resize_pos_embed
+from reid.models.sie import CameraEmbedConfig
 from reid.models.vit import VisionTransformer, vit_tiny
 
 TINY = {"img_size": (32, 16), "patch_size": 8, "depth": 2, "embed_dim": 48}
@@ -32,7 +33,7 @@ def test_token_shapes(stride, stem, grid, num_parts):
 
 
 def test_state_dict_keys_follow_the_contract():
-    model = vit_tiny(num_parts=3, camera_embed={"num_cameras": 6}, **TINY)
+    model = vit_tiny(num_parts=3, camera_embed=CameraEmbedConfig(num_cameras=6), **TINY)
     keys = set(model.state_dict())
     for key in ["patch_embed.proj.weight", "patch_embed.proj.bias", "cls_token", "cls_pos", "part_tokens",
                 "part_pos", "pos_embed", "sie_embed", "blocks.0.attn.qkv.weight", "blocks.1.mlp.fc2.bias",
@@ -87,7 +88,7 @@ def test_drop_path_rates_rise_linearly():
 
 
 def test_no_weight_decay_names_exist():
-    model = vit_tiny(num_parts=2, camera_embed={"num_cameras": 3}, **TINY)
+    model = vit_tiny(num_parts=2, camera_embed=CameraEmbedConfig(num_cameras=3), **TINY)
     names = dict(model.named_parameters())
     assert model.no_weight_decay() == {
         "cls_token",

@@ -9,7 +9,9 @@ import torch
 from safetensors.torch import save_file
 
 from reid.models import ReIDNet, vit_tiny
+from reid.models.jpm import JPMConfig
 from reid.models.position import resize_pos_embed
+from reid.models.sie import CameraEmbedConfig
 from reid.models.weights import detect_layout, load_pretrained
 
 DIM, HEADS, DEPTH = 24, 2, 2
@@ -124,7 +126,7 @@ def test_dino_teacher_with_ics_stem_and_jpm_copy(tmp_path):
     }
     student = {f"module.{k}": torch.zeros_like(v) for k, v in teacher.items()}
     torch.save({"teacher": teacher, "student": student, "epoch": 3}, tmp_path / "lup.pth")
-    net = _net(seed=1, stem="ics", jpm={"shift": 1, "groups": 2, "num_local": 2})
+    net = _net(seed=1, stem="ics", jpm=JPMConfig(shift=1, groups=2, num_local=2))
     report = load_pretrained(net, tmp_path / "lup.pth")
     assert report.layout == "dino" and report.unexpected == []
     _assert_backbone_equal(net.backbone, source)
@@ -179,8 +181,8 @@ def _official_transreid(net: ReIDNet, prefix: str = "") -> dict[str, torch.Tenso
 
 @pytest.mark.parametrize("prefix", ["", "module."])
 def test_official_transreid_checkpoint_round_trip(tmp_path, prefix):
-    jpm = {"shift": 1, "groups": 2, "num_local": 2}
-    camera = {"num_cameras": 3, "num_views": 1}
+    jpm = JPMConfig(shift=1, groups=2, num_local=2)
+    camera = CameraEmbedConfig(num_cameras=3, num_views=1)
     source = _net(jpm=jpm, camera_embed=camera)
     torch.save(_official_transreid(source, prefix), tmp_path / "transformer_120.pth")
     target = _net(jpm=jpm, camera_embed=camera, seed=1)
@@ -200,9 +202,9 @@ def test_own_lightning_state_dict(tmp_path):
 
 
 def test_shape_mismatches_name_tensor_shapes_and_cause(tmp_path):
-    source = _net(num_classes=5, camera_embed={"num_cameras": 3})
+    source = _net(num_classes=5, camera_embed=CameraEmbedConfig(num_cameras=3))
     torch.save(_official_transreid(source), tmp_path / "market.pth")
-    target = _net(num_classes=7, camera_embed={"num_cameras": 4}, seed=1)
+    target = _net(num_classes=7, camera_embed=CameraEmbedConfig(num_cameras=4), seed=1)
     with pytest.raises(ValueError) as error:
         load_pretrained(target, tmp_path / "market.pth")
     message = str(error.value)
@@ -282,7 +284,7 @@ def test_vit_checkpoint_into_jpm_model_copies_its_last_block(tmp_path, layout):
     source = _net()  # no JPM
     state = _timm_state(source.backbone) if layout == "timm" else source.state_dict()
     torch.save(state, tmp_path / "vit.pth")
-    target = _net(seed=1, jpm={"shift": 1, "groups": 2, "num_local": 2})
+    target = _net(seed=1, jpm=JPMConfig(shift=1, groups=2, num_local=2))
     assert load_pretrained(target, tmp_path / "vit.pth").layout == layout
     torch.testing.assert_close(target.jpm.block.state_dict(), source.backbone.blocks[-1].state_dict())
     torch.testing.assert_close(target.jpm.norm.state_dict(), source.backbone.norm.state_dict())

@@ -41,6 +41,7 @@ from reid.models.snr import snr_resnet
 from reid.models.vit import vit_tiny
 from reid.run import run
 from reid.tasks.cluster_contrast import STATE_KEY, ClusterContrastNet
+from reid.tasks.from_config import build_task
 from reid.training.checkpoint_io import AtomicCheckpointIO
 from tests.conftest import TINY_MARKET
 
@@ -203,7 +204,7 @@ def test_uda_loads_the_source_backbone_but_not_its_neck(compose_config, tmp_path
     torch.save({"state_dict": {f"net.{k}": v for k, v in source.state_dict().items()}}, path)
     cfg.model.weights = str(path)
     dm = instantiate(cfg.data)
-    task = instantiate(cfg.model, data_info=dm.info, evaluation=EvalConfig(), _recursive_=False)
+    task = build_task(cfg.model, dm.info, EvalConfig())
     for key, value in source.backbone.state_dict().items():
         assert torch.equal(task.net.backbone.state_dict()[key], value), key
     assert torch.equal(task.net.neck.weight, torch.ones(192))  # fresh BNNeck, as the official load_param
@@ -361,9 +362,7 @@ def test_uda_loads_a_cnn_sources_backbone_but_not_its_head(
     path = tmp_path / "source.ckpt"
     torch.save({"state_dict": {f"net.{k}": v for k, v in source.state_dict().items()}}, path)
     cfg = compose_config(f"experiment={experiment}", f"model.weights={path}", "data.test_datasets=null")
-    task = instantiate(
-        cfg.model, data_info=instantiate(cfg.data).info, evaluation=EvalConfig(), _recursive_=False
-    )
+    task = build_task(cfg.model, instantiate(cfg.data).info, EvalConfig())
     for key, value in source.backbone.state_dict().items():
         assert torch.equal(task.net.backbone.state_dict()[key], value), key
     assert torch.equal(task.net.neck.running_mean, torch.zeros(128))  # a fresh BNNeck

@@ -13,7 +13,6 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -22,6 +21,7 @@ from reid.data.records import DatasetInfo, Record, ReIDDataset, Trial
 from reid.data.reid_datamodule import ReIDDataModule
 from reid.evaluation import EvalConfig
 from reid.tasks import TransReIDTask
+from reid.tasks.from_config import build_task
 
 IMAGE_SIZE = [32, 16]
 KEYS = ("mAP", "R1", "R5", "R10", "mINP", "num_valid_queries", "num_queries")
@@ -33,7 +33,7 @@ def _task() -> TransReIDTask:
     cfg = OmegaConf.create({"data": {"image_size": IMAGE_SIZE}, "model": model})
     torch.manual_seed(0)
     info = DatasetInfo(num_classes=4, num_cameras=3, num_views=1)
-    return instantiate(cfg.model, data_info=info, evaluation=EvalConfig(), _recursive_=False).eval()
+    return build_task(cfg.model, info, EvalConfig()).eval()
 
 
 def _domain(root: Path, name: str, seed: int, num_ids: int = 4, per_id: int = 3) -> ReIDDataset:

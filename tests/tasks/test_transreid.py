@@ -1,23 +1,27 @@
 """The TransReID task on tiny images: built from conf/model, losses, optimiser, schedule, evaluation."""
 
+import functools
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError
 from PIL import Image
 
 from reid.config_store import compose_option
 from reid.data.records import DatasetInfo, Record, ReIDDataset
 from reid.data.reid_datamodule import ReIDDataModule
 from reid.evaluation import EvalConfig
-from reid.losses import IDLoss, TripletLoss
-from reid.optim import build_param_groups
+from reid.losses import IDLoss, IDTerm, Objective, TripletLoss, TripletTerm
+from reid.models.jpm import JPMConfig
+from reid.models.sie import SIEConfig
+from reid.models.vit import vit_tiny
+from reid.optim import ParamGroupConfig, TimmCosineLR, build_param_groups
 from reid.tasks import TransReIDTask
+from reid.tasks.from_config import build_task
 
 IMAGE_SIZE = [32, 16]  # a 2 x 1 patch grid at patch 16 / stride 16
 
@@ -31,11 +35,8 @@ def _task(evaluation: EvalConfig | None = None, info: DatasetInfo | None = None,
     for key, value in model.items():
         OmegaConf.update(cfg, f"model.{key}", value, force_add=True)
     torch.manual_seed(0)
-    return instantiate(
-        cfg.model,
-        data_info=info or DatasetInfo(num_classes=4, num_cameras=2, num_views=1),
-        evaluation=evaluation or EvalConfig(),
-        _recursive_=False,
+    return build_task(
+        cfg.model, info or DatasetInfo(num_classes=4, num_cameras=2, num_views=1), evaluation or EvalConfig()
     )
 
 
@@ -103,7 +104,8 @@ def test_sie_settings_reach_the_backbone():
     task = _task(sie={"camera": True, "view": False, "coefficient": 2.0})
     assert task.net.backbone.sie_embed.shape == (2, 1, 48)  # 2 cameras, views off
     assert _task().net.backbone.camera_embed is None
-    with pytest.raises((ValueError, InstantiationException), match="model.sie"):
+    unknown = r"Key 'cameras' not in 'SIEConfig'\n\s+full_key: model\.sie\.cameras"
+    with pytest.raises(ConfigKeyError, match=unknown):
         _task(sie={"cameras": True})
 
 
@@ -218,3 +220,37 @@ def test_fit_logs_losses_follows_schedule_and_evaluates(tmp_path):
     assert trainer.optimizers[0].param_groups[0]["lr"] < base
     result = trainer.test(task, datamodule=datamodule, verbose=False)[0]
     assert set(result) >= {"test/mAP", "test/R1", "test/mINP"}
+
+
+def test_the_task_takes_built_objects_as_the_config_path_builds_them():
+    """Issue 32 item 2: a task receives built objects. Written by hand in Python (a ``functools.partial``
+    backbone and optimiser, an Objective of terms, the dataclasses of ``jpm`` / ``sie``, a schedule object)
+    the task is the one ``build_task`` makes from the config holding the same values: the same tensors at
+    the same seed, the same loss and parameter groups. Before, the task called ``instantiate`` on these
+    arguments itself, so a partial raised InstantiationException."""
+    sie = {"camera": True, "view": False, "coefficient": 3.0}
+    jpm = {"shift": 1, "groups": 2, "num_local": 2}
+    from_config = _task(sie=sie, jpm=jpm)
+    backbone = functools.partial(vit_tiny, img_size=IMAGE_SIZE, depth=2, embed_dim=48, num_heads=2)
+    torch.manual_seed(0)
+    by_hand = TransReIDTask(
+        data_info=DatasetInfo(num_classes=4, num_cameras=2, num_views=1),
+        evaluation=EvalConfig(),
+        backbone=backbone,
+        loss=Objective(id=IDTerm(), tri=TripletTerm(margin=None)),
+        optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.05),
+        sie=SIEConfig(**sie),
+        jpm=JPMConfig(**jpm),
+        param_groups=ParamGroupConfig(exempt_norm_and_tokens=True),
+        schedule=TimmCosineLR(warmup_epochs=1, warmup_start_factor=0.01, final_factor=0.002, per_step=True),
+    )
+    torch.testing.assert_close(by_hand.state_dict(), from_config.state_dict(), rtol=0, atol=0)
+    batch = _batch()
+    torch.testing.assert_close(by_hand.training_step(batch, 0), from_config.training_step(batch, 0))
+    mine, theirs = (
+        by_hand.configure_optimizers()["optimizer"],
+        from_config.configure_optimizers()["optimizer"],
+    )
+    assert [(g["lr"], g["weight_decay"], len(g["params"])) for g in mine.param_groups] == [
+        (g["lr"], g["weight_decay"], len(g["params"])) for g in theirs.param_groups
+    ]

@@ -4,13 +4,13 @@ built in process for the task and loss tests."""
 from __future__ import annotations
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from reid.config_store import compose_option
 from reid.data.records import DatasetInfo
 from reid.evaluation import EvalConfig
 from reid.tasks import TransReIDTask
+from reid.tasks.from_config import build_task
 
 IMAGE_SIZE = [64, 32]
 
@@ -23,7 +23,7 @@ def tiny_bot_task(num_classes: int = 4, **model) -> TransReIDTask:
         OmegaConf.update(cfg, f"model.{key}", value, force_add=True)
     torch.manual_seed(0)
     info = DatasetInfo(num_classes=num_classes, num_cameras=2, num_views=1)
-    return instantiate(cfg.model, data_info=info, evaluation=EvalConfig(), _recursive_=False)
+    return build_task(cfg.model, info, EvalConfig())
 
 
 def bot_batch() -> dict[str, torch.Tensor]:

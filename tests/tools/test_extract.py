@@ -32,7 +32,10 @@ from reid.inference.name_labels import NameLabel, label_from_name
 from reid.inference.trained_model import UNSUPERVISED_DATA_INFO, data_info_from_checkpoint
 from reid.tasks import TransReIDTask
 from reid.tasks.cluster_contrast import ClusterContrastTask
+from reid.tasks.from_config import build_task
 from reid.tools.extract import main as extract
+from tests.conftest import TINY_RUN
+from tests.tools.trained_runs import untrained_run_folder
 
 
 @functools.cache
@@ -42,9 +45,7 @@ def evaluation_features(run_dir: Path, with_camids: bool) -> tuple[dict[str, tor
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     datamodule = instantiate(cfg.data)
     loader = datamodule.val_dataloader()
-    task = instantiate(
-        cfg.model, data_info=datamodule.info, evaluation=instantiate(cfg.eval), _recursive_=False
-    )
+    task = build_task(cfg.model, datamodule.info, instantiate(cfg.eval))
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     task.load_state_dict(checkpoint["state_dict"])
     task.eval()
@@ -302,3 +303,21 @@ def test_data_info_from_the_sie_table_and_classifier() -> None:
         data_info_from_checkpoint({"state_dict": {}, "hyper_parameters": {}}, Path("x.ckpt"))
     # a Cluster Contrast task: no identities, no side information, whatever the tensors
     assert data_info_from_checkpoint(both, Path("x.ckpt"), task=ClusterContrastTask) == DatasetInfo(0, 1, 1)
+
+
+def test_a_run_saved_before_tasks_took_built_objects_still_loads(compose_config, tmp_path: Path) -> None:
+    """Issue 32 item 2 changed how a model config is built, not what it holds: a BoT run saved before it
+    (its center term without ``_partial_``, ``jpm`` / ``sie`` / ``param_groups`` as plain mappings
+    without a ``_target_``) loads with the tensors it saved."""
+    cfg = compose_config(*TINY_RUN, "model=bot_tiny")
+    saved_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    assert saved_cfg.model.loss.center._partial_ is True
+    info = DatasetInfo(num_classes=8, num_cameras=3, num_views=1)
+    task = untrained_run_folder(saved_cfg, info, tmp_path / "old_bot")
+    old = OmegaConf.load(tmp_path / "old_bot" / ".hydra" / "config.yaml")
+    del old.model.loss.center["_partial_"]
+    del old.model.param_groups["_target_"]
+    OmegaConf.save(old, tmp_path / "old_bot" / ".hydra" / "config.yaml")
+    loaded = load_trained_model(tmp_path / "old_bot").task
+    assert loaded.objective.term("center").loss.centers.shape == (8, task.net.embedding_dim)
+    torch.testing.assert_close(loaded.state_dict(), task.state_dict(), rtol=0, atol=0)

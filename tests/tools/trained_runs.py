@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from reid.config import CONFIG_DIR
 from reid.data.records import DatasetInfo
+from reid.tasks.from_config import build_task
 
 TINY_EXPERIMENT = [
     "data=synthetic_tiny",
@@ -109,7 +110,7 @@ def untrained_run_folder(cfg: DictConfig, info: DatasetInfo, run_dir: Path, **ch
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / ".hydra").mkdir()
     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
-    task = instantiate(cfg.model, data_info=info, evaluation=instantiate(cfg.eval), _recursive_=False)
+    task = build_task(cfg.model, info, instantiate(cfg.eval))
     saved = {"state_dict": task.state_dict(), "pytorch-lightning_version": "2.6.6", **checkpoint}
     torch.save(saved, run_dir / "checkpoints" / "last.ckpt")
     return task

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from reid.config import CONFIG_DIR, register_resolvers
 from reid.data.records import DatasetInfo
+from reid.tasks.from_config import build_task
 from tests.official import schedulers as official
 
 IDS, K, CAMERAS = 4, 2, 3
@@ -196,7 +197,7 @@ SUPERVISED = {  # family: (experiment, overrides, official loop)
 def _task(cfg: DictConfig):
     torch.manual_seed(0)
     info = DatasetInfo(num_classes=IDS, num_cameras=CAMERAS, num_views=1)
-    return instantiate(cfg.model, data_info=info, evaluation=instantiate(cfg.eval), _recursive_=False)
+    return build_task(cfg.model, info, instantiate(cfg.eval))
 
 
 @pytest.mark.parametrize("family", sorted(SUPERVISED))
