@@ -1,4 +1,4 @@
-"""``data.test_datasets`` and ``data.extra_train_datasets``: datasets named by ``dataset`` group options.
+"""``data.test_datasets`` and ``data.extra_train_datasets``: datasets named by ``data/dataset`` group options.
 
 ``python -m reid.run experiment=... data.test_datasets=[dukemtmc,msmt17]`` evaluates the model on the
 query and gallery of every target in one run, in the order given; ``data.extra_train_datasets=[dukemtmc]``
@@ -7,7 +7,7 @@ adds the train split of every listed source to ``data.dataset``'s (multi-source 
 option name under one of these keys by that option's loader config, composed by Hydra (so a
 ``defaults`` list in the option applies) and placed at ``<key>.<name>``, where its interpolations
 (``${paths.data_dir}``) resolve against the run's config. A mapping ``{name: {_target_: ..., ...}}``
-names custom loaders directly and is left as it is; so is what ``+dataset@<key>.<name>=<option>``
+names custom loaders directly and is left as it is; so is what ``+data/dataset@<key>.<name>=<option>``
 composes. ``null`` (the default) evaluates on the training dataset, and trains on it alone.
 """
 
@@ -21,18 +21,18 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from reid.config import CONFIG_DIR
 from reid.config_checks import ConfigValueError
 from reid.config_store import compose_option, hydra_context
+from reid.data.datasets.registry import GROUP
 
 TEST_KEY = "data.test_datasets"
 TRAIN_KEY = "data.extra_train_datasets"
-GROUP = "dataset"
 _ONCE = {TEST_KEY: "each target is evaluated once", TRAIN_KEY: "each source is added once"}
 """The keys :func:`resolve_dataset_names` serves, with why a name may be listed once."""
 _EXAMPLE = {TEST_KEY: "[dukemtmc,msmt17]", TRAIN_KEY: "[dukemtmc]"}
 
 
 def dataset_options(config_dir: Path = CONFIG_DIR) -> list[str]:
-    """The ``dataset`` group's option names, sorted: the registered datasets
-    (:mod:`reid.data.datasets.registry`) and the ``conf/dataset/`` presets (the synthetic people)."""
+    """The ``data/dataset`` group's option names, sorted: the registered datasets
+    (:mod:`reid.data.datasets.registry`) and the ``conf/data/dataset/`` presets (the synthetic people)."""
     with hydra_context(config_dir):
         return sorted(GlobalHydra.instance().config_loader().get_group_options(GROUP))
 
@@ -51,7 +51,7 @@ def resolve_test_datasets(cfg: DictConfig, config_dir: Path = CONFIG_DIR) -> Non
     if OmegaConf.select(cfg, "data.test_dataset", default=None) is not None:
         raise ConfigValueError(
             "data.test_dataset was replaced by data.test_datasets, a list of dataset names: use "
-            "data.test_datasets=[dukemtmc] (or +dataset@data.test_datasets.dukemtmc=dukemtmc)"
+            "data.test_datasets=[dukemtmc] (or +data/dataset@data.test_datasets.dukemtmc=dukemtmc)"
         )
     resolve_dataset_names(cfg, TEST_KEY, config_dir)
 
@@ -106,7 +106,7 @@ def _compose_options(names: object, key: str, config_dir: Path) -> dict[str, Dic
         if not isinstance(name, str) or name not in options:
             raise ConfigValueError(
                 f"{key}: {name!r} is not a dataset option; expected one of {', '.join(options)} "
-                "(the registered datasets, reid/data/datasets/registry.py, and the conf/dataset presets)"
+                "(the registered datasets, reid/data/datasets/registry.py, and the conf/data/dataset presets)"
             )
         if name in resolved:
             raise ConfigValueError(f"{key}: {name!r} is listed twice; {_ONCE[key]}")

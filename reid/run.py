@@ -37,11 +37,18 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationKeyError
 
 from reid.config import CONFIG_DIR, register_resolvers
-from reid.config_checks import RecordRunSettings, check_config, run_settings, warn_on_changed_settings
+from reid.config_checks import (
+    ConfigValueError,
+    RecordRunSettings,
+    check_config,
+    run_settings,
+    warn_on_changed_settings,
+)
 from reid.config_store import check_group_keys, store_configs
 from reid.dataset_options import resolve_dataset_lists
 from reid.models.weights_checks import check_finite, state_differences
 from reid.results import by_target
+from reid.tasks.from_config import build_task
 from reid.training.checkpoint_io import AtomicCheckpointIO
 from reid.training.csv_logger import ResumableCSVLogger
 from reid.training.preemption import Preempted
@@ -170,6 +177,28 @@ def experiment_choices(config_dir: Path = CONFIG_DIR) -> dict[str, dict[str, str
         return found
 
     return {name: choices(name) for name in files}
+
+
+RENAMED_GROUPS = {"dataset": "data/dataset"}
+"""Config groups that moved (old name -> new): the loaders became a sub-group of ``data`` (issue 32)."""
+
+
+def check_renamed_groups(overrides: Sequence[str]) -> None:
+    """A command-line override of a group that moved raises :class:`ConfigValueError` with the override
+    to write instead (Hydra's own message would only say the old group does not exist)."""
+    for override in overrides:
+        group = override.lstrip("+~").split("=", 1)[0].split("@", 1)[0]
+        if group in RENAMED_GROUPS:
+            new = RENAMED_GROUPS[group]
+            default_package = f"{group}@data.dataset="  # the new group's own package: no @ needed
+            fixed = (
+                override.replace(default_package, f"{new}=", 1)
+                if default_package in override
+                else override.replace(group, new, 1)
+            )
+            raise ConfigValueError(
+                f"{override}: the '{group}' group is now '{new}' (conf/{new}/); write {fixed}"
+            )
 
 
 def check_options_fit(cfg: DictConfig, choices: Mapping[str, Any]) -> None:
@@ -303,7 +332,7 @@ def _run_locked(cfg: DictConfig) -> dict[str, Any]:
     data_info = datamodule.info
     targets = _target_names(datamodule)
     log.info("data: %s", data_info)
-    model = instantiate(cfg.model, data_info=data_info, evaluation=evaluation, _recursive_=False)
+    model = build_task(cfg.model, data_info, evaluation)
     _summary_input(model, cfg)
     trainer: L.Trainer = instantiate(
         cfg.trainer,
@@ -459,5 +488,6 @@ if __name__ == "__main__":
 
     sys.argv[1:] = take_debug_flag(sys.argv[1:])
     with bad_input_exits("python -m reid.run"):  # a dataset module that cannot be imported: one line
+        check_renamed_groups(sys.argv[1:])
         store_configs()  # the group schemas and the registered datasets, before Hydra composes
     main()

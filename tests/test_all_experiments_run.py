@@ -77,7 +77,7 @@ def _overrides(name: str, ssl: bool, data_dir) -> list[str]:
             "model.warmup_epochs=0",
         ]
     return [
-        "dataset@data.dataset=synthetic",
+        "data/dataset=synthetic",
         root,
         *TINY_DATASET,
         "data.image_size=[64,32]",

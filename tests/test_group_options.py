@@ -27,10 +27,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from reid.config import CONFIG_DIR
 from reid.config_store import hydra_context
 from reid.run import OptionMismatchError, check_options_fit
+from reid.tasks.from_config import build_task
 from tests.conftest import TINY_MARKET, TINY_RUN, TINY_SSL_DATA
 from tests.data import trees
 
-GROUPS = ("data", "dataset", "model", "trainer", "logger", "callbacks", "eval", "paths")
+GROUPS = ("data", "data/dataset", "model", "trainer", "logger", "callbacks", "eval", "paths")
 
 
 def _group_options() -> list[tuple[str, str]]:
@@ -66,7 +67,7 @@ def _params(options: list[tuple[str, str]]) -> list:
 
 
 def _override(group: str, option: str) -> str:
-    return f"dataset@data.dataset={option}" if group == "dataset" else f"{group}={option}"
+    return f"{group}={option}"
 
 
 def _options(*groups: str) -> list[tuple[str, str]]:
@@ -77,7 +78,9 @@ def _options(*groups: str) -> list[tuple[str, str]]:
 def _composed_alone(group: str, option: str) -> dict:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return OmegaConf.to_container(compose(config_name=f"{group}/{option}")[group])
+        return OmegaConf.to_container(
+            OmegaConf.select(compose(config_name=f"{group}/{option}"), group.replace("/", "."))
+        )
 
 
 def _alone(group: str, option: str) -> dict:
@@ -133,7 +136,7 @@ def _sized(group: str, option: str) -> list[str]:
     small = _small_model("vit_tiny")  # the run.yaml default model
     if _target(group, option).endswith("UnlabelledDataModule"):  # clustered by the USL task only
         small = ["model=cluster_contrast_tiny", *_small_model("cluster_contrast_tiny")]
-    if group in ("data", "dataset"):
+    if group in ("data", "data/dataset"):
         # the synthetic trees at test size, not the demo-size trees (usl_*: the same trees unlabelled)
         trees_at_test_size = {"synthetic": SMALL_SYNTHETIC, "synthetic_duke": SMALL_DUKE}
         synthetic = trees_at_test_size.get(option.removeprefix("usl_"), [])
@@ -196,9 +199,7 @@ def _instantiate_all(section: DictConfig | None) -> list:
 def _task(cfg: DictConfig):
     """Datamodule and task, built as `reid.run.run` builds them."""
     datamodule = instantiate(cfg.data)
-    model = instantiate(
-        cfg.model, data_info=datamodule.info, evaluation=instantiate(cfg.eval), _recursive_=False
-    )
+    model = build_task(cfg.model, datamodule.info, instantiate(cfg.eval))
     return datamodule, model
 
 
@@ -215,7 +216,7 @@ def test_a_bare_run_is_the_tiny_vit_on_the_synthetic_people_with_no_experiment()
 def test_an_option_picked_by_hand_is_its_own_file(group, option):
     cfg, choices = _compose(None, None, _override(group, option))
     assert choices["experiment"] is None and cfg.task_name == "reid"
-    node = cfg.data.dataset if group == "dataset" else cfg[group]
+    node = OmegaConf.select(cfg, group.replace("/", "."))
     assert OmegaConf.to_container(node) == _alone(group, option)
 
 
@@ -234,7 +235,7 @@ def test_a_data_or_model_option_trains_one_step(group, option, data_dir, tmp_pat
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
 
 
-@pytest.mark.parametrize(("group", "option"), _params(_options("dataset")))
+@pytest.mark.parametrize(("group", "option"), _params(_options("data/dataset")))
 def test_a_dataset_option_parses_its_tree_inside_a_datamodule(group, option, data_dir, tmp_path):
     cfg = _sized_config(group, option, data_dir, tmp_path)
     datamodule = instantiate(cfg.data)

@@ -29,7 +29,7 @@ from reid.run import check_options_fit
 README = CONFIG_DIR.parent / "README.md"
 MODULE = re.compile(r"(?:^|\s)-m\s+(reid(?:\.\w+)+)")
 PLACEHOLDER = re.compile(r"<[^<>]*>")
-GROUP_PICK = re.compile(r"^\+?(?:hydra/)?(\w+)(?:@[\w.]+)?=\w+$")  # data=msmt17, +dataset@data.x=duke
+GROUP_PICK = re.compile(r"^\+?(?:hydra/)?([\w/]+)(?:@[\w.]+)?=\w+$")  # data=msmt17, +data/dataset@data.x=duke
 
 
 def readme_commands(text: str) -> list[str]:
@@ -129,11 +129,17 @@ def test_a_readme_run_command_composes(command, tmp_path):
     )
 
 
+SUB_GROUP_PARENTS = {"model/clustering": "model=cluster_contrast"}
+"""A sub-group option composes under a parent option that has the sub-group (the default data option has
+``data/dataset``; the default model, a supervised one, has no ``model/clustering``)."""
+
+
 @pytest.mark.parametrize("span", GROUP_PICKS)
 def test_a_group_option_named_in_the_readme_composes(span, tmp_path):
+    parent = SUB_GROUP_PARENTS.get(GROUP_PICK.match(span).group(1))
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        compose("run", overrides=[span], return_hydra_config=True)
+        compose("run", overrides=[parent, span] if parent else [span], return_hydra_config=True)
 
 
 @pytest.mark.parametrize("command", TOOL_COMMANDS)

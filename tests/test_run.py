@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from reid.run import check_output_dir, resolve_ckpt_path, run
+from reid.config_checks import ConfigValueError
+from reid.run import check_output_dir, check_renamed_groups, resolve_ckpt_path, run
+from reid.tasks.from_config import build_task
 from tests.conftest import TINY_RUN
 
 
@@ -184,9 +186,7 @@ def test_model_summary_counts_flops(compose_config):
 
     cfg = compose_config(*TINY_RUN, "trainer.enable_model_summary=true")
     datamodule = instantiate(cfg.data)
-    model = instantiate(
-        cfg.model, data_info=datamodule.info, evaluation=instantiate(cfg.eval), _recursive_=False
-    )
+    model = build_task(cfg.model, datamodule.info, instantiate(cfg.eval))
     assert ModelSummary(model).total_flops == 0
     _summary_input(model, cfg)
     assert tuple(model.example_input_array.shape) == (1, 3, 64, 32)
@@ -239,7 +239,7 @@ def test_each_target_of_a_run_scores_as_in_a_run_of_its_own(compose_config):
     )
     market = run(
         compose_config(
-            *TINY_RUN, "train=false", "+dataset@data.test_datasets.a=synthetic_tiny", "overwrite=true"
+            *TINY_RUN, "train=false", "+data/dataset@data.test_datasets.a=synthetic_tiny", "overwrite=true"
         )
     )
     assert set(duke["test"]) == set(market["test"]) == METRIC_KEYS  # one target: the flat layout
@@ -280,7 +280,7 @@ def test_the_replaced_test_dataset_key_fails_at_compose_time(compose_config):
     from hydra.errors import ConfigCompositionException
 
     with pytest.raises(ConfigCompositionException, match=r"Key 'test_dataset' not in 'ReIDDataModule'"):
-        compose_config(*TINY_RUN, "+dataset@data.test_dataset=dukemtmc")
+        compose_config(*TINY_RUN, "+data/dataset@data.test_dataset=dukemtmc")
 
 
 def test_summarize_reads_both_results_layouts(tmp_path):
@@ -326,3 +326,19 @@ def test_two_targets_under_two_process_ddp_score_as_in_one_process(tmp_path, tin
     assert list(results["ddp"]) == ["synthetic_tiny", "synthetic_duke_tiny"]
     for target, single in results["single"].items():
         assert results["ddp"][target] == pytest.approx(single, abs=1e-4), target
+
+
+@pytest.mark.parametrize(
+    ("override", "fixed"),
+    [
+        ("dataset@data.dataset=cuhk03_np", "data/dataset=cuhk03_np"),
+        ("+dataset@data.monitor_dataset=market1501", "+data/dataset@data.monitor_dataset=market1501"),
+    ],
+)
+def test_an_override_of_the_moved_dataset_group_says_what_to_write(override, fixed):
+    """The loaders moved under the data group (``data/dataset``, issue 32): the old override fails in one
+    line giving the new one; an override of ``data.dataset``'s keys is no group override and passes."""
+    moved = f"the 'dataset' group is now 'data/dataset'.*write {re.escape(fixed)}$"
+    with pytest.raises(ConfigValueError, match=moved):
+        check_renamed_groups([override])
+    check_renamed_groups(["data/dataset=cuhk03_np", "data.dataset.boxes=labeled", "data=market1501"])

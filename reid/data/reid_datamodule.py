@@ -1,6 +1,6 @@
 """The supervised datamodule: P x K training batches and a query + gallery validation set.
 
-The dataset is given as a partial loader (a ``dataset`` group option) and parsed once in
+The dataset is given as a partial loader (a ``data/dataset`` group option) and parsed once in
 :meth:`ReIDDataModule.setup`. For cross-domain experiments ``test_datasets`` maps target names to
 other loaders (``data.test_datasets=[dukemtmc,msmt17]`` in a run, resolved by
 ``reid.dataset_options``): the model trains on ``dataset.train`` and is evaluated on each target's

@@ -319,8 +319,9 @@ def _hydra_choices(run_dir: Path) -> dict[str, str]:
 def dataset_name(loader: dict, choices: dict[str, str]) -> str:
     """The ``dataset`` option a run trained on: as Hydra recorded it, else the one option whose
     loader ``_target_`` it has, else the loader's function name without ``load_``."""
-    if "dataset@data.dataset" in choices:
-        return choices["dataset@data.dataset"]
+    for key in ("data/dataset", "dataset@data.dataset"):  # the group's name since issue 32, and before
+        if key in choices:
+            return choices[key]
     target = str(loader.get("_target_", ""))
     options = [name for name in dataset_options() if compose_dataset_option(name).get("_target_") == target]
     if len(options) == 1:

@@ -198,7 +198,7 @@ def test_source_names_resolve_with_the_run_paths(compose_config, tiny_data_dir):
 
 
 def test_the_mapping_form_is_kept(compose_config):
-    cfg = compose_config(*TINY_RUN, f"+dataset@{KEY}.duke=synthetic_duke_tiny")
+    cfg = compose_config(*TINY_RUN, f"+data/dataset@{KEY}.duke=synthetic_duke_tiny")
     resolve_dataset_names(cfg, TRAIN_KEY)
     assert list(cfg.data.extra_train_datasets) == ["duke"]
     assert cfg.data.extra_train_datasets.duke._target_.endswith("load_synthetic_duke")

@@ -48,7 +48,7 @@ def test_every_parser_of_the_package_is_registered_with_a_config_of_its_paramete
     registered = registered_datasets()
     assert set(registered) == BUILT_IN
     for name, entry in registered.items():
-        node = compose_dataset_option(name)  # what `dataset@data.dataset=<name>` composes
+        node = compose_dataset_option(name)  # what `data/dataset=<name>` composes
         assert get_method(node._target_) is entry.loader and node._partial_ is True
         keys = {str(k) for k in node if not str(k).startswith("_")}
         assert keys == set(inspect.signature(entry.loader).parameters), name
@@ -192,7 +192,7 @@ def test_a_dataset_in_one_file_trains_evaluates_and_labels_by_name(tmp_path: Pat
     }
     out = tmp_path / "run"
     command = [
-        sys.executable, "-m", "reid.run", "data=synthetic_tiny", "dataset@data.dataset=toyreid",
+        sys.executable, "-m", "reid.run", "data=synthetic_tiny", "data/dataset=toyreid",
         "data.test_datasets=[toyreid]", f"paths.data_dir={data_dir}", f"hydra.run.dir={out}",
         "trainer=cpu", "logger=csv", "trainer.max_epochs=1", "callbacks.progress_bar=null",
         "+model.backbone.depth=1", "+model.backbone.embed_dim=32", "+model.backbone.num_heads=2",

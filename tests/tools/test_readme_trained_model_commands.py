@@ -36,7 +36,7 @@ RUN_NAME = "run"
 RUN_OF_FOLDER = {"demo": "vit", "snr_demo_a2b": "snr", "bot_demo_a2b": "bot"}
 """Which tiny family stands in for the runs of each `outputs/<name>/` folder the section names."""
 DEMO_CAMERAS = 6
-"""conf/dataset/synthetic.yaml: the demo's cameras."""
+"""conf/data/dataset/synthetic.yaml: the demo's cameras."""
 
 
 def sie_run_for_the_demo(trained_run, run_dir: Path) -> None:

@@ -61,7 +61,7 @@ def runs(tmp_path: Path) -> list[Path]:
         tmp_path / "outputs" / "transreid_market" / "2026-01-01",
         experiment("transreid_market"),
         {"mAP": 88.04, "R1": 94.86, "R5": 98.0, "mINP": 60.12},
-        {"experiment": "transreid_market", "dataset@data.dataset": "market1501", "model": "transreid"},
+        {"experiment": "transreid_market", "data/dataset": "market1501", "model": "transreid"},
         ["experiment=transreid_market", "paths.data_dir=/data", "trainer.precision=16-mixed", "seed=3"],
     )
     cross = {  # no hydra.yaml: the training dataset is found by its loader
@@ -86,7 +86,11 @@ def runs(tmp_path: Path) -> list[Path]:
         tmp_path / "outputs" / "changed",
         experiment("transreid_market"),
         {"mAP": 87.0, "R1": 94.0},
-        {"experiment": "transreid_market", "dataset@data.dataset": "market1501", "model": "transreid"},
+        {
+            "experiment": "transreid_market",
+            "dataset@data.dataset": "market1501",
+            "model": "transreid",
+        },  # older
         ["experiment=transreid_market", "model.optimizer.lr=0.01", "selection=best"],
     )
     return [transreid, two, sweep, changed]

@@ -5,7 +5,7 @@ parent holding the official folder name, check id ranges, and raise
 :class:`~reid.data.datasets.errors.DatasetLayoutError` (missing folders/files, empty splits) or
 :class:`~reid.data.datasets.errors.DatasetFormatError` (bad names, lines, out-of-range ids).
 Each loader registers itself by name (:func:`~reid.data.datasets.registry.register_dataset`): the configs
-find it as ``dataset@data.dataset=<name>``, the tools by its file-name format. A new dataset is one file.
+find it as ``data/dataset=<name>``, the tools by its file-name format. A new dataset is one file.
 """
 
 from reid.data.datasets.cuhk03_np import load_cuhk03_np

@@ -17,7 +17,7 @@ Labels come from exactly one of:
   the root with the split folder first, e.g. ``query/cam3/0007.jpg,7,3``. Every image of the split
   folders must have a row and every row must name an existing image. Set ``name_pattern: null`` with it.
 
-The config default (``dataset@data.dataset=folder``, root ``${paths.data_dir}/my_reid_data``) is
+The config default (``data/dataset=folder``, root ``${paths.data_dir}/my_reid_data``) is
 :data:`DEFAULT_NAME_PATTERN`.
 
 ``pid`` is an integer; ``-1`` marks junk (dropped everywhere, as in Market-1501). Camera and view

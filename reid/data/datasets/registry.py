@@ -2,10 +2,10 @@
 
 A parser module decorates its loader with :func:`register_dataset`; the registry then serves it by name
 
-- to the configs: Hydra's ConfigStore holds, in the ``dataset`` group, the node
+- to the configs: Hydra's ConfigStore holds, in the ``data/dataset`` group, the node
   ``{_target_: <the loader>, _partial_: true, root: ${paths.data_dir}/<folder>, <keyword: default>...}``
   (every keyword parameter of the loader with its default, unless ``config`` gives another), so that
-  ``dataset@data.dataset=<name>``, ``data.test_datasets=[<name>]`` and ``data.extra_train_datasets=[<name>]``
+  ``data/dataset=<name>``, ``data.test_datasets=[<name>]`` and ``data.extra_train_datasets=[<name>]``
   find it with no YAML file; and, in the ``data`` group, ``data=<name>``: the supervised datamodule
   (``conf/data/_reid_base.yaml``) on it, with the ``datamodule`` settings it registers;
 - to the tools: its file-name format (``name_format``) lets ``python -m reid.tools.extract`` label images of
@@ -14,7 +14,7 @@ A parser module decorates its loader with :func:`register_dataset`; the registry
 Where datasets are found (:func:`discover`): every module of this package (a parser file dropped here
 registers itself), the importable modules named in the environment variable ``REID_DATASET_MODULES``
 (comma-separated, e.g. ``REID_DATASET_MODULES=my_lab.datasets.cuhk03``), and the modules of the
-``reid.datasets`` entry points of installed distributions. ``conf/dataset/`` keeps the synthetic presets,
+``reid.datasets`` entry points of installed distributions. ``conf/data/dataset/`` keeps the synthetic presets,
 which are generators rather than formats.
 """
 
@@ -34,8 +34,9 @@ from typing import Any, TypeVar
 from reid.data.datasets.market_layout import NameFormat
 from reid.data.records import ReIDDataset
 
-GROUP = "dataset"
-"""The Hydra config group the registered datasets' loaders are stored in."""
+GROUP = "data/dataset"
+"""The Hydra config group the registered datasets' loaders are stored in (``data/dataset=<name>``, placed
+at ``data.dataset``), beside the ``conf/data/dataset/`` presets."""
 DATA_GROUP = "data"
 """The group of their ``data=<name>`` options (the supervised datamodule on the dataset)."""
 MODULES_VARIABLE = "REID_DATASET_MODULES"
@@ -68,7 +69,7 @@ class RegisteredDataset:
         return f"{self.loader.__module__}.{self.loader.__qualname__}"
 
     def config_node(self) -> dict[str, Any]:
-        """The ``dataset`` group node: the loader, its root under ``paths.data_dir``, its keyword options."""
+        """The ``data/dataset`` group node: the loader, its root under ``paths.data_dir``, its keywords."""
         options = {
             name: parameter.default
             for name, parameter in inspect.signature(self.loader).parameters.items()
@@ -91,7 +92,7 @@ class RegisteredDataset:
         dataset, with :attr:`datamodule`'s settings; ``None`` for a dataset without one (unlabelled)."""
         if self.datamodule is None:
             return None
-        defaults = ["_reid_base", {f"/{GROUP}@dataset": self.name}, "_self_"]
+        defaults = ["_reid_base", {"dataset": self.name}, "_self_"]  # data/dataset, relative to data
         return {"defaults": defaults, **self.datamodule}
 
 
@@ -109,7 +110,7 @@ def register_dataset(
     """Decorator: register the decorated ``load_<name>(root, **options) -> ReIDDataset`` under ``name``.
 
     Args:
-        name: the config option (``dataset@data.dataset=<name>``): lower case, digits and ``_``.
+        name: the config option (``data/dataset=<name>``): lower case, digits and ``_``.
         folder: the dataset's folder under ``paths.data_dir`` (its official release name).
         name_format: how its file names encode identity and camera, for the tools; ``None`` if they do not.
         config: config values other than the loader's keyword defaults (e.g. a default regex).
