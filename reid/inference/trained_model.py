@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor
 
 from reid.config import register_resolvers
+from reid.config_schema import typed_node
 from reid.data.records import DatasetInfo
 from reid.data.transforms import ReIDTransforms
 from reid.evaluation import EvalConfig
@@ -339,6 +340,16 @@ def _sized_terms_as_partials(cfg: DictConfig) -> None:
                 term._partial_ = True
 
 
+def run_evaluation(cfg: DictConfig) -> EvalConfig:
+    """The run's :class:`EvalConfig`, its node typed by the schema first: a run saved before the schema
+    gave ``eval.aqe`` / ``eval.rerank`` their ``_target_`` holds them as plain mappings."""
+    node = OmegaConf.to_container(cfg.eval, resolve=True)
+    assert isinstance(node, dict)  # the eval group's node is a mapping
+    evaluation = instantiate(typed_node({str(key): value for key, value in node.items()}, "eval"))
+    assert isinstance(evaluation, EvalConfig)  # the eval schema's _target_
+    return evaluation
+
+
 def task_class(cfg: DictConfig, config: Path) -> type[RetrievalTask]:
     """The class ``cfg.model._target_`` names, a :data:`RetrievalTask` (or a subclass of one), else an
     error naming the config file and the target."""
@@ -415,7 +426,7 @@ def load_trained_model(
     cfg = read_run_config(files.config)
     saved = read_checkpoint(files.checkpoint)
     data_info = data_info_from_checkpoint(saved, files.checkpoint, num_cameras, task_class(cfg, files.config))
-    evaluation = instantiate(cfg.eval)
+    evaluation = run_evaluation(cfg)
     task = restore_task(cfg, saved["state_dict"], data_info, evaluation, files).to(device)
     size = [int(v) for v in cfg.data.image_size]
     return TrainedModel(

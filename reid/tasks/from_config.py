@@ -5,10 +5,12 @@ a ``_target_`` becomes its object (a schedule, the cluster memory, a pooling lay
 ``functools.partial`` the task completes with what only it knows (the backbone gets the data's cameras, the
 net the identity count, the optimiser the parameter groups, a loss term the model's sizes), and a node a
 typed schema gave a dataclass ``_target_`` (``model.jpm``, ``model.sie``, ``model.param_groups``;
-``reid.config_store``) that dataclass. The task class is then called with those objects and the arguments
+``reid.config_schema``) that dataclass. The task class is then called with those objects and the arguments
 only the code has (``data_info``, ``evaluation``), so a task receives built objects, the same ones a user
 of the Python API passes by hand (``TransReIDTask(..., optimizer=functools.partial(torch.optim.SGD,
-lr=0.008))``).
+lr=0.008))``). The class is called directly rather than through ``instantiate(..., data_info=...)``, which
+would merge those arguments into the config and hand the task a config node in place of a ``DatasetInfo``
+or an ``EvalConfig``.
 
 The node is first merged into its task's schema (``reid.config_schema.typed_node``): a config edited after
 composition, or a run folder's saved config from an older version, is checked and typed as a composed one

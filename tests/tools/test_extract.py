@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 
 from reid.data.image_dataset import ImageReadError
 from reid.data.records import DatasetInfo
+from reid.evaluation import RerankConfig
 from reid.inference import load_trained_model
 from reid.inference.name_labels import NameLabel, label_from_name
 from reid.inference.trained_model import UNSUPERVISED_DATA_INFO, data_info_from_checkpoint
@@ -307,8 +308,8 @@ def test_data_info_from_the_sie_table_and_classifier() -> None:
 
 def test_a_run_saved_before_tasks_took_built_objects_still_loads(compose_config, tmp_path: Path) -> None:
     """Issue 32 item 2 changed how a model config is built, not what it holds: a BoT run saved before it
-    (its center term without ``_partial_``, ``jpm`` / ``sie`` / ``param_groups`` as plain mappings
-    without a ``_target_``) loads with the tensors it saved."""
+    (its center term without ``_partial_``, ``param_groups`` and ``eval.rerank`` as plain mappings without
+    a ``_target_``) loads with the tensors and the evaluation it saved."""
     cfg = compose_config(*TINY_RUN, "model=bot_tiny")
     saved_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     assert saved_cfg.model.loss.center._partial_ is True
@@ -317,7 +318,9 @@ def test_a_run_saved_before_tasks_took_built_objects_still_loads(compose_config,
     old = OmegaConf.load(tmp_path / "old_bot" / ".hydra" / "config.yaml")
     del old.model.loss.center["_partial_"]
     del old.model.param_groups["_target_"]
+    old.eval.rerank = {"k1": 20, "k2": 6, "lambda_value": 0.3}
     OmegaConf.save(old, tmp_path / "old_bot" / ".hydra" / "config.yaml")
-    loaded = load_trained_model(tmp_path / "old_bot").task
-    assert loaded.objective.term("center").loss.centers.shape == (8, task.net.embedding_dim)
-    torch.testing.assert_close(loaded.state_dict(), task.state_dict(), rtol=0, atol=0)
+    loaded = load_trained_model(tmp_path / "old_bot")
+    assert loaded.task.objective.term("center").loss.centers.shape == (8, task.net.embedding_dim)
+    torch.testing.assert_close(loaded.task.state_dict(), task.state_dict(), rtol=0, atol=0)
+    assert loaded.evaluation.rerank == RerankConfig(k1=20, k2=6, lambda_value=0.3)
