@@ -79,10 +79,12 @@ def field_type(annotation: Any) -> Any:
 
 
 def _parameters(target: Callable[..., Any]) -> dict[str, tuple[Any, Any]]:
-    """``{name: (annotation, default)}`` of a constructor, following ``**kwargs`` into its bases."""
+    """``{name: (annotation, default)}`` of a constructor, following ``**kwargs`` into its bases, and for a
+    factory function (``vit_base(**kwargs) -> VisionTransformer``) into the class it returns."""
     found: dict[str, tuple[Any, Any]] = {}
     classes = target.__mro__ if isinstance(target, type) else ()
     functions = [c.__dict__["__init__"] for c in classes if "__init__" in c.__dict__] or [target]
+    forwards = False
     for function in functions:
         hints = typing.get_type_hints(function)
         forwards = False
@@ -95,6 +97,10 @@ def _parameters(target: Callable[..., Any]) -> dict[str, tuple[Any, Any]]:
             found.setdefault(name, (hints.get(name, Any), parameter.default))
         if not forwards:
             break
+    returned = typing.get_type_hints(target).get("return") if not classes else None
+    if forwards and isinstance(returned, type):
+        for name, entry in _parameters(returned).items():
+            found.setdefault(name, entry)
     return found
 
 
@@ -124,6 +130,35 @@ def schema_of(target: str, skip: tuple[str, ...] = ()) -> type:
             kind = Optional[kind]  # noqa: UP045  # a None default of a parameter annotated without None
         fields.append((name, kind, value))
     return dataclasses.make_dataclass(target.rpartition(".")[2], fields)
+
+
+def _settings_class(annotation: Any) -> type | None:
+    """The dataclass a parameter is annotated with (``Optional`` unwrapped), else None."""
+    present = [arg for arg in typing.get_args(annotation) if arg is not type(None)] or [annotation]
+    kind = present[0] if len(present) == 1 else None
+    return kind if isinstance(kind, type) and dataclasses.is_dataclass(kind) else None
+
+
+def with_settings_targets(node: Any) -> Any:
+    """``node`` (plain containers) where every mapping given, without a ``_target_``, to a parameter that a
+    ``_target_`` node's constructor annotates with a dataclass gets that dataclass as ``_target_``: the
+    schemas' rule for the nodes no group schema reaches, e.g. ``model.backbone.rel_pos_bias: {shared:
+    false}`` inside the backbone's partial becomes a ``RelPosBiasConfig``. Recursive; returns a copy."""
+    if isinstance(node, list):
+        return [with_settings_targets(item) for item in node]
+    if not isinstance(node, Mapping):
+        return node
+    found = {key: with_settings_targets(value) for key, value in node.items()}
+    target = found.get("_target_")
+    try:
+        parameters = _parameters(get_object(target)) if isinstance(target, str) else {}
+    except (ImportError, AttributeError, TypeError, ValueError, NameError):
+        parameters = {}  # building the node reports a bad _target_ with its own message
+    for key, value in found.items():
+        settings = _settings_class(parameters[key][0]) if key in parameters else None
+        if settings is not None and isinstance(value, dict) and "_target_" not in value:
+            found[key] = {"_target_": f"{settings.__module__}.{settings.__qualname__}", **value}
+    return found
 
 
 def typed_node(node: Mapping[str, Any], group: str) -> DictConfig:

@@ -35,9 +35,7 @@ Key: ``table`` [entries, heads]; the index is a non-persistent buffer (rebuilt f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -52,20 +50,9 @@ class RelPosBiasConfig:
 
     shared: bool = False
 
-
-def as_rel_pos_bias_config(value: RelPosBiasConfig | Mapping[str, Any] | None) -> RelPosBiasConfig | None:
-    """Accept a config, a dict (Hydra ``model.backbone.rel_pos_bias``) or ``None`` (no bias)."""
-    if value is None or isinstance(value, RelPosBiasConfig):
-        return value
-    if isinstance(value, Mapping):
-        unknown = set(value) - {"shared"}
-        if unknown:
-            raise ValueError(f"rel_pos_bias: unknown keys {sorted(unknown)}; expected shared")
-        shared = value.get("shared", False)
-        if not isinstance(shared, bool):
-            raise TypeError(f"rel_pos_bias.shared: expected true or false, got {shared!r}")
-        return RelPosBiasConfig(shared=shared)
-    raise TypeError(f"rel_pos_bias: expected RelPosBiasConfig, a mapping or None, got {type(value)}")
+    def __post_init__(self) -> None:
+        if not isinstance(self.shared, bool):
+            raise TypeError(f"rel_pos_bias.shared: expected true or false, got {self.shared!r}")
 
 
 def _check_grid(grid: Grid, num_prefix: int) -> tuple[int, int]:
@@ -196,6 +183,6 @@ class RelativePositionBias(nn.Module):
 
 
 __all__ = [
-    "RelPosBiasConfig", "RelativePositionBias", "as_rel_pos_bias_config", "attention_mask",
+    "RelPosBiasConfig", "RelativePositionBias", "attention_mask",
     "num_relative_entries", "relative_position_index", "resize_relative_table", "run_block",
 ]  # fmt: skip

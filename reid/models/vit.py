@@ -41,7 +41,6 @@ run the blocks plainly; the flag is no parameter or buffer, so the state-dict ke
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import partial
 from typing import Any, NamedTuple, cast
 
@@ -57,7 +56,6 @@ from reid.models.relative_position import (
     Grid,
     RelativePositionBias,
     RelPosBiasConfig,
-    as_rel_pos_bias_config,
     attention_mask,
     run_block,
 )
@@ -99,7 +97,7 @@ class VisionTransformer(nn.Module):
         input_norm: bool = False,
         stem_dim: int = 64,
         block_layer: type[nn.Module] = Block,
-        rel_pos_bias: RelPosBiasConfig | Mapping[str, Any] | None = None,
+        rel_pos_bias: RelPosBiasConfig | None = None,
         grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
@@ -152,7 +150,11 @@ class VisionTransformer(nn.Module):
             for rate in drop_path_rates
         )
         self.norm = norm_layer(embed_dim)
-        self.rel_pos_config = as_rel_pos_bias_config(rel_pos_bias)
+        if rel_pos_bias is not None and not isinstance(rel_pos_bias, RelPosBiasConfig):
+            raise TypeError(
+                f"rel_pos_bias: expected a reid.models.relative_position.RelPosBiasConfig, got {rel_pos_bias}"
+            )
+        self.rel_pos_config = rel_pos_bias
         self.rel_pos: nn.ModuleList | None = None
         if self.rel_pos_config is not None:  # zero tables: created after the seeded init draws nothing
             count = 1 if self.rel_pos_config.shared else depth

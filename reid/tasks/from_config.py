@@ -14,9 +14,10 @@ or an ``EvalConfig``.
 
 The node is first merged into its task's schema (``reid.config_schema.typed_node``): a config edited after
 composition, or a run folder's saved config from an older version, is checked and typed as a composed one
-is, and its dataclass nodes get their ``_target_``. The resolved, typed config is recorded as the task's
-hyper-parameters (plain containers: a checkpoint loads with ``torch.load(weights_only=True)``; loggers
-show the run's model settings).
+is, and its dataclass nodes get their ``_target_``, as do those inside other nodes
+(``reid.config_schema.with_settings_targets``: ``model.backbone.rel_pos_bias``). The resolved, typed config
+is recorded as the task's hyper-parameters (plain containers: a checkpoint loads with
+``torch.load(weights_only=True)``; loggers show the run's model settings).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import lightning as L
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from reid.config_schema import HYDRA_KEYS, typed_node
+from reid.config_schema import HYDRA_KEYS, typed_node, with_settings_targets
 from reid.data.records import DatasetInfo
 from reid.evaluation import EvalConfig
 
@@ -49,7 +50,7 @@ def build_task(
         raise ValueError(f"model._target_: expected the task class to build, got {target!r}")
     task_class = get_class(target)
     typed = typed_node({str(key): value for key, value in resolved.items()}, "model")
-    plain = OmegaConf.to_container(typed, throw_on_missing=True)
+    plain = with_settings_targets(OmegaConf.to_container(typed, throw_on_missing=True))
     assert isinstance(plain, dict)  # a mapping merged into its schema
     settings = {key: value for key, value in plain.items() if key not in HYDRA_KEYS and key not in overrides}
     built = instantiate(OmegaConf.create(settings), _convert_="all")

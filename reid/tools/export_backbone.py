@@ -25,6 +25,7 @@ from torch import Tensor
 
 from reid.models.patch_embed import INPUT_NORM_FLAG
 from reid.models.position import POS_GRID, grid_size
+from reid.models.relative_position import RelPosBiasConfig
 from reid.models.vit import VisionTransformer
 from reid.models.weights_checks import check_finite
 from reid.models.weights_file import read_checkpoint
@@ -109,7 +110,10 @@ def build_backbone(
     """A ViT shaped like ``state`` with its weights loaded (strict); ``stride`` inferred when None."""
     arch = architecture(state)
     stride = stride or infer_stride(state, img_size, int(arch["patch_size"]))
-    model = VisionTransformer(img_size=(int(img_size[0]), int(img_size[1])), stride=stride, **arch)
+    tables = arch.pop("rel_pos_bias")  # the record's plain form: {"shared": ...} or None
+    rel_pos_bias = RelPosBiasConfig(**tables) if tables is not None else None
+    size = (int(img_size[0]), int(img_size[1]))
+    model = VisionTransformer(img_size=size, stride=stride, rel_pos_bias=rel_pos_bias, **arch)
     model.load_state_dict(state, strict=True)
     return model
 

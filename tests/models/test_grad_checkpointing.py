@@ -22,6 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 from reid.models.jpm import JPMConfig
 from reid.models.reid_net import ReIDNet
+from reid.models.relative_position import RelPosBiasConfig
 from reid.models.resnet import resnet_tiny, resnet_tiny_ibn_a
 from reid.models.sie import CameraEmbedConfig
 from reid.models.snr import snr_resnet
@@ -71,7 +72,9 @@ def _token_loss(model: nn.Module) -> Tensor:
     return model.forward_features(images).pow(2).mean() + model(images).sum()
 
 
-@pytest.mark.parametrize("rel_pos_bias", [None, {"shared": False}, {"shared": True}])
+@pytest.mark.parametrize(
+    "rel_pos_bias", [None, RelPosBiasConfig(shared=False), RelPosBiasConfig(shared=True)]
+)
 def test_same_loss_and_gradients_plain_and_relative_bias(rel_pos_bias):
     torch.manual_seed(0)
     model = vit_tiny(rel_pos_bias=rel_pos_bias, **TINY, **NOISY)
@@ -85,7 +88,7 @@ def test_same_loss_and_gradients_transreid_sie_jpm():
     torch.manual_seed(0)
     backbone = vit_tiny(
         camera_embed=CameraEmbedConfig(num_cameras=3, num_views=2),
-        rel_pos_bias={"shared": False},
+        rel_pos_bias=RelPosBiasConfig(shared=False),
         **TINY,
         **NOISY,
     )
@@ -151,7 +154,7 @@ def _count_block_calls(model: VisionTransformer) -> list[int]:
     return calls
 
 
-@pytest.mark.parametrize("rel_pos_bias", [None, {"shared": False}])
+@pytest.mark.parametrize("rel_pos_bias", [None, RelPosBiasConfig(shared=False)])
 def test_each_block_runs_twice_per_step_only_with_checkpointing(rel_pos_bias):
     torch.manual_seed(0)
     model = vit_tiny(rel_pos_bias=rel_pos_bias, grad_checkpointing=True, **TINY, **NOISY).train()
@@ -199,10 +202,10 @@ def test_checkpointing_keeps_far_fewer_activations():
 
 def test_eval_outputs_identical_and_state_dict_keys_unchanged():
     torch.manual_seed(0)
-    plain = vit_tiny(num_parts=2, rel_pos_bias={"shared": False}, **TINY, **NOISY)
+    plain = vit_tiny(num_parts=2, rel_pos_bias=RelPosBiasConfig(shared=False), **TINY, **NOISY)
     _randomise_tables(plain)
     checkpointed = vit_tiny(
-        num_parts=2, rel_pos_bias={"shared": False}, grad_checkpointing=True, **TINY, **NOISY
+        num_parts=2, rel_pos_bias=RelPosBiasConfig(shared=False), grad_checkpointing=True, **TINY, **NOISY
     )
     assert checkpointed.state_dict().keys() == plain.state_dict().keys()
     checkpointed.load_state_dict(plain.state_dict())

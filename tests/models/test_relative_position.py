@@ -6,9 +6,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from timm.models import beit
 
+from reid.config_schema import with_settings_targets
 from reid.config_store import compose_option
 from reid.data.records import DatasetInfo
 from reid.evaluation import EvalConfig
@@ -18,7 +21,6 @@ from reid.models.position import resize_pos_embed
 from reid.models.relative_position import (
     RelativePositionBias,
     RelPosBiasConfig,
-    as_rel_pos_bias_config,
     num_relative_entries,
     relative_position_index,
     resize_relative_table,
@@ -28,6 +30,10 @@ from reid.tasks.from_config import build_task
 from reid.tools.export_backbone import architecture, build_backbone
 
 DIM, HEADS, DEPTH = 24, 2, 2
+
+PER_LAYER = RelPosBiasConfig(shared=False)
+JPM_1 = JPMConfig(shift=1, groups=2, num_local=2)
+JPM_2 = JPMConfig(shift=2, groups=2, num_local=2)
 
 
 def _vit(img_size=(32, 32), seed=0, **kw):
@@ -128,13 +134,22 @@ def test_bias_of_positions_indexes_the_full_bias():
         table(positions.float())
 
 
-def test_config_values_and_errors():
-    assert as_rel_pos_bias_config({"shared": True}) == RelPosBiasConfig(shared=True)
-    assert as_rel_pos_bias_config({}) == RelPosBiasConfig() and as_rel_pos_bias_config(None) is None
-    with pytest.raises(ValueError, match="unknown keys"):
-        as_rel_pos_bias_config({"share": True})
-    with pytest.raises(TypeError, match="shared"):
-        as_rel_pos_bias_config({"shared": "yes"})
+def test_the_config_mapping_becomes_the_settings_dataclass_and_bad_values_are_named():
+    """``model.backbone.rel_pos_bias={shared: true}`` reaches the ViT as a RelPosBiasConfig: the backbone's
+    partial node is given the dataclass ``_target_`` its factory's class annotates (issue 32: no coercion in
+    the model); a mapping passed by hand, an unknown key or a non-boolean is refused naming the key."""
+    node = {"_target_": "reid.models.vit.vit_tiny", "_partial_": True, "rel_pos_bias": {"shared": True}}
+    typed = with_settings_targets(node)
+    target = "reid.models.relative_position.RelPosBiasConfig"
+    assert typed["rel_pos_bias"] == {"_target_": target, "shared": True}
+    assert instantiate(typed)(depth=1).rel_pos_config == RelPosBiasConfig(shared=True)
+    assert with_settings_targets({**node, "rel_pos_bias": None})["rel_pos_bias"] is None
+    with pytest.raises(InstantiationException, match="unexpected keyword argument 'share'"):
+        instantiate(with_settings_targets({**node, "rel_pos_bias": {"share": True}}))(depth=1)
+    with pytest.raises(TypeError, match=r"rel_pos_bias\.shared: expected true or false"):
+        RelPosBiasConfig(shared="yes")
+    with pytest.raises(TypeError, match=r"rel_pos_bias: expected a reid\.models\.relative_position\."):
+        vit_tiny(rel_pos_bias={"shared": True})
 
 
 # ---- the ViT with a bias ------------------------------------------------------------------------------
@@ -143,7 +158,7 @@ def test_zero_tables_compute_the_plain_vit(shared):
     """Zero-initialised tables: same parameters as the plain ViT (the tables draw no random numbers) and the
     same outputs in eval and train mode. Not bit-identical: SDPA with a (zero) mask takes another code
     path than without one, which differs by float rounding (~1e-7)."""
-    plain, rpe = _net(), _net(rel_pos_bias={"shared": shared})
+    plain, rpe = _net(), _net(rel_pos_bias=RelPosBiasConfig(shared=shared))
     rpe_state = rpe.state_dict()
     for key, value in plain.state_dict().items():
         assert torch.equal(value, rpe_state[key]), key
@@ -161,7 +176,7 @@ def test_zero_tables_compute_the_plain_vit(shared):
 
 @pytest.mark.parametrize("shared", [False, True])
 def test_gradients_reach_every_table(shared):
-    net = _net(rel_pos_bias={"shared": shared}, jpm=JPMConfig(shift=2, groups=2, num_local=2)).train()
+    net = _net(rel_pos_bias=RelPosBiasConfig(shared=shared), jpm=JPM_2).train()
     out = net(torch.randn(4, 3, 48, 32))
     sum(f.pow(2).sum() for f in out.feats).backward()
     tables = [(n, p) for n, p in net.named_parameters() if n.endswith("table")]
@@ -174,7 +189,7 @@ def test_gradients_reach_every_table(shared):
 
 
 def test_no_weight_decay_lists_the_tables():
-    net = _net(rel_pos_bias={"shared": False}, jpm=JPMConfig(shift=2, groups=2, num_local=2))
+    net = _net(rel_pos_bias=PER_LAYER, jpm=JPM_2)
     names = net.no_weight_decay()
     assert {"backbone.rel_pos.0.table", "backbone.rel_pos.1.table", "jpm.rel_pos.table"} <= names
     assert not any("rel_pos" in n for n in _net().no_weight_decay())
@@ -195,7 +210,7 @@ class _SpySDPA:
 
 @pytest.mark.parametrize("shared", [False, True])
 def test_fused_attention_receives_the_bias_as_mask(monkeypatch, shared):
-    vit = _vit(rel_pos_bias={"shared": shared}).eval()
+    vit = _vit(rel_pos_bias=RelPosBiasConfig(shared=shared)).eval()
     _randomise_tables(vit)
     spy = _SpySDPA(monkeypatch)
     with torch.no_grad():
@@ -214,7 +229,7 @@ def test_fused_attention_receives_the_bias_as_mask(monkeypatch, shared):
 
 def test_bf16_autocast_casts_the_mask(monkeypatch):
     """Under autocast the mask has the queries' dtype (CUDA's SDPA refuses a float32 mask for bf16 q)."""
-    net = _net(rel_pos_bias={"shared": False}, jpm=JPMConfig(shift=2, groups=2, num_local=2)).train()
+    net = _net(rel_pos_bias=PER_LAYER, jpm=JPM_2).train()
     spy = _SpySDPA(monkeypatch)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = net(torch.randn(2, 3, 48, 32))
@@ -239,7 +254,7 @@ def test_jpm_local_bias_follows_original_positions(num_parts):
     [1, 4, 2, 5, 3, 0]; chunks [1, 4, 2] and [5, 3, 0]. With P prefix tokens the positions in the natural
     order are [0, P + 1, P + 4, P + 2] and [0, P + 5, P + 3, P + 0]."""
     p = 1 + num_parts
-    backbone = _vit((48, 32), rel_pos_bias={"shared": False}, num_parts=num_parts).eval()
+    backbone = _vit((48, 32), rel_pos_bias=RelPosBiasConfig(shared=False), num_parts=num_parts).eval()
     _randomise_tables(backbone)
     rel_pos = backbone.rel_pos_of(-1)
     jpm = JigsawPatchModule(backbone.blocks[-1], backbone.norm, JPMConfig(2, 2, 2), rel_pos).eval()
@@ -257,14 +272,14 @@ def test_jpm_local_bias_follows_original_positions(num_parts):
 
 def test_jpm_table_copy_per_layer_and_shared_table():
     jpm_cfg = JPMConfig(shift=2, groups=2, num_local=2)
-    per_layer = _net(rel_pos_bias={"shared": False}, jpm=jpm_cfg)
+    per_layer = _net(rel_pos_bias=RelPosBiasConfig(shared=False), jpm=jpm_cfg)
     _randomise_tables(per_layer.backbone)
     assert not torch.equal(per_layer.jpm.rel_pos.table, per_layer.backbone.rel_pos[-1].table)
     per_layer.reset_local_branch()  # copied like the block weights
     assert torch.equal(per_layer.jpm.rel_pos.table, per_layer.backbone.rel_pos[-1].table)
     assert per_layer.jpm.rel_pos.table is not per_layer.backbone.rel_pos[-1].table
 
-    shared = _net(rel_pos_bias={"shared": True}, jpm=jpm_cfg).eval()
+    shared = _net(rel_pos_bias=RelPosBiasConfig(shared=True), jpm=jpm_cfg).eval()
     assert shared.jpm.rel_pos is None and not any(k.startswith("jpm.rel_pos") for k in shared.state_dict())
     _randomise_tables(shared)
     images = torch.randn(2, 3, 48, 32)
@@ -309,7 +324,7 @@ def test_table_resize_keeps_a_smooth_function_and_prefix_entries():
 def test_dino_local_crop_input_runs_on_a_resized_table(monkeypatch):
     """A 32 x 16 crop of a 64 x 32 model: 2 x 1 patches instead of 4 x 2; the bias is the table resized to
     the crop's grid, indexed for that grid; gradients still reach the tables."""
-    vit = _vit((64, 32), rel_pos_bias={"shared": False}, num_parts=3)
+    vit = _vit((64, 32), rel_pos_bias=RelPosBiasConfig(shared=False), num_parts=3)
     _randomise_tables(vit)
     spy = _SpySDPA(monkeypatch)
     out = vit.forward_features(torch.randn(2, 3, 32, 16))
@@ -323,7 +338,7 @@ def test_dino_local_crop_input_runs_on_a_resized_table(monkeypatch):
 
 # ---- aux outputs ------------------------------------------------------------------------------------
 def test_training_aux_outputs():
-    net = _net(rel_pos_bias={"shared": False}).train()
+    net = _net(rel_pos_bias=RelPosBiasConfig(shared=False)).train()
     _randomise_tables(net)
     images = torch.randn(3, 3, 48, 32)
     aux = net(images).aux
@@ -343,7 +358,7 @@ def test_training_aux_outputs():
     resized = resize_pos_embed(net.backbone.pos_embed, (2, 2), (3, 2))[0]
     torch.testing.assert_close(small["pos_embed"], resized)
     assert small["cls_similarity"].shape == (2, 4) and small["rel_pos_bias"].shape == (DEPTH, HEADS, 4, 4)
-    shared = _net(rel_pos_bias={"shared": True}).train()
+    shared = _net(rel_pos_bias=RelPosBiasConfig(shared=True)).train()
     assert shared(images).aux["rel_pos_bias"].shape == (1, HEADS, 6, 6)
     assert set(_net().train()(images).aux) == {"cls_similarity", "pos_embed"}
     assert len(net.eval()(images).aux) == 0
@@ -377,7 +392,7 @@ def test_checkpoint_without_tables_loads_as_the_plain_model(tmp_path, layout):
     states = {"timm": lambda: _timm_state(source.backbone), "pass": lambda: _pass_state(source.backbone)}
     torch.save(states.get(layout, source.state_dict)(), tmp_path / "ckpt.pth")
     plain = _net(seed=1, jpm=jpm, **kw)
-    rpe = _net(seed=2, rel_pos_bias={"shared": False}, jpm=jpm, **kw)
+    rpe = _net(seed=2, rel_pos_bias=RelPosBiasConfig(shared=False), jpm=jpm, **kw)
     load_pretrained(plain, tmp_path / "ckpt.pth")
     report = load_pretrained(rpe, tmp_path / "ckpt.pth")
     assert report.layout == layout
@@ -395,11 +410,14 @@ def test_checkpoint_without_tables_loads_as_the_plain_model(tmp_path, layout):
 
 def test_own_checkpoint_tables_are_resized_to_the_new_grid(tmp_path):
     source = _net(
-        (32, 32), seed=3, rel_pos_bias={"shared": False}, jpm=JPMConfig(shift=1, groups=2, num_local=2)
+        (32, 32),
+        seed=3,
+        rel_pos_bias=RelPosBiasConfig(shared=False),
+        jpm=JPMConfig(shift=1, groups=2, num_local=2),
     )
     _randomise_tables(source)
     torch.save(source.state_dict(), tmp_path / "own.pth")  # records pos_grid 2 x 2
-    target = _net((48, 32), rel_pos_bias={"shared": False}, jpm=JPMConfig(shift=1, groups=2, num_local=2))
+    target = _net((48, 32), rel_pos_bias=PER_LAYER, jpm=JPM_1)
     report = load_pretrained(target, tmp_path / "own.pth")
     for key in ("backbone.rel_pos.0.table", "backbone.rel_pos.1.table", "jpm.rel_pos.table"):
         assert any(line.startswith(f"{key} 2x2 -> 3x2") for line in report.resized), report.resized
@@ -408,18 +426,20 @@ def test_own_checkpoint_tables_are_resized_to_the_new_grid(tmp_path):
 
 
 def test_table_shape_mismatch_other_than_grid_is_refused(tmp_path):
-    source = _vit(rel_pos_bias={"shared": False})  # 2 heads
+    source = _vit(rel_pos_bias=RelPosBiasConfig(shared=False))  # 2 heads
     torch.save(source.state_dict(), tmp_path / "two_heads.pth")
     torch.manual_seed(0)
-    three_heads = vit_tiny(img_size=(32, 32), embed_dim=DIM, num_heads=3, depth=DEPTH, rel_pos_bias={})
+    three_heads = vit_tiny(
+        img_size=(32, 32), embed_dim=DIM, num_heads=3, depth=DEPTH, rel_pos_bias=RelPosBiasConfig()
+    )
     with pytest.raises(ValueError, match=r"rel_pos\.0\.table: checkpoint \(12, 2\) vs model \(12, 3\)"):
         load_pretrained(three_heads, tmp_path / "two_heads.pth")
 
 
 @pytest.mark.parametrize(("config", "tables"), [(None, 0), ({"shared": False}, DEPTH), ({"shared": True}, 1)])
 def test_exported_architecture_records_the_bias(config, tables):
-    vit = _vit(rel_pos_bias=config)
-    arch = architecture(vit.state_dict())
+    vit = _vit(rel_pos_bias=RelPosBiasConfig(**config) if config is not None else None)
+    arch = architecture(vit.state_dict())  # records the plain form
     assert arch["rel_pos_bias"] == config and arch["num_heads"] == (HEADS if tables else 1)
     if tables:
         rebuilt = build_backbone(vit.state_dict(), (32, 32), stride=16)  # strict load

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from reid.models.relative_position import RelPosBiasConfig
 from reid.models.vit import vit_tiny
 from reid.visualization.attention import (
     attention_weights,
@@ -22,7 +23,7 @@ from reid.visualization.attention import (
 
 def pass_vit() -> torch.nn.Module:
     torch.manual_seed(0)
-    model = vit_tiny(img_size=(64, 32), num_parts=3, rel_pos_bias={"shared": False}).eval()
+    model = vit_tiny(img_size=(64, 32), num_parts=3, rel_pos_bias=RelPosBiasConfig(shared=False)).eval()
     for table in model.rel_pos:  # zero-initialised: give the bias something to do
         torch.nn.init.normal_(table.table, std=0.5)
     return model
