@@ -38,7 +38,7 @@ def dataset_options(config_dir: Path = CONFIG_DIR) -> list[str]:
 
 
 def compose_dataset_option(name: str, config_dir: Path = CONFIG_DIR) -> DictConfig:
-    """The loader config of the ``dataset`` option ``name`` (interpolations left unresolved)."""
+    """The loader config of the ``data/dataset`` option ``name`` (interpolations left unresolved)."""
     return compose_option(GROUP, name, config_dir)
 
 

@@ -190,7 +190,8 @@ def check_renamed_groups(overrides: Sequence[str]) -> None:
         group = override.lstrip("+~").split("=", 1)[0].split("@", 1)[0]
         if group in RENAMED_GROUPS:
             new = RENAMED_GROUPS[group]
-            default_package = f"{group}@data.dataset="  # the new group's own package: no @ needed
+            # the new group's default package (data/dataset -> data.dataset) needs no @ in the override
+            default_package = f"{group}@{new.replace('/', '.')}="
             fixed = (
                 override.replace(default_package, f"{new}=", 1)
                 if default_package in override
